@@ -1,0 +1,103 @@
+"""`.github/retrain.yml`: the per-repository config, validated with pydantic (no I/O here).
+
+Defaults reproduce the seed workflow's three profiles, so a repository without the file still trains.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.errors import ConfigError
+
+CONFIG_PATH = ".github/retrain.yml"
+Permission = Literal["read", "triage", "write", "maintain", "admin"]
+PERMISSION_RANK: dict[str, int] = {"none": 0, "read": 1, "triage": 2, "write": 3, "maintain": 4, "admin": 5}
+
+
+class Profile(BaseModel):
+    """Model shape and session length for one kind of session."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_layer: int = Field(4, ge=1, le=96)
+    n_head: int = Field(4, ge=1, le=128)
+    n_embd: int = Field(256, ge=8, le=16384)
+    block_size: int = Field(256, ge=8, le=32768)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    max_iters: int = Field(500, ge=1)
+    batch_size: int = Field(8, ge=1)
+    learning_rate: float = Field(6e-4, gt=0)
+    min_lr: float = Field(6e-5, ge=0)
+    warmup_iters: int = Field(100, ge=0)
+    lr_decay_iters: int = Field(5000, ge=1)
+    weight_decay: float = Field(0.1, ge=0)
+    eval_iters: int = Field(20, ge=1)
+
+
+DEFAULT_PROFILES: dict[str, Profile] = {
+    "ci": Profile(n_layer=4, n_head=4, n_embd=256, block_size=256, max_iters=500),
+    "scheduled": Profile(n_layer=6, n_head=6, n_embd=384, block_size=256, max_iters=2000),
+    "full": Profile(n_layer=8, n_head=8, n_embd=512, block_size=256, max_iters=5000),
+}
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    include: tuple[str, ...] = ("**/*.md", "**/*.txt")
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+
+
+class RetentionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_checkpoints: int = Field(10, ge=1)
+
+
+class RepoConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    progress_dir: str = ".training-progress"
+    branch: str | None = None
+    run_prefix: str = "nanecho-cached-"
+    data: DataConfig = DataConfig()
+    profiles: dict[str, Profile] = Field(default_factory=lambda: dict(DEFAULT_PROFILES))
+    retention: RetentionConfig = RetentionConfig()
+    permission: Permission = "write"
+
+    def run_name(self, profile: str) -> str:
+        """Seed-compatible run folder name, e.g. `nanecho-cached-ci`."""
+        return f"{self.run_prefix}{profile}"
+
+    def allows(self, permission: str) -> bool:
+        return PERMISSION_RANK.get(permission, 0) >= PERMISSION_RANK[self.permission]
+
+
+def parse_repo_config(text: str | bytes | None) -> RepoConfig:
+    """The config from the file's text; defaults when the file is absent. Profiles given merge over defaults."""
+    if text is None:
+        return RepoConfig()
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{CONFIG_PATH} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{CONFIG_PATH} must be a mapping at the top level")
+    profiles = raw.get("profiles")
+    try:
+        if isinstance(profiles, dict):
+            merged = {name: p.model_dump() for name, p in DEFAULT_PROFILES.items()}
+            for name, overrides in profiles.items():
+                if not isinstance(overrides, dict):
+                    raise ConfigError(f"{CONFIG_PATH}: profiles.{name} must be a mapping")
+                merged[name] = {**merged.get(name, {}), **overrides}
+            raw = {**raw, "profiles": merged}
+        return RepoConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{CONFIG_PATH} is invalid: {problems}") from exc

@@ -1,0 +1,75 @@
+"""Process settings, read once from the environment (and an optional `.env`) in `main()` and passed down.
+
+Secrets are `SecretStr` so that a logged or printed `Settings` never shows them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_store_url() -> str:
+    """Checkpoints live outside any git repository by default: weights never go into git."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return f"file://{base}/retrain/checkpoints"
+
+
+class Settings(BaseSettings):
+    """Everything a process needs to know about its surroundings; nothing here is per repository."""
+
+    model_config = SettingsConfigDict(env_prefix="RETRAIN_", env_file=".env", extra="ignore")
+
+    app_id: str | None = Field(default=None, description="The GitHub App's id.")
+    private_key: SecretStr | None = Field(default=None, description="The App's PEM private key (value).")
+    private_key_path: Path | None = Field(default=None, description="Or a path to the PEM file.")
+    webhook_secret: SecretStr | None = Field(default=None, description="Secret that signs webhook deliveries.")
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("RETRAIN_REDIS_URL", "REDIS_URL"),
+        description="Broker, delivery dedupe and locks.",
+    )
+    github_api_url: str = Field(
+        default="https://api.github.com",
+        description="REST base URL; GitHub Enterprise: https://HOST/api/v3. Tests point it at the emulator.",
+    )
+    github_graphql_url: str | None = Field(
+        default=None, description="GraphQL endpoint; derived from github_api_url when unset."
+    )
+    store_url: str = Field(default_factory=default_store_url, description="fsspec URL of the checkpoint store.")
+    delivery_ttl_s: int = Field(default=7 * 24 * 3600, description="How long a delivery id is remembered.")
+
+    @model_validator(mode="after")
+    def _key_from_one_place(self) -> Settings:
+        if self.private_key is not None and self.private_key_path is not None:
+            raise ValueError("set RETRAIN_PRIVATE_KEY or RETRAIN_PRIVATE_KEY_PATH, not both")
+        return self
+
+    @property
+    def graphql_url(self) -> str:
+        if self.github_graphql_url:
+            return self.github_graphql_url
+        api = self.github_api_url.rstrip("/")
+        if api.endswith("/api/v3"):  # GitHub Enterprise Server serves GraphQL beside REST
+            return api[: -len("/v3")] + "/graphql"
+        return api + "/graphql"
+
+    def app_private_key(self) -> str:
+        """The PEM text; a clear error when the App cannot authenticate."""
+        if self.private_key is not None:
+            return self.private_key.get_secret_value()
+        if self.private_key_path is not None:
+            try:
+                return self.private_key_path.read_text()
+            except OSError as exc:
+                raise ValueError(f"cannot read RETRAIN_PRIVATE_KEY_PATH {self.private_key_path}: {exc}") from exc
+        raise ValueError("the App's private key is not configured: set RETRAIN_PRIVATE_KEY_PATH")
+
+    def require_app(self) -> tuple[str, str]:
+        """(app id, private key) or a clear error naming the missing variable."""
+        if not self.app_id:
+            raise ValueError("the App id is not configured: set RETRAIN_APP_ID")
+        return self.app_id, self.app_private_key()

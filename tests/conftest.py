@@ -1,0 +1,68 @@
+"""Shared fixtures: real Redis, the App's key pair, GitHub's real material when present."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+TEST_REDIS_DB = 13  # a database of its own, flushed by the tests that use it
+
+
+def fixtures_dir() -> Path | None:
+    """`../shared/fixtures` through RETRAIN_FIXTURES (set by .ci/run); None on a clone without it."""
+    value = os.environ.get("RETRAIN_FIXTURES")
+    if value and Path(value).is_dir():
+        return Path(value)
+    return None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    found = fixtures_dir()
+    if found:
+        return f"retrain: GitHub fixtures from {found}: payload, schema and OpenAPI conformance checks ON"
+    return "retrain: RETRAIN_FIXTURES not set: conformance checks against GitHub's real material are OFF"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    url = base.rsplit("/", 1)[0] + f"/{TEST_REDIS_DB}" if base.count("/") >= 3 else f"{base}/{TEST_REDIS_DB}"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"no Redis answers at {url} ({exc}); run the tests with scripts/test, which starts one")
+    return url
+
+
+@pytest.fixture
+def clean_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def app_key_pair() -> tuple[bytes, bytes]:
+    """(private PEM, public PEM) of a throwaway GitHub App."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public
+
+
+def note(message: str) -> None:
+    """A line that shows in the test output even without -s (for checks that did not run)."""
+    sys.stderr.write(f"\n{message}\n")

@@ -1,0 +1,46 @@
+"""Local mode: the workers' session pipeline against a git checkout on disk (`retrain train`, `retrain demo`)."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from workers.progress_log import ProgressLogger
+from workers.repos import LocalGitRepository
+from workers.session import SessionRequest, SessionResult, run_session
+from workers.store import CheckpointStore
+
+
+def store_prefix_for(repo: LocalGitRepository) -> str:
+    """Two checkouts with the same folder name must not share checkpoints."""
+    return f"local/{repo.name}-{hashlib.sha256(str(repo.path).encode()).hexdigest()[:8]}"
+
+
+async def run_local_session(
+    path: Path, *, profile: str, max_iters: int | None, store_url: str, say: Callable[[str], None] = print
+) -> SessionResult:
+    repo = LocalGitRepository(path)
+    request = SessionRequest(
+        session_id=uuid.uuid4().hex, profile=profile, max_iters=max_iters, trigger="local", sender=getpass.getuser()
+    )
+    return await run_session(
+        repo, CheckpointStore(store_url), request, store_prefix=store_prefix_for(repo),
+        on_progress=ProgressLogger(say, request.session_id, every_s=2.0),
+    )
+
+
+def describe_result(result: SessionResult) -> str:
+    f = result.facts
+    origin = f"resumed from {f.parent_checkpoint}" if f.parent_checkpoint else "started from a fresh model"
+    lines = [
+        f"{f.profile} session: {f.iterations} iterations ({f.start_iteration} → {f.end_iteration}), {origin}",
+        f"  first step loss {f.first_loss:.4f}, last step loss {f.last_loss:.4f}",
+        f"  val loss {f.val_loss_before:.4f} → {f.val_loss_after:.4f}, {f.tokens_per_s:,.0f} tokens/s",
+        f"  checkpoint {f.checkpoint_id} stored at {f.storage.uri}",
+        f"  committed {result.commit_oid[:12]} on {result.branch}: {f.run_dir}/cache/metadata.json",
+        *(f"  note: {n}" for n in f.notes),
+    ]
+    return "\n".join(lines)

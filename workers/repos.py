@@ -1,0 +1,140 @@
+"""Where progress lives: a repository that can be read at a commit and committed to with compare-and-swap.
+
+Two implementations share one session pipeline: `GitHubRepository` (through the API, used by workers) and
+`LocalGitRepository` (a git checkout on disk, used by `retrain train` and the demo).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+from app.github import BranchHead, GitHubClient, StaleHead
+from workers.snapshot import files_from_tarball
+
+
+class ProgressRepository(Protocol):
+    name: str
+
+    async def head(self, branch: str | None) -> BranchHead: ...
+
+    async def read_file(self, path: str, ref: str) -> bytes | None: ...
+
+    async def files(self, ref: str) -> dict[str, bytes]: ...
+
+    async def commit(
+        self, branch: str, expected_head: str, files: Mapping[str, bytes], headline: str, body: str
+    ) -> str:
+        """The new commit's oid; raises `StaleHead` when the branch no longer points at `expected_head`."""
+        ...
+
+
+class GitHubRepository:
+    def __init__(self, client: GitHubClient, full_name: str) -> None:
+        self.client = client
+        self.name = full_name
+
+    async def head(self, branch: str | None) -> BranchHead:
+        return await self.client.branch_head(self.name, branch)
+
+    async def read_file(self, path: str, ref: str) -> bytes | None:
+        return await self.client.read_file(self.name, path, ref)
+
+    async def files(self, ref: str) -> dict[str, bytes]:
+        return files_from_tarball(await self.client.tarball(self.name, ref))
+
+    async def commit(
+        self, branch: str, expected_head: str, files: Mapping[str, bytes], headline: str, body: str
+    ) -> str:
+        return await self.client.commit_files(self.name, branch, expected_head, files, headline, body)
+
+
+class GitError(RuntimeError):
+    pass
+
+
+# Progress commits are the bot's work, as they are on GitHub; this also works where git has no identity set.
+BOT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "retrain",
+    "GIT_AUTHOR_EMAIL": "retrain@localhost",
+    "GIT_COMMITTER_NAME": "retrain",
+    "GIT_COMMITTER_EMAIL": "retrain@localhost",
+}
+
+
+class LocalGitRepository:
+    """A local repository, committed to with plumbing so that `update-ref` gives the same compare-and-swap.
+
+    The working tree and index are moved along only when they were clean at the old head, so local edits
+    are never overwritten.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.resolve()
+        self.name = self.path.name
+        if self._git("rev-parse", "--is-inside-work-tree", check=False).strip() != "true":
+            raise GitError(f"{self.path} is not a git working tree (run `git init` there first)")
+
+    async def head(self, branch: str | None) -> BranchHead:
+        name = branch or self._git("symbolic-ref", "--short", "HEAD").strip()
+        oid = self._git("rev-parse", "--verify", "--quiet", f"refs/heads/{name}^{{commit}}", check=False).strip()
+        if not oid:
+            raise GitError(f"branch {name} has no commits in {self.path}; commit your training text first")
+        return BranchHead(name=name, oid=oid)
+
+    async def read_file(self, path: str, ref: str) -> bytes | None:
+        proc = self._run("cat-file", "blob", f"{ref}:{path}", check=False)
+        return proc.stdout if proc.returncode == 0 else None
+
+    async def files(self, ref: str) -> dict[str, bytes]:
+        archive = await asyncio.to_thread(self._run, "archive", "--format=tar", ref)
+        return files_from_tarball(archive.stdout, strip_top_dir=False)
+
+    async def commit(
+        self, branch: str, expected_head: str, files: Mapping[str, bytes], headline: str, body: str
+    ) -> str:
+        index = self.path / ".git" / f"retrain-index-{os.getpid()}"
+        env = {"GIT_INDEX_FILE": str(index)}
+        try:
+            self._git("read-tree", expected_head, env=env)
+            for path, content in sorted(files.items()):
+                blob = self._run("hash-object", "-w", "--stdin", input=content).stdout.decode().strip()
+                self._git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+            tree = self._git("write-tree", env=env).strip()
+        finally:
+            index.unlink(missing_ok=True)
+        message = f"{headline}\n\n{body}\n".encode()
+        new = self._run("commit-tree", tree, "-p", expected_head, input=message, env=BOT_IDENTITY).stdout
+        new_oid = new.decode().strip()
+        moved = self._run("update-ref", f"refs/heads/{branch}", new_oid, expected_head, check=False)
+        if moved.returncode != 0:
+            raise StaleHead(f"{self.name}@{branch} moved past {expected_head[:12]}")
+        self._follow_checkout(branch, expected_head, new_oid)
+        return new_oid
+
+    def _follow_checkout(self, branch: str, old: str, new: str) -> None:
+        """Bring a clean checkout of `branch` to the new commit, as `git pull` would."""
+        current = self._git("symbolic-ref", "--quiet", "--short", "HEAD", check=False).strip()
+        if current != branch:
+            return
+        self._run("read-tree", "-m", "-u", old, new, check=False)
+
+    def _git(self, *args: str, check: bool = True, env: Mapping[str, str] | None = None) -> str:
+        return self._run(*args, check=check, env=env).stdout.decode(errors="replace")
+
+    def _run(
+        self, *args: str, check: bool = True, input: bytes | None = None, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        proc = subprocess.run(
+            ["git", "-C", str(self.path), *args],
+            input=input,
+            capture_output=True,
+            env={**os.environ, **(env or {})},
+        )
+        if check and proc.returncode != 0:
+            raise GitError(f"git {args[0]} failed in {self.path}: {proc.stderr.decode(errors='replace').strip()}")
+        return proc

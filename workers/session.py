@@ -1,0 +1,200 @@
+"""One training session, the same pipeline for workers (GitHub) and local mode (a git checkout):
+
+read config and registry at the branch head → choose the best compatible stored checkpoint → train →
+store the weights → commit registry and summary in one compare-and-swap commit (re-read and merge when
+the branch moved) → drop what retention no longer keeps from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from app.errors import SessionError
+from app.github import StaleHead
+from app.repo_config import CONFIG_PATH, Profile, RepoConfig, parse_repo_config
+from workers import registry as reg
+from workers.progress import SessionFacts, checkpoint_id, commit_message, new_entry, summary, to_json_bytes, utcnow
+from workers.repos import ProgressRepository
+from workers.snapshot import select_files
+from workers.store import CheckpointStore, StoreError
+from workers.trainer.data import TOKENIZER_ID, Corpus, build_corpus
+from workers.trainer.model import ModelConfig
+from workers.trainer.train import Progress, TrainConfig, load_state, save_state, train
+
+log = logging.getLogger(__name__)
+COMMIT_ATTEMPTS = 4
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """What was asked for; plain values so it travels as a Celery message."""
+
+    session_id: str
+    profile: str = "ci"
+    max_iters: int | None = None
+    trigger: str = "local"
+    sender: str | None = None
+    delivery_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    facts: SessionFacts
+    commit_oid: str
+    branch: str
+
+    @property
+    def checkpoint_id(self) -> str:
+        return self.facts.checkpoint_id
+
+
+@dataclass(frozen=True)
+class Resume:
+    entry: reg.CheckpointEntry
+    state: dict[str, Any]
+
+
+def model_config_for(profile: Profile) -> ModelConfig:
+    return ModelConfig(
+        n_layer=profile.n_layer, n_head=profile.n_head, n_embd=profile.n_embd,
+        block_size=profile.block_size, dropout=profile.dropout,
+    )
+
+
+def train_config_for(profile: Profile, max_iters: int | None) -> TrainConfig:
+    return TrainConfig(
+        max_iters=max_iters or profile.max_iters, batch_size=profile.batch_size,
+        learning_rate=profile.learning_rate, min_lr=profile.min_lr, warmup_iters=profile.warmup_iters,
+        lr_decay_iters=profile.lr_decay_iters, weight_decay=profile.weight_decay, eval_iters=profile.eval_iters,
+    )
+
+
+def metadata_path(config: RepoConfig, run: str) -> str:
+    return f"{config.progress_dir}/{run}/cache/metadata.json"
+
+
+def choose_resume(
+    store: CheckpointStore, registry: reg.Registry, fingerprint: reg.Fingerprint, notes: list[str]
+) -> Resume | None:
+    """The best compatible checkpoint whose stored weights verify; a bad object is skipped, not fatal."""
+    for entry in reg.resume_candidates(registry, fingerprint):
+        assert entry.storage is not None
+        try:
+            return Resume(entry, load_state(store.get(entry.storage)))
+        except (StoreError, ValueError) as exc:
+            notes.append(f"skipped {entry.checkpoint_id}: {exc}")
+            log.warning("checkpoint not usable", extra={"checkpoint": entry.checkpoint_id, "reason": str(exc)})
+    skipped = reg.incompatible_count(registry, fingerprint)
+    if skipped:
+        notes.append(f"{skipped} stored checkpoint(s) were trained on other data or another model shape")
+    return None
+
+
+async def run_session(
+    repo: ProgressRepository,
+    store: CheckpointStore,
+    request: SessionRequest,
+    *,
+    store_prefix: str,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> SessionResult:
+    started_at = utcnow()
+    default_head = await repo.head(None)
+    config = parse_repo_config(await repo.read_file(CONFIG_PATH, default_head.oid))
+    head = default_head if config.branch in (None, default_head.name) else await repo.head(config.branch)
+    profile = config.profiles.get(request.profile)
+    if profile is None:
+        raise SessionError(f"unknown profile `{request.profile}`; this repository has: {', '.join(config.profiles)}")
+    run = config.run_name(request.profile)
+    registry, notes = reg.parse_registry(await repo.read_file(metadata_path(config, run), head.oid))
+
+    corpus = load_corpus(await repo.files(head.oid), config, profile)
+    model_config = model_config_for(profile)
+    fingerprint = reg.Fingerprint(
+        data_sha256=corpus.fingerprint(), tokenizer=TOKENIZER_ID,
+        model_config_sha256=reg.model_config_sha256(model_config.to_dict()),
+    )
+    resume = await asyncio.to_thread(choose_resume, store, registry, fingerprint, notes)
+    train_config = train_config_for(profile, request.max_iters)
+    log.info(
+        "training %s on %s: %d iterations from %s", request.profile, repo.name, train_config.max_iters,
+        resume.entry.checkpoint_id if resume else "a fresh model",
+    )
+    result = await asyncio.to_thread(
+        train, model_config, train_config, corpus, resume=resume.state if resume else None, on_progress=on_progress
+    )
+    finished_at = utcnow()
+    ckpt_id = checkpoint_id(finished_at, result.end_iteration, request.session_id)
+    checkpoint_key = f"{store_prefix}/{run}/{ckpt_id}.pt"
+    stored = await asyncio.to_thread(store.put, checkpoint_key, save_state(result.state))
+    facts = SessionFacts(
+        session_id=request.session_id, profile=request.profile, run=run, progress_dir=config.progress_dir,
+        trigger=request.trigger, sender=request.sender, delivery_id=request.delivery_id,
+        started_at=started_at, finished_at=finished_at,
+        parent_checkpoint=resume.entry.checkpoint_id if resume else None,
+        start_iteration=result.start_iteration, end_iteration=result.end_iteration,
+        train_loss=result.train_loss, val_loss_before=result.val_loss_before, val_loss_after=result.val_loss_after,
+        first_loss=result.losses[0], last_loss=result.losses[-1], learning_rate=result.learning_rate,
+        tokens_per_s=result.tokens_per_s,
+        tokens_processed=result.end_iteration * train_config.batch_size * model_config.block_size,
+        model_config=model_config.to_dict(), training_config=train_config.to_dict(),
+        data_config={
+            "include": list(config.data.include), "val_fraction": config.data.val_fraction,
+            "train_files": list(corpus.train_files), "val_files": list(corpus.val_files),
+            "train_tokens": int(corpus.train.numel()), "val_tokens": int(corpus.val.numel()),
+        },
+        storage=stored, fingerprint=fingerprint, notes=tuple(notes),
+    )
+    commit_oid, branch, dropped = await commit_progress(repo, config, head.name, head.oid, facts)
+    await asyncio.to_thread(forget_dropped, store, dropped)
+    return SessionResult(facts=facts, commit_oid=commit_oid, branch=branch)
+
+
+def load_corpus(snapshot: dict[str, bytes], config: RepoConfig, profile: Profile) -> Corpus:
+    files = select_files(snapshot, config.data.include, exclude_dirs=[config.progress_dir])
+    if not files:
+        raise SessionError(
+            f"no training text: no file matches data.include {list(config.data.include)} in {CONFIG_PATH}"
+        )
+    try:
+        return build_corpus(files, val_fraction=config.data.val_fraction, block_size=profile.block_size)
+    except ValueError as exc:
+        raise SessionError(f"training text is not usable: {exc}") from exc
+
+
+async def commit_progress(
+    repo: ProgressRepository, config: RepoConfig, branch: str, head: str, facts: SessionFacts
+) -> tuple[str, str, list[reg.CheckpointEntry]]:
+    """Commit registry + summary; when the branch moved, merge into what is there now and try again."""
+    entry = new_entry(facts)
+    headline, body = commit_message(facts)
+    path = metadata_path(config, facts.run)
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        current, _ = reg.parse_registry(await repo.read_file(path, head))
+        kept, dropped = reg.retain(
+            reg.with_entry(current, entry), config.retention.max_checkpoints, pinned=entry.checkpoint_id
+        )
+        files = {
+            path: reg.dump_registry(kept),
+            f"{facts.run_dir}/training_summary.json": to_json_bytes(summary(facts, kept)),
+        }
+        try:
+            return await repo.commit(branch, head, files, headline, body), branch, dropped
+        except StaleHead:
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+            log.info("branch %s moved; merging and retrying (attempt %d)", branch, attempt + 1)
+            await asyncio.sleep(0.2 * 2**attempt)
+            head = (await repo.head(branch)).oid
+    raise AssertionError("unreachable")
+
+
+def forget_dropped(store: CheckpointStore, dropped: list[reg.CheckpointEntry]) -> None:
+    """Delete weights that retention dropped, only after the commit that drops them has landed."""
+    for entry in dropped:
+        if entry.storage is not None:
+            store.delete(entry.storage)

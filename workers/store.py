@@ -1,0 +1,55 @@
+"""Checkpoint store over fsspec: atomic writes, sha256 recorded and verified on every read.
+
+Object key: `<owner>/<repo>/<run>/<checkpoint_id>.pt` under the store URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import uuid
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from workers.registry import StoredObject
+
+
+class StoreError(RuntimeError):
+    """A stored object is missing, unreadable or not what the registry says it is."""
+
+
+class CheckpointStore:
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.fs: fsspec.AbstractFileSystem
+        self.fs, self.root = url_to_fs(self.url)
+
+    def put(self, key: str, blob: bytes) -> StoredObject:
+        """Write under a temporary name, then rename: a crash never leaves a half-written object in place."""
+        path = f"{self.root}/{key}"
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        with self.fs.open(tmp, "wb") as fh:
+            fh.write(blob)
+        self.fs.mv(tmp, path)
+        return StoredObject(uri=f"{self.url}/{key}", sha256=hashlib.sha256(blob).hexdigest(), bytes=len(blob))
+
+    def get(self, obj: StoredObject) -> bytes:
+        """The object's bytes, only if they hash to what the registry recorded."""
+        fs, path = url_to_fs(obj.uri)
+        try:
+            with fs.open(path, "rb") as fh:
+                blob = fh.read()
+        except (FileNotFoundError, OSError) as exc:
+            raise StoreError(f"checkpoint object {obj.uri} could not be read: {exc}") from exc
+        digest = hashlib.sha256(blob).hexdigest()
+        if digest != obj.sha256:
+            raise StoreError(f"checkpoint object {obj.uri} is corrupt: sha256 {digest[:12]}… ≠ {obj.sha256[:12]}…")
+        return blob
+
+    def delete(self, obj: StoredObject) -> None:
+        """Best effort: a leftover object costs space, never correctness."""
+        fs, path = url_to_fs(obj.uri)
+        with contextlib.suppress(FileNotFoundError, OSError):
+            fs.rm(path)
