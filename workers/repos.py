@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
+from app.errors import RetrainError
 from app.github import BranchHead, GitHubClient, StaleHead
 from workers.snapshot import files_from_tarball
 
@@ -53,8 +54,8 @@ class GitHubRepository:
         return await self.client.commit_files(self.name, branch, expected_head, files, headline, body)
 
 
-class GitError(RuntimeError):
-    pass
+class GitError(RetrainError):
+    """A local repository cannot be used as asked; the message says what to do."""
 
 
 # Progress commits are the bot's work, as they are on GitHub; this also works where git has no identity set.

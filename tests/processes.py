@@ -1,0 +1,77 @@
+"""Real processes for end-to-end tests: a Celery worker and the webhook receiver, with logs kept."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate, timeout: float, what: str, log: Path | None = None, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-60:]) if log and log.exists() else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n--- log tail ---\n{tail}")
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env={**os.environ, **env}, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextmanager
+def celery_worker(env: dict[str, str], log: Path, queues: str = "events,train") -> Iterator[subprocess.Popen]:
+    args = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", queues,
+            "--concurrency", "1", "--loglevel", "INFO", "-n", f"e2e-{os.getpid()}-{time.time_ns()}@%h",
+            "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    with process(args, env, log) as proc:
+        wait_until(lambda: b"ready." in log.read_bytes() or proc.poll() is not None, 60, "celery worker", log)
+        assert proc.poll() is None, log.read_text(errors="replace")
+        yield proc
+
+
+@contextmanager
+def receiver(env: dict[str, str], log: Path) -> Iterator[str]:
+    port = free_port()
+    args = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    with process(args, env, log) as proc:
+
+        def healthy() -> bool:
+            assert proc.poll() is None, log.read_text(errors="replace")
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=1) as resp:
+                    return resp.status == 200
+            except OSError:
+                return False
+
+        wait_until(healthy, 30, "receiver /healthz", log)
+        yield base

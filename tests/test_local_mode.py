@@ -1,0 +1,70 @@
+"""The README's local mode, run as a user runs it: `retrain train` twice on a fresh git repository."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.processes import ROOT
+from tests.repos import git, make_local_repo
+
+RUN_DIR = ".training-progress/nanecho-cached-ci"
+
+
+def retrain(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "XDG_DATA_HOME": str(home)}
+    proc = subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def summary_at(repo: Path, rev: str) -> dict:
+    return json.loads(git(repo, "show", f"{rev}:{RUN_DIR}/training_summary.json"))
+
+
+def test_two_local_sessions_commit_twice_and_the_second_resumes(tmp_path: Path) -> None:
+    repo = make_local_repo(tmp_path / "repo")
+    store = f"file://{tmp_path / 'store'}"
+    first = retrain("train", "--repo", str(repo), "--profile", "ci", "--max-iters", "30", "--store", store,
+                    home=tmp_path)
+    assert "started from a fresh model" in first.stdout
+    second = retrain("train", "--repo", str(repo), "--max-iters", "20", "--store", store, home=tmp_path)
+
+    log = git(repo, "log", "--format=%an|%s").splitlines()
+    assert len(log) == 3 and log[-1] == "retrain|corpus"
+    assert all(line.startswith("retrain|retrain(ci): +") for line in log[:2])
+    s1, s2 = summary_at(repo, "HEAD~1")["session"], summary_at(repo, "HEAD")["session"]
+    assert (s1["start_iteration"], s1["end_iteration"]) == (0, 30)
+    assert (s2["start_iteration"], s2["end_iteration"]) == (30, 50)
+    assert s2["resumed_from"] == s1["checkpoint_id"]
+    assert f"resumed from {s1['checkpoint_id']}" in second.stdout
+    # The second session starts where the first ended, not from a fresh model (≈ ln 256 = 5.55).
+    assert abs(s2["first_loss"] - s1["last_loss"]) < 0.5
+    assert s2["first_loss"] < math.log(256) - 1.5
+    metadata = json.loads(git(repo, "show", f"HEAD:{RUN_DIR}/cache/metadata.json"))
+    assert set(metadata) == {s1["checkpoint_id"], s2["checkpoint_id"]}
+    assert metadata[s2["checkpoint_id"]]["parent_checkpoint"] == s1["checkpoint_id"]
+    # The checkout followed the commits, and nothing in it is left modified.
+    assert git(repo, "status", "--porcelain") == ""
+    assert (repo / RUN_DIR / "cache/metadata.json").exists()
+
+
+def test_demo_runs_and_resumes(tmp_path: Path) -> None:
+    demo_dir = tmp_path / "demo"
+    first = retrain("demo", "--dir", str(demo_dir), "--max-iters", "3", home=tmp_path)
+    assert "started from a fresh model" in first.stdout
+    second = retrain("demo", "--dir", str(demo_dir), "--max-iters", "3", home=tmp_path)
+    assert "resumed from ckpt_" in second.stdout and "(3 → 6)" in second.stdout
+
+
+def test_a_directory_that_is_not_a_repository_is_a_clear_error(tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "train", "--repo", str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "not a git working tree" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,293 @@
+"""The training loop: one session of `max_iters` iterations, fresh or resumed from a payload.
+
+Importable and free of I/O: data comes in as a Corpus, the checkpoint goes out as a dict (see
+checkpoint.py; `save_state` / `load_state` turn it into bytes and back). Everything a later session
+needs to continue exactly where this one stopped is in the payload: weights, optimizer moments, the
+global iteration (which drives the learning-rate schedule), the RNG state used by dropout and the
+batch sampler's generator. So on the CPU with deterministic algorithms, two sessions of N iterations
+give the same weights and losses as one session of 2N.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from workers.trainer.checkpoint import (
+    CHECKPOINT_FORMAT,
+    check_model_config,
+    check_payload,
+    load_state,
+    save_state,
+    to_cpu,
+)
+from workers.trainer.data import TOKENIZER_ID, Corpus
+from workers.trainer.device import autocast, cuda_speedups, resolve_device
+from workers.trainer.model import GPT, ModelConfig
+
+__all__ = ["Progress", "TrainConfig", "TrainResult", "get_lr", "load_state", "save_state", "train"]
+
+SAMPLER_KIND = "uniform-random-blocks"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings for one session (nanoGPT's defaults, scaled to small models)."""
+
+    max_iters: int  # iterations for THIS session, counted from the resume point
+    batch_size: int = 8
+    learning_rate: float = 6e-4  # peak, reached after warmup
+    min_lr: float = 6e-5  # floor of the cosine decay (~learning_rate / 10, per Chinchilla)
+    warmup_iters: int = 100  # the schedule is a function of the GLOBAL iteration, so it spans sessions
+    lr_decay_iters: int = 5000
+    weight_decay: float = 0.1  # applied to 2-D weights only
+    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eval_iters: int = 20  # batches per split when estimating loss
+    seed: int = 1337
+    device: str = "auto"  # "auto" -> cuda if available else cpu
+
+    def __post_init__(self) -> None:
+        for name in ("max_iters", "batch_size", "eval_iters"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"train config: {name} must be a positive integer, got {value!r}")
+        if self.warmup_iters < 0 or self.lr_decay_iters < self.warmup_iters:
+            raise ValueError(
+                f"train config: need 0 <= warmup_iters <= lr_decay_iters, got "
+                f"{self.warmup_iters} and {self.lr_decay_iters}"
+            )
+        if not 0 <= self.min_lr <= self.learning_rate:
+            raise ValueError(
+                f"train config: need 0 <= min_lr <= learning_rate, got {self.min_lr} and {self.learning_rate}"
+            )
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("train config: weight_decay and grad_clip must not be negative")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"train config: betas must be in [0, 1), got {self.beta1}, {self.beta2}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError as exc:
+                raise ValueError(f"train config: unknown device {self.device!r}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A progress report, built only every `progress_every` iterations (and at the last one)."""
+
+    iteration: int  # global iterations completed
+    session_iteration: int  # iterations completed in this session
+    max_iters: int
+    loss: float  # training loss of the latest iteration
+    lr: float
+    tokens_per_s: float  # since the session's loop started
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    state: dict[str, Any]  # the checkpoint payload, tensors on the CPU
+    start_iteration: int  # global iteration the session started from (0 when fresh)
+    end_iteration: int  # start_iteration + iterations actually run
+    losses: list[float]  # training loss of every iteration of this session, in order
+    train_loss: float  # estimated on the train split at the end
+    val_loss_before: float | None  # the starting weights on the val split (also for a fresh model)
+    val_loss_after: float
+    tokens_per_s: float  # training loop throughput (evaluation excluded)
+    elapsed_s: float  # whole call, evaluation included
+    learning_rate: float  # lr at the last iteration
+
+
+def get_lr(iteration: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to min_lr at lr_decay_iters, then flat (nanoGPT)."""
+    if iteration < cfg.warmup_iters:
+        return cfg.learning_rate * (iteration + 1) / (cfg.warmup_iters + 1)
+    if iteration >= cfg.lr_decay_iters:
+        return cfg.min_lr
+    ratio = (iteration - cfg.warmup_iters) / (cfg.lr_decay_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
+
+
+def _get_batch(
+    data: Tensor, block: int, batch: int, gen: torch.Generator, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """`batch` random windows of block + 1 tokens: inputs and the same shifted by one as targets."""
+    ix = torch.randint(data.numel() - block, (batch,), generator=gen)
+    chunk = data[ix.unsqueeze(1) + torch.arange(block + 1)].long()
+    x, y = chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x, y
+
+
+def _configure_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and embeddings only, not on biases and LayerNorm gains."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    fused = device.type == "cuda"  # one kernel for all parameters; on the CPU the plain loop is fine
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
+
+
+@torch.no_grad()
+def _estimate_loss(model: GPT, data: Tensor, cfg: TrainConfig, device: torch.device) -> float:
+    """Mean loss over `eval_iters` batches drawn with a fixed seed: the same windows every call, so
+    losses before and after a session (and across sessions on one corpus) compare like for like."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    block = model.config.block_size
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), device=device)
+    for _ in range(cfg.eval_iters):
+        x, y = _get_batch(data, block, cfg.batch_size, gen, device)
+        with autocast(device):
+            _, loss = model(x, y)
+        total += loss.float()
+    model.train(was_training)
+    return total.item() / cfg.eval_iters
+
+
+def train(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    corpus: Corpus,
+    *,
+    resume: Mapping[str, Any] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    progress_every: int = 10,
+) -> TrainResult:
+    """Run `train_config.max_iters` iterations, from `resume` (a payload) or from fresh weights."""
+    if progress_every < 1:
+        raise ValueError(f"progress_every must be at least 1, got {progress_every}")
+    block = model_config.block_size
+    for name, split in (("train", corpus.train), ("val", corpus.val)):
+        if split.numel() <= block + 1:
+            raise ValueError(
+                f"{name} split has {split.numel()} tokens; block_size {block} needs more than {block + 1}"
+            )
+    if resume is not None:
+        check_payload(resume)
+        check_model_config(resume, model_config)
+    device = resolve_device(train_config.device)
+    cuda_devices = [device] if device.type == "cuda" else []
+    # fork_rng: seeding and dropout use the global RNGs; leave the caller's state as it was.
+    with torch.random.fork_rng(devices=cuda_devices), cuda_speedups(device):
+        return _run(model_config, train_config, corpus, device, resume, on_progress, progress_every)
+
+
+def _run(
+    model_config: ModelConfig,
+    cfg: TrainConfig,
+    corpus: Corpus,
+    device: torch.device,
+    resume: Mapping[str, Any] | None,
+    on_progress: Callable[[Progress], None] | None,
+    progress_every: int,
+) -> TrainResult:
+    t_call = time.perf_counter()
+    # The initial weights (a resumed session overwrites them) and dropout draw from the global RNG of
+    # the device; seed only the one we use, fork_rng in train() restores it afterwards.
+    torch.default_generator.manual_seed(cfg.seed)
+    if device.type == "cuda":
+        torch.cuda.default_generators[device.index].manual_seed(cfg.seed)
+    model = GPT(model_config)
+    sampler = torch.Generator().manual_seed(cfg.seed)
+    start, batches = 0, 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        start, batches = int(resume["iteration"]), int(resume["sampler"].get("batches", 0))
+        sampler.set_state(resume["sampler"]["generator"])
+        torch.set_rng_state(resume["rng"]["torch_cpu"])
+        if device.type == "cuda" and resume["rng"].get("cuda"):
+            torch.cuda.set_rng_state(resume["rng"]["cuda"][0], device)
+    model.to(device)
+    model.train()
+    optimizer = _configure_optimizer(model, cfg, device)
+    if resume is not None:
+        saved = to_cpu(resume["optimizer"])  # a copy: load_state_dict would alias and mutate it
+        for group, ours in zip(saved["param_groups"], optimizer.param_groups, strict=True):
+            # This session's settings win over the saved ones (the device may differ, and so may the
+            # config): the fused kernel exists only where we said, and the hyper-parameters are ours.
+            for key in ("fused", "foreach", "betas", "weight_decay"):
+                group[key] = ours[key]
+        optimizer.load_state_dict(saved)
+
+    val_loss_before = _estimate_loss(model, corpus.val, cfg, device)
+    # Losses stay on the device: one conversion at the end instead of a host sync per iteration.
+    losses = torch.zeros(cfg.max_iters, dtype=torch.float32, device=device)
+    tokens_per_iter = cfg.batch_size * model_config.block_size
+    lr = get_lr(start, cfg)
+    t_loop = time.perf_counter()
+    for k in range(cfg.max_iters):
+        lr = get_lr(start + k, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y = _get_batch(corpus.train, model_config.block_size, cfg.batch_size, sampler, device)
+        with autocast(device):
+            _, loss = model(x, y)
+        assert loss is not None
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses[k] = loss.detach()
+        done = k + 1
+        if on_progress is not None and (done % progress_every == 0 or done == cfg.max_iters):
+            value = losses[k].item()  # the only host sync, and only when reporting
+            elapsed = time.perf_counter() - t_loop
+            on_progress(
+                Progress(
+                    start + done, done, cfg.max_iters, value, lr, done * tokens_per_iter / elapsed, elapsed
+                )
+            )
+    loss_list = losses.tolist()  # waits for the device, so the timing below is honest
+    loop_s = time.perf_counter() - t_loop
+    # Capture the RNG states before evaluating, where a continuing single session would be.
+    rng: dict[str, Any] = {"torch_cpu": torch.get_rng_state(), "cuda": []}
+    if device.type == "cuda":
+        rng["cuda"] = [torch.cuda.get_rng_state(device)]
+    train_loss = _estimate_loss(model, corpus.train, cfg, device)
+    val_loss_after = _estimate_loss(model, corpus.val, cfg, device)
+    end = start + cfg.max_iters
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "model": to_cpu(model.state_dict()),
+        "optimizer": to_cpu(optimizer.state_dict()),
+        "model_config": model_config.to_dict(),
+        "train_config": cfg.to_dict(),
+        "iteration": end,
+        "tokenizer": TOKENIZER_ID,
+        "rng": rng,
+        "sampler": {
+            "kind": SAMPLER_KIND,
+            "generator": sampler.get_state(),
+            "batches": batches + cfg.max_iters,
+        },
+        "corpus_fingerprint": corpus.fingerprint(),
+    }
+    return TrainResult(
+        state=state,
+        start_iteration=start,
+        end_iteration=end,
+        losses=loss_list,
+        train_loss=train_loss,
+        val_loss_before=val_loss_before,
+        val_loss_after=val_loss_after,
+        tokens_per_s=cfg.max_iters * tokens_per_iter / loop_s,
+        elapsed_s=time.perf_counter() - t_call,
+        learning_rate=lr,
+    )
