@@ -1,0 +1,151 @@
+"""The whole product with real parts: a signed `/retrain` comment posted over HTTP to the receiver, a real
+Celery worker process on both queues, a real Redis, and the GitHub emulator backed by a real git repository.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.server import signature_for
+from tests.conftest import fixtures_dir
+from tests.emulator import GitHubEmulator
+from tests.payloads import comment_event
+from tests.processes import celery_worker, receiver, wait_until
+from tests.repos import repo_files
+
+REPO = "octo/demo"
+SECRET = "e2e-webhook-secret"
+APP_ID = "4242"
+RUN_DIR = ".training-progress/nanecho-cached-ci"
+SESSION_TIMEOUT = 240
+
+
+@pytest.fixture
+def emulator(tmp_path: Path, app_key_pair: tuple[bytes, bytes]) -> Iterator[tuple[GitHubEmulator, str]]:
+    root = fixtures_dir()
+    emu = GitHubEmulator(
+        app_id=APP_ID, app_public_key_pem=app_key_pair[1], root=tmp_path / "github",
+        openapi_path=root / "github/openapi/api.github.com.json" if root else None,
+        graphql_schema_path=root / "github/graphql/schema.graphql" if root else None,
+    )
+    git_dir = emu.add_repository(REPO, files=repo_files(), default_branch="main", installation_id=42)
+    # Any `git push` into the emulated repository would run this hook, leave a mark and be refused.
+    hook = Path(git_dir) / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\ntouch {tmp_path / 'PUSHED'}\nexit 1\n")
+    hook.chmod(0o755)
+    emu.set_permission(REPO, "alice", "write")
+    emu.set_permission(REPO, "bob", "read")
+    with emu.running_in_thread() as base_url:
+        yield emu, base_url
+    assert not (tmp_path / "PUSHED").exists(), "something ran git push into the emulated repository"
+
+
+@pytest.fixture
+def services(tmp_path: Path, emulator, redis_url: str, clean_redis, app_key_pair) -> Iterator[str]:
+    _, base_url = emulator
+    key_path = tmp_path / "app.pem"
+    key_path.write_bytes(app_key_pair[0])
+    env = {
+        "RETRAIN_APP_ID": APP_ID, "RETRAIN_PRIVATE_KEY_PATH": str(key_path), "RETRAIN_WEBHOOK_SECRET": SECRET,
+        "REDIS_URL": redis_url, "RETRAIN_REDIS_URL": redis_url, "RETRAIN_GITHUB_API_URL": base_url,
+        "RETRAIN_STORE_URL": f"file://{tmp_path / 'store'}", "PYTHONUNBUFFERED": "1",
+    }
+    with celery_worker(env, tmp_path / "worker.log"), receiver(env, tmp_path / "web.log") as web:
+        yield web
+
+
+def post(web: str, payload: dict | bytes, *, delivery: str, secret: str | None = SECRET) -> int:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    headers = {"content-type": "application/json", "x-github-event": "issue_comment", "x-github-delivery": delivery}
+    if secret is not None:
+        headers["x-hub-signature-256"] = signature_for(body, secret)
+    request = urllib.request.Request(f"{web}/webhook", data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def progress_commits(emu: GitHubEmulator) -> list[dict]:
+    return [c for c in emu.git_log(REPO) if c["message"].startswith("retrain(")]
+
+
+def summary_at(emu: GitHubEmulator, oid: str) -> dict:
+    return json.loads(emu.read_file(REPO, f"{RUN_DIR}/training_summary.json", ref=oid))
+
+
+def test_comments_become_committed_sessions_and_the_second_resumes_the_first(emulator, services, tmp_path) -> None:
+    emu, _ = emulator
+    web = services
+    log = tmp_path / "worker.log"
+
+    # A first /retrain ci, delivered twice by GitHub: one session.
+    first = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=42, comment_id=501)
+    assert post(web, first, delivery="delivery-1") == 202
+    assert post(web, first, delivery="delivery-1") == 200
+    wait_until(lambda: len(progress_commits(emu)) == 1, SESSION_TIMEOUT, "the first progress commit", log)
+    assert "eyes" in emu.reactions(REPO, 501)
+    c1 = progress_commits(emu)[0]
+    s1 = summary_at(emu, c1["oid"])["session"]
+    metadata1 = json.loads(emu.read_file(REPO, f"{RUN_DIR}/cache/metadata.json", ref=c1["oid"]))
+    assert list(metadata1) == [s1["checkpoint_id"]]
+    entry1 = metadata1[s1["checkpoint_id"]]
+    assert entry1["storage"]["sha256"] and entry1["storage"]["bytes"] > 0
+    assert Path(entry1["storage"]["uri"].removeprefix("file://")).is_file()
+    assert entry1["parent_checkpoint"] is None and entry1["iteration"] == 40
+
+    # A second comment: a new session resumed from the first one's weights.
+    second = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=42, comment_id=502)
+    assert post(web, second, delivery="delivery-2") == 202
+    wait_until(lambda: len(progress_commits(emu)) == 2, SESSION_TIMEOUT, "the second progress commit", log)
+    c2 = progress_commits(emu)[0]
+    assert c2["parents"] == [c1["oid"]]
+    s2 = summary_at(emu, c2["oid"])["session"]
+    metadata2 = json.loads(emu.read_file(REPO, f"{RUN_DIR}/cache/metadata.json", ref=c2["oid"]))
+    entry2 = metadata2[s2["checkpoint_id"]]
+    assert set(metadata2) == {s1["checkpoint_id"], s2["checkpoint_id"]}
+    assert entry2["parent_checkpoint"] == s1["checkpoint_id"]
+    assert entry2["iteration"] == 80 > entry1["iteration"]
+    assert s2["start_iteration"] == 40
+    # Started from the first session's weights: its first step's loss is near where the first one ended,
+    # far below a fresh model's ≈ ln(256) = 5.55.
+    assert abs(s2["first_loss"] - s1["last_loss"]) < 0.5
+    assert s2["first_loss"] < math.log(256) - 1.5
+
+    # Exactly two progress commits on top of the initial one, all made through the API.
+    history = emu.git_log(REPO)
+    assert len(history) == 3 and history[-1]["parents"] == []
+    mutations = [c for c in emu.calls if c.graphql_operation and "createCommitOnBranch" in c.graphql_operation]
+    assert len(mutations) == 2
+
+    # The requester hears how it went, with the commit.
+    replies = [c["body"] for c in emu.comments(REPO, 7)]
+    assert len(replies) == 2
+    assert c1["oid"] in replies[0] and c2["oid"] in replies[1]
+    assert f"resumed from `{s1['checkpoint_id']}`" in replies[1]
+    assert emu.violations == []
+
+
+def test_refused_and_forged_deliveries_start_nothing(emulator, services, tmp_path) -> None:
+    emu, _ = emulator
+    web = services
+    payload = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=42, comment_id=601)
+    assert post(web, payload, delivery=str(uuid.uuid4()), secret="not-the-secret") == 401
+    assert post(web, payload, delivery=str(uuid.uuid4()), secret=None) == 401
+
+    bob = comment_event("/retrain ci", sender="bob", repo=REPO, installation_id=42, comment_id=602, issue_number=9)
+    assert post(web, bob, delivery=str(uuid.uuid4())) == 202
+    replies = wait_until(lambda: emu.comments(REPO, 9), 60, "the refusal reply", tmp_path / "worker.log")
+    assert "@bob" in replies[0]["body"] and "`read` permission" in replies[0]["body"]
+    assert emu.reactions(REPO, 602) == [] and emu.reactions(REPO, 601) == []
+    assert progress_commits(emu) == []
+    assert emu.violations == []
