@@ -1,5 +1,6 @@
-"""The whole product with real parts: a signed `/retrain` comment posted over HTTP to the receiver, a real
-Celery worker process on both queues, a real Redis, and the GitHub emulator backed by a real git repository.
+"""The whole product with real parts: a signed `/retrain` comment posted over HTTP to the receiver, real
+Celery worker processes for the events and train queues, a real Redis, and the GitHub emulator backed by a
+real git repository.
 """
 
 from __future__ import annotations
@@ -58,7 +59,12 @@ def services(tmp_path: Path, emulator, redis_url: str, clean_redis, app_key_pair
         "REDIS_URL": redis_url, "RETRAIN_REDIS_URL": redis_url, "RETRAIN_GITHUB_API_URL": base_url,
         "RETRAIN_STORE_URL": f"file://{tmp_path / 'store'}", "PYTHONUNBUFFERED": "1",
     }
-    with celery_worker(env, tmp_path / "worker.log"), receiver(env, tmp_path / "web.log") as web:
+    # As the Procfile runs them: one worker for the events queue, one for the train queue.
+    with (
+        celery_worker(env, tmp_path / "events.log", queues="events"),
+        celery_worker(env, tmp_path / "worker.log", queues="train"),
+        receiver(env, tmp_path / "web.log") as web,
+    ):
         yield web
 
 
@@ -144,7 +150,7 @@ def test_refused_and_forged_deliveries_start_nothing(emulator, services, tmp_pat
 
     bob = comment_event("/retrain ci", sender="bob", repo=REPO, installation_id=42, comment_id=602, issue_number=9)
     assert post(web, bob, delivery=str(uuid.uuid4())) == 202
-    replies = wait_until(lambda: emu.comments(REPO, 9), 60, "the refusal reply", tmp_path / "worker.log")
+    replies = wait_until(lambda: emu.comments(REPO, 9), 60, "the refusal reply", tmp_path / "events.log")
     assert "@bob" in replies[0]["body"] and "`read` permission" in replies[0]["body"]
     assert emu.reactions(REPO, 602) == [] and emu.reactions(REPO, 601) == []
     assert progress_commits(emu) == []

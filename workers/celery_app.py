@@ -8,7 +8,7 @@ from the environment once, here.
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from app.settings import Settings
 
@@ -21,7 +21,9 @@ SESSION_TASK = "retrain.train_session"
 def create_celery(settings: Settings) -> Celery:
     app = Celery("retrain", broker=settings.redis_url, include=["workers.tasks"])
     app.conf.update(
-        task_queues=[Queue(EVENTS_QUEUE), Queue(TRAIN_QUEUE)],
+        # Each queue has its own exchange and routing key: with a shared default exchange, a task sent
+        # to "train" would be routed by the default key and land on "events".
+        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in (EVENTS_QUEUE, TRAIN_QUEUE)],
         task_routes={EVENTS_TASK: {"queue": EVENTS_QUEUE}, SESSION_TASK: {"queue": TRAIN_QUEUE}},
         task_default_queue=EVENTS_QUEUE,
         task_serializer="json",
