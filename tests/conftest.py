@@ -12,7 +12,13 @@ import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.emulator import GitHubEmulator
+from tests.repos import repo_files
+
 TEST_REDIS_DB = 13  # a database of its own, flushed by the tests that use it
+REPO = "octo/demo"
+APP_ID = "4242"
+INSTALLATION_ID = 42
 
 
 def fixtures_dir() -> Path | None:
@@ -66,3 +72,28 @@ def app_key_pair() -> tuple[bytes, bytes]:
 def note(message: str) -> None:
     """A line that shows in the test output even without -s (for checks that did not run)."""
     sys.stderr.write(f"\n{message}\n")
+
+
+@pytest.fixture
+def github(tmp_path: Path, app_key_pair: tuple[bytes, bytes]) -> Iterator[tuple[GitHubEmulator, str]]:
+    """The GitHub emulator serving REPO (the demo corpus, a tiny `ci` profile) on a local port.
+
+    alice may write, bob may only read. Any `git push` into the repository would trip a hook, so a test
+    that passes has committed only through the API.
+    """
+    root = fixtures_dir()
+    emu = GitHubEmulator(
+        app_id=APP_ID, app_public_key_pem=app_key_pair[1], root=tmp_path / "github",
+        openapi_path=root / "github/openapi/api.github.com.json" if root else None,
+        graphql_schema_path=root / "github/graphql/schema.graphql" if root else None,
+    )
+    git_dir = emu.add_repository(REPO, files=repo_files(), default_branch="main", installation_id=INSTALLATION_ID)
+    hook = Path(git_dir) / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\ntouch {tmp_path / 'PUSHED'}\nexit 1\n")
+    hook.chmod(0o755)
+    emu.set_permission(REPO, "alice", "write")
+    emu.set_permission(REPO, "bob", "read")
+    with emu.running_in_thread() as base_url:
+        yield emu, base_url
+    assert not (tmp_path / "PUSHED").exists(), "something ran git push into the emulated repository"
+    assert emu.violations == [], emu.violations

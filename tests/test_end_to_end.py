@@ -16,42 +16,19 @@ from pathlib import Path
 import pytest
 
 from app.server import signature_for
-from tests.conftest import fixtures_dir
+from tests.conftest import APP_ID, REPO
 from tests.emulator import GitHubEmulator
 from tests.payloads import comment_event
 from tests.processes import celery_worker, receiver, wait_until
-from tests.repos import repo_files
 
-REPO = "octo/demo"
 SECRET = "e2e-webhook-secret"
-APP_ID = "4242"
 RUN_DIR = ".training-progress/nanecho-cached-ci"
 SESSION_TIMEOUT = 240
 
 
 @pytest.fixture
-def emulator(tmp_path: Path, app_key_pair: tuple[bytes, bytes]) -> Iterator[tuple[GitHubEmulator, str]]:
-    root = fixtures_dir()
-    emu = GitHubEmulator(
-        app_id=APP_ID, app_public_key_pem=app_key_pair[1], root=tmp_path / "github",
-        openapi_path=root / "github/openapi/api.github.com.json" if root else None,
-        graphql_schema_path=root / "github/graphql/schema.graphql" if root else None,
-    )
-    git_dir = emu.add_repository(REPO, files=repo_files(), default_branch="main", installation_id=42)
-    # Any `git push` into the emulated repository would run this hook, leave a mark and be refused.
-    hook = Path(git_dir) / "hooks" / "pre-receive"
-    hook.write_text(f"#!/bin/sh\ntouch {tmp_path / 'PUSHED'}\nexit 1\n")
-    hook.chmod(0o755)
-    emu.set_permission(REPO, "alice", "write")
-    emu.set_permission(REPO, "bob", "read")
-    with emu.running_in_thread() as base_url:
-        yield emu, base_url
-    assert not (tmp_path / "PUSHED").exists(), "something ran git push into the emulated repository"
-
-
-@pytest.fixture
-def services(tmp_path: Path, emulator, redis_url: str, clean_redis, app_key_pair) -> Iterator[str]:
-    _, base_url = emulator
+def services(tmp_path: Path, github, redis_url: str, clean_redis, app_key_pair) -> Iterator[str]:
+    _, base_url = github
     key_path = tmp_path / "app.pem"
     key_path.write_bytes(app_key_pair[0])
     env = {
@@ -89,8 +66,8 @@ def summary_at(emu: GitHubEmulator, oid: str) -> dict:
     return json.loads(emu.read_file(REPO, f"{RUN_DIR}/training_summary.json", ref=oid))
 
 
-def test_comments_become_committed_sessions_and_the_second_resumes_the_first(emulator, services, tmp_path) -> None:
-    emu, _ = emulator
+def test_comments_become_committed_sessions_and_the_second_resumes_the_first(github, services, tmp_path) -> None:
+    emu, _ = github
     web = services
     log = tmp_path / "worker.log"
 
@@ -141,8 +118,8 @@ def test_comments_become_committed_sessions_and_the_second_resumes_the_first(emu
     assert emu.violations == []
 
 
-def test_refused_and_forged_deliveries_start_nothing(emulator, services, tmp_path) -> None:
-    emu, _ = emulator
+def test_refused_and_forged_deliveries_start_nothing(github, services, tmp_path) -> None:
+    emu, _ = github
     web = services
     payload = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=42, comment_id=601)
     assert post(web, payload, delivery=str(uuid.uuid4()), secret="not-the-secret") == 401

@@ -1,0 +1,110 @@
+"""The session pipeline through the real GitHub client against the emulator: the cases a worker meets
+beyond the happy path (a branch that moves, a corrupt checkpoint, changed data, a bad config)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from app.errors import ConfigError, SessionError
+from app.github import installation_client
+from app.settings import Settings
+from tests.conftest import APP_ID, INSTALLATION_ID, REPO
+from workers.repos import GitHubRepository
+from workers.session import SessionRequest, SessionResult, run_session
+from workers.store import CheckpointStore
+
+RUN_DIR = ".training-progress/nanecho-cached-ci"
+
+
+@pytest.fixture
+def settings(github, tmp_path: Path, app_key_pair) -> Settings:
+    key = tmp_path / "app.pem"
+    key.write_bytes(app_key_pair[0])
+    return Settings(_env_file=None, app_id=APP_ID, private_key_path=key, github_api_url=github[1],
+                    store_url=f"file://{tmp_path / 'store'}")
+
+
+def session(settings: Settings, *, max_iters: int = 8, profile: str = "ci", on_progress=None) -> SessionResult:
+    async def go() -> SessionResult:
+        async with installation_client(settings, INSTALLATION_ID) as gh:
+            request = SessionRequest(session_id=uuid.uuid4().hex, profile=profile, max_iters=max_iters)
+            return await run_session(
+                GitHubRepository(gh, REPO), CheckpointStore(settings.store_url), request,
+                store_prefix=REPO, on_progress=on_progress,
+            )
+
+    return asyncio.run(go())
+
+
+def registry_at(emu, oid: str) -> dict:
+    return json.loads(emu.read_file(REPO, f"{RUN_DIR}/cache/metadata.json", ref=oid))
+
+
+def test_a_branch_that_moves_during_training_keeps_both_commits(github, settings) -> None:
+    emu, _ = github
+    moved: list[str] = []
+
+    def someone_pushes(_progress) -> None:
+        if not moved:
+            moved.append(emu.commit_files(REPO, {"docs/unrelated.txt": b"hello"}, message="a person's commit"))
+
+    result = session(settings, on_progress=someone_pushes)
+    log = emu.git_log(REPO)
+    assert [c["oid"] for c in log[:2]] == [result.commit_oid, moved[0]]
+    assert log[0]["parents"] == [moved[0]]
+    assert emu.read_file(REPO, "docs/unrelated.txt") == b"hello"
+    assert result.checkpoint_id in registry_at(emu, result.commit_oid)
+    stale = [c for c in emu.calls if c.graphql_operation and "createCommitOnBranch" in c.graphql_operation]
+    assert len(stale) == 2  # one refused as stale, one on top of the new head
+
+
+def test_a_corrupt_checkpoint_is_skipped_with_a_reason(github, settings) -> None:
+    emu, _ = github
+    first = session(settings)
+    stored = Path(first.facts.storage.uri.removeprefix("file://"))
+    stored.write_bytes(b"\0" * stored.stat().st_size)
+    second = session(settings)
+    assert second.facts.parent_checkpoint is None
+    assert any("corrupt" in note and first.checkpoint_id in note for note in second.facts.notes)
+    assert set(registry_at(emu, second.commit_oid)) == {first.checkpoint_id, second.checkpoint_id}
+
+
+def test_a_missing_checkpoint_falls_back_to_the_next_best(github, settings) -> None:
+    first = session(settings)
+    second = session(settings)  # resumes first, so it is better (lower val loss)
+    assert second.facts.parent_checkpoint == first.checkpoint_id
+    assert second.facts.val_loss_after < first.facts.val_loss_after
+    Path(second.facts.storage.uri.removeprefix("file://")).unlink()
+    third = session(settings)
+    assert third.facts.parent_checkpoint == first.checkpoint_id
+    assert any("could not be read" in note for note in third.facts.notes)
+
+
+def test_changed_training_text_starts_fresh_and_says_why(github, settings) -> None:
+    emu, _ = github
+    session(settings)
+    emu.commit_files(REPO, {"notes/new.md": b"# New\n\n" + b"Fresh words for a new model. " * 40})
+    second = session(settings)
+    assert second.facts.parent_checkpoint is None
+    assert any("other data or another model shape" in note for note in second.facts.notes)
+
+
+def test_an_invalid_config_names_the_field_and_commits_nothing(github, settings) -> None:
+    emu, _ = github
+    head = emu.commit_files(REPO, {".github/retrain.yml": b"profiles: {ci: {n_layer: -1}}\n"})
+    with pytest.raises(ConfigError, match=r"profiles\.ci\.n_layer"):
+        session(settings)
+    assert emu.head(REPO) == head
+
+
+def test_an_unknown_profile_lists_the_valid_ones_and_commits_nothing(github, settings) -> None:
+    emu, _ = github
+    head = emu.head(REPO)
+    with pytest.raises(SessionError, match="unknown profile `huge`; this repository has: ci, scheduled, full"):
+        session(settings, profile="huge")
+    assert emu.head(REPO) == head
