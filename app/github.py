@@ -103,10 +103,15 @@ class GitHubClient:
         """The user's repository permission: admin, write, read or none."""
         await self._authorize()
         owner, name = split_repo(repo)
-        data = await self.gh.getitem(
-            "/repos/{owner}/{repo}/collaborators/{username}/permission",
-            {"owner": owner, "repo": name, "username": username},
-        )
+        try:
+            data = await self.gh.getitem(
+                "/repos/{owner}/{repo}/collaborators/{username}/permission",
+                {"owner": owner, "repo": name, "username": username},
+            )
+        except BadRequest as exc:
+            if exc.status_code == HTTPStatus.NOT_FOUND:  # not a user GitHub knows: no permission at all
+                return "none"
+            raise
         return str(data.get("permission", "none"))
 
     async def add_reaction(self, repo: str, comment_id: int, content: str) -> None:
@@ -130,7 +135,8 @@ class GitHubClient:
     async def read_file(self, repo: str, path: str, ref: str | None) -> bytes | None:
         """A file's bytes at `ref` (default branch when None), or None when it does not exist there.
 
-        The raw media type has no 1 MB limit, unlike the JSON contents object."""
+        The raw media type has no 1 MB limit, unlike the JSON contents object.
+        """
         await self._authorize()
         owner, name = split_repo(repo)
         url = sansio.format_url(
