@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.emulator import GitHubEmulator
+from tests.emulator.client import AppKey
 from tests.repos import repo_files
 
 TEST_REDIS_DB = 13  # a database of its own, flushed by the tests that use it
@@ -59,19 +57,8 @@ def clean_redis(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture(scope="session")
 def app_key_pair() -> tuple[bytes, bytes]:
     """(private PEM, public PEM) of a throwaway GitHub App."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public
-
-
-def note(message: str) -> None:
-    """A line that shows in the test output even without -s (for checks that did not run)."""
-    sys.stderr.write(f"\n{message}\n")
+    key = AppKey.generate()
+    return key.private_pem, key.public_pem
 
 
 @pytest.fixture
