@@ -68,3 +68,11 @@ def test_a_directory_that_is_not_a_repository_is_a_clear_error(tmp_path: Path) -
     assert proc.returncode == 2
     assert "not a git working tree" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_serve_refuses_to_start_without_a_webhook_secret(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RETRAIN_WEBHOOK_SECRET"}
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--port", "0"], cwd=tmp_path,
+                          env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "refusing to start without a webhook secret" in proc.stderr
