@@ -25,7 +25,8 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
 
     result = asyncio.run(
         run_local_session(
-            Path(args.repo), profile=args.profile, max_iters=args.max_iters, store_url=args.store or settings.store_url
+            Path(args.repo), profile=args.profile, max_iters=args.max_iters, fresh=args.fresh,
+            store_url=args.store or settings.store_url,
         )
     )
     print(describe_result(result))
@@ -40,7 +41,9 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     repo = create_demo_repo(base / "repo")
     store_url = f"file://{base / 'checkpoints'}"
     print(f"demo repository: {repo}\ncheckpoint store: {store_url}")
-    result = asyncio.run(run_local_session(repo, profile="ci", max_iters=args.max_iters, store_url=store_url))
+    result = asyncio.run(
+        run_local_session(repo, profile="ci", max_iters=args.max_iters, fresh=False, store_url=store_url)
+    )
     print(describe_result(result))
     log = subprocess.run(["git", "-C", str(repo), "log", "--oneline"], capture_output=True, text=True).stdout
     print(f"\ngit log:\n{log}\nRun `retrain demo` again: the next session resumes from the best checkpoint.")
@@ -62,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--profile", default="ci", help="profile from .github/retrain.yml (default: ci)")
     train.add_argument("--max-iters", type=int, default=None, help="iterations for this session")
     train.add_argument("--store", default=None, help="checkpoint store URL (default: RETRAIN_STORE_URL)")
+    train.add_argument("--fresh", action="store_true", help="start a new model; earlier checkpoints are kept")
     train.set_defaults(run=_train)
 
     demo = sub.add_parser("demo", help="make a demo repository with a small corpus and train one session")

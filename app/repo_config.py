@@ -67,6 +67,9 @@ class RepoConfig(BaseModel):
     profiles: dict[str, Profile] = Field(default_factory=lambda: dict(DEFAULT_PROFILES))
     retention: RetentionConfig = RetentionConfig()
     permission: Permission = "write"
+    # When every stored checkpoint was trained on other data or another model shape: start a fresh model
+    # (earlier checkpoints stay in the registry) or stop and say so.
+    on_incompatible: Literal["fresh", "stop"] = "fresh"
 
     def run_name(self, profile: str) -> str:
         """Seed-compatible run folder name, e.g. `nanecho-cached-ci`."""

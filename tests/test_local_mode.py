@@ -53,12 +53,19 @@ def test_two_local_sessions_commit_twice_and_the_second_resumes(tmp_path: Path) 
     assert (repo / RUN_DIR / "cache/metadata.json").exists()
 
 
-def test_demo_runs_and_resumes(tmp_path: Path) -> None:
+def test_demo_learns_across_three_sessions_and_beats_the_unigram_baseline(tmp_path: Path) -> None:
+    """The README's first command, three times, with the demo's own `ci` profile (no overrides)."""
     demo_dir = tmp_path / "demo"
-    first = retrain("demo", "--dir", str(demo_dir), "--max-iters", "3", home=tmp_path)
-    assert "started from a fresh model" in first.stdout
-    second = retrain("demo", "--dir", str(demo_dir), "--max-iters", "3", home=tmp_path)
-    assert "resumed from ckpt_" in second.stdout and "(3 → 6)" in second.stdout
+    outputs = [retrain("demo", "--dir", str(demo_dir), home=tmp_path).stdout for _ in range(3)]
+    assert "started from a fresh model" in outputs[0]
+    assert all("resumed from ckpt_" in out for out in outputs[1:])
+    repo = demo_dir / "repo"
+    sessions = [summary_at(repo, f"HEAD~{n}")["session"] for n in (2, 1, 0)]
+    val = [s["val_loss_after"] for s in sessions]
+    assert val[0] > val[1] > val[2], val
+    baseline = sessions[-1]["unigram_val_loss"]
+    assert val[-1] < 0.6 * baseline, (val, baseline)
+    assert f"unigram baseline {baseline:.4f}" in outputs[-1]
 
 
 def test_a_directory_that_is_not_a_repository_is_a_clear_error(tmp_path: Path) -> None:

@@ -75,3 +75,73 @@ def test_every_seed_metadata_file_reads_and_none_is_restorable() -> None:
         # The seed never stored weights durably: nothing there may be chosen for resuming.
         assert reg.resume_candidates(registry, FP) == []
         assert not any(e.restorable for e in registry.values())
+
+
+def test_merge_is_a_union_that_never_loses_stored_weights() -> None:
+    ours = registry_of(entry("a", 1.0), entry("b", 2.0))
+    theirs = registry_of(entry("b", 2.0, stored=False), entry("c", 0.5))
+    merged = reg.merge(ours, theirs)
+    assert sorted(merged) == ["a", "b", "c"]
+    assert merged["b"].restorable
+    assert reg.merge(theirs, ours) == merged
+
+
+SEED_CI = "nanecho-cached-ci.metadata.json"
+# Worked out by hand from the seed's file (17 entries): the lowest val loss is iteration 11600, while the
+# seed's iteration-dominated quality_score would have picked iteration 13000, which is merely the latest.
+SEED_LOWEST_VAL = "ckpt_20260529_191246_11600_22deff1b_9470fbb7"
+SEED_HIGHEST_QUALITY = "ckpt_20260530_083841_13000_22deff1b_9470fbb7"
+# The seven worst by val loss, which retention at 10 drops (the seed deleted the best first).
+SEED_DROPPED = {
+    "ckpt_20260731_145425_500_22deff1b_9470fbb7", "ckpt_20260816_061425_500_22deff1b_9470fbb7",
+    "ckpt_20260731_141501_400_22deff1b_9470fbb7", "ckpt_20260731_133530_300_22deff1b_9470fbb7",
+    "ckpt_20260731_125555_200_22deff1b_9470fbb7", "ckpt_20260731_121637_100_22deff1b_9470fbb7",
+    "ckpt_20260731_114109_0_22deff1b_9470fbb7",
+}
+
+
+def seed_file(name: str) -> bytes:
+    root = fixtures_dir()
+    if root is None:
+        pytest.skip("NOT RUN: RETRAIN_FIXTURES unset, so the seed's real metadata files were not read")
+    return (root / "echoself" / name).read_bytes()
+
+
+def as_if_stored(registry: reg.Registry) -> reg.Registry:
+    """The seed's entries with weights attached, to check what would be chosen if they could be restored."""
+    return {
+        cid: e.model_copy(update={
+            "storage": reg.StoredObject(uri=f"memory://seed/{cid}.pt", sha256="0" * 64, bytes=1), "fingerprint": FP,
+        })
+        for cid, e in registry.items()
+    }
+
+
+def test_seed_registry_best_is_lowest_val_loss_not_highest_quality_score() -> None:
+    registry, problems = reg.parse_registry(seed_file(SEED_CI))
+    assert problems == [] and len(registry) == 17
+    assert reg.resume_candidates(registry, FP) == []  # as written, nothing has stored weights
+    stored = as_if_stored(registry)
+    best = reg.resume_candidates(stored, FP)[0]
+    assert best.checkpoint_id == SEED_LOWEST_VAL != SEED_HIGHEST_QUALITY
+    assert max(registry.values(), key=lambda e: e.model_extra["quality_score"]).checkpoint_id == SEED_HIGHEST_QUALITY
+
+
+def test_seed_registry_retention_drops_the_worst_seven() -> None:
+    registry, _ = reg.parse_registry(seed_file(SEED_CI))
+    for candidate in (registry, as_if_stored(registry)):
+        kept, dropped = reg.retain(candidate, 10)
+        assert {e.checkpoint_id for e in dropped} == SEED_DROPPED
+        assert SEED_LOWEST_VAL in kept and SEED_HIGHEST_QUALITY in kept and len(kept) == 10
+
+
+def test_seed_test_persistence_registry() -> None:
+    registry, problems = reg.parse_registry(seed_file("test-persistence.metadata.json"))
+    assert problems == [] and len(registry) == 10
+    best = reg.resume_candidates(as_if_stored(registry), FP)[0]
+    assert best.checkpoint_id == "ckpt_20260321_033801_0_93fa9bf4_9470fbb7"  # val 10.8048, iteration 0
+    kept, _ = reg.retain(registry, 3)
+    assert sorted(kept) == sorted([
+        "ckpt_20260321_033801_0_93fa9bf4_9470fbb7", "ckpt_20260321_033851_5_93fa9bf4_9470fbb7",
+        "ckpt_20260321_034243_20_93fa9bf4_9470fbb7",
+    ])

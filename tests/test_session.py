@@ -29,10 +29,12 @@ def settings(github, tmp_path: Path, app_key_pair) -> Settings:
                     store_url=f"file://{tmp_path / 'store'}")
 
 
-def session(settings: Settings, *, max_iters: int = 8, profile: str = "ci", on_progress=None) -> SessionResult:
+def session(
+    settings: Settings, *, max_iters: int = 8, profile: str = "ci", fresh: bool = False, on_progress=None
+) -> SessionResult:
     async def go() -> SessionResult:
         async with installation_client(settings, INSTALLATION_ID) as gh:
-            request = SessionRequest(session_id=uuid.uuid4().hex, profile=profile, max_iters=max_iters)
+            request = SessionRequest(session_id=uuid.uuid4().hex, profile=profile, max_iters=max_iters, fresh=fresh)
             return await run_session(
                 GitHubRepository(gh, REPO), CheckpointStore(settings.store_url), request,
                 store_prefix=REPO, on_progress=on_progress,
@@ -108,3 +110,38 @@ def test_an_unknown_profile_lists_the_valid_ones_and_commits_nothing(github, set
     with pytest.raises(SessionError, match="unknown profile `huge`; this repository has: ci, scheduled, full"):
         session(settings, profile="huge")
     assert emu.head(REPO) == head
+
+
+def test_a_fresh_start_keeps_every_earlier_checkpoint(github, settings) -> None:
+    emu, _ = github
+    first = session(settings)
+    second = session(settings, fresh=True)
+    assert second.facts.parent_checkpoint is None and second.facts.start_iteration == 0
+    assert set(registry_at(emu, second.commit_oid)) == {first.checkpoint_id, second.checkpoint_id}
+    assert Path(first.facts.storage.uri.removeprefix("file://")).is_file()
+    assert any("fresh start requested" in note for note in second.facts.notes)
+
+
+def test_retention_drops_the_worst_from_registry_and_store(github, settings) -> None:
+    emu, _ = github
+    config = emu.read_file(REPO, ".github/retrain.yml") + b"retention: {max_checkpoints: 2}\n"
+    emu.commit_files(REPO, {".github/retrain.yml": config})
+    results = [session(settings, max_iters=6) for _ in range(3)]
+    # Each session resumes the last, so the first is the worst by val loss and is the one dropped.
+    losses = [r.facts.val_loss_after for r in results]
+    assert losses == sorted(losses, reverse=True)
+    assert set(registry_at(emu, results[-1].commit_oid)) == {results[1].checkpoint_id, results[2].checkpoint_id}
+    assert not Path(results[0].facts.storage.uri.removeprefix("file://")).exists()
+    assert all(Path(r.facts.storage.uri.removeprefix("file://")).is_file() for r in results[1:])
+
+
+def test_incompatible_checkpoints_can_be_made_to_stop_the_session(github, settings) -> None:
+    emu, _ = github
+    session(settings)
+    config = emu.read_file(REPO, ".github/retrain.yml") + b"on_incompatible: stop\n"
+    emu.commit_files(REPO, {".github/retrain.yml": config, "notes/new.md": b"# New\n\n" + b"More words. " * 50})
+    head = emu.head(REPO)
+    with pytest.raises(SessionError, match="trained on other data or another model shape"):
+        session(settings)
+    assert emu.head(REPO) == head
+    assert session(settings, fresh=True).facts.parent_checkpoint is None

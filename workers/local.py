@@ -12,6 +12,7 @@ from workers.progress_log import ProgressLogger
 from workers.repos import LocalGitRepository
 from workers.session import SessionRequest, SessionResult, run_session
 from workers.store import CheckpointStore
+from workers.trainer.baseline import perplexity
 
 
 def store_prefix_for(repo: LocalGitRepository) -> str:
@@ -20,11 +21,13 @@ def store_prefix_for(repo: LocalGitRepository) -> str:
 
 
 async def run_local_session(
-    path: Path, *, profile: str, max_iters: int | None, store_url: str, say: Callable[[str], None] = print
+    path: Path, *, profile: str, max_iters: int | None, fresh: bool, store_url: str,
+    say: Callable[[str], None] = print,
 ) -> SessionResult:
     repo = LocalGitRepository(path)
     request = SessionRequest(
-        session_id=uuid.uuid4().hex, profile=profile, max_iters=max_iters, trigger="local", sender=getpass.getuser()
+        session_id=uuid.uuid4().hex, profile=profile, max_iters=max_iters, trigger="local",
+        sender=getpass.getuser(), fresh=fresh,
     )
     return await run_session(
         repo, CheckpointStore(store_url), request, store_prefix=store_prefix_for(repo),
@@ -38,7 +41,9 @@ def describe_result(result: SessionResult) -> str:
     lines = [
         f"{f.profile} session: {f.iterations} iterations ({f.start_iteration} → {f.end_iteration}), {origin}",
         f"  first step loss {f.first_loss:.4f}, last step loss {f.last_loss:.4f}",
-        f"  val loss {f.val_loss_before:.4f} → {f.val_loss_after:.4f}, {f.tokens_per_s:,.0f} tokens/s",
+        f"  val loss {f.val_loss_before:.4f} → {f.val_loss_after:.4f} (perplexity {perplexity(f.val_loss_after):.2f});"
+        f" unigram baseline {f.unigram_val_loss:.4f}",
+        f"  {f.tokens_per_s:,.0f} tokens/s",
         f"  checkpoint {f.checkpoint_id} stored at {f.storage.uri}",
         f"  committed {result.commit_oid[:12]} on {result.branch}: {f.run_dir}/cache/metadata.json",
         *(f"  note: {n}" for n in f.notes),

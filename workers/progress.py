@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from workers.registry import CheckpointEntry, Fingerprint, Registry, StoredObject, quality_score
+from workers.trainer.baseline import perplexity
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class SessionFacts:
     train_loss: float
     val_loss_before: float
     val_loss_after: float
+    unigram_val_loss: float
     first_loss: float
     last_loss: float
     learning_rate: float
@@ -77,8 +79,9 @@ def new_entry(facts: SessionFacts) -> CheckpointEntry:
             "data_config": facts.data_config,
             "metrics": {
                 "val_loss": facts.val_loss_after,
-                "val_perplexity": math.exp(min(facts.val_loss_after, 50.0)),
+                "val_perplexity": perplexity(facts.val_loss_after),
                 "val_loss_before": facts.val_loss_before,
+                "unigram_val_loss": facts.unigram_val_loss,
                 "tokens_processed": facts.tokens_processed,
                 "tokens_per_s": facts.tokens_per_s,
             },
@@ -143,6 +146,8 @@ def summary(facts: SessionFacts, registry: Registry) -> dict[str, Any]:
             "iterations": facts.iterations,
             "val_loss_before": facts.val_loss_before,
             "val_loss_after": facts.val_loss_after,
+            "val_perplexity": perplexity(facts.val_loss_after),
+            "unigram_val_loss": facts.unigram_val_loss,
             "first_loss": facts.first_loss,
             "last_loss": facts.last_loss,
             "tokens_per_s": facts.tokens_per_s,

@@ -107,6 +107,19 @@ def with_entry(registry: Registry, entry: CheckpointEntry) -> Registry:
     return {**registry, entry.checkpoint_id: entry}
 
 
+def merge(ours: Registry, theirs: Registry) -> Registry:
+    """Union by checkpoint id, for two sessions that read the same registry and committed in turn.
+
+    An id present in both is the same checkpoint; the copy that records stored weights wins, so a merge
+    never makes a restorable checkpoint unrestorable.
+    """
+    merged = {**ours, **theirs}
+    for cid, entry in ours.items():
+        if entry.restorable and not merged[cid].restorable:
+            merged[cid] = entry
+    return merged
+
+
 def retain(
     registry: Registry, max_checkpoints: int, *, pinned: str | None = None
 ) -> tuple[Registry, list[CheckpointEntry]]:

@@ -11,19 +11,21 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from app.errors import SessionError
-from app.github import StaleHead
+from app.github import BranchHead, StaleHead
 from app.repo_config import CONFIG_PATH, Profile, RepoConfig, parse_repo_config
 from workers import registry as reg
 from workers.progress import SessionFacts, checkpoint_id, commit_message, new_entry, summary, to_json_bytes, utcnow
 from workers.repos import ProgressRepository
 from workers.snapshot import select_files
 from workers.store import CheckpointStore, StoreError
+from workers.trainer.baseline import unigram_val_loss
 from workers.trainer.data import TOKENIZER_ID, Corpus, build_corpus
 from workers.trainer.model import ModelConfig
-from workers.trainer.train import Progress, TrainConfig, load_state, save_state, train
+from workers.trainer.train import Progress, TrainConfig, TrainResult, load_state, save_state, train
 
 log = logging.getLogger(__name__)
 COMMIT_ATTEMPTS = 4
@@ -39,6 +41,7 @@ class SessionRequest:
     trigger: str = "local"
     sender: str | None = None
     delivery_id: str | None = None
+    fresh: bool = False  # start from a new model; earlier checkpoints stay in the registry and the store
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,54 @@ def choose_resume(
     return None
 
 
+@dataclass(frozen=True)
+class SessionPlan:
+    """What the repository says at the branch head, and what this session will therefore do."""
+
+    config: RepoConfig
+    run: str
+    head: BranchHead
+    corpus: Corpus
+    model_config: ModelConfig
+    train_config: TrainConfig
+    fingerprint: reg.Fingerprint
+    resume: Resume | None
+    notes: list[str]
+
+
+async def prepare(repo: ProgressRepository, store: CheckpointStore, request: SessionRequest) -> SessionPlan:
+    """Read config, registry and training text at one commit; choose where training starts."""
+    default_head = await repo.head(None)
+    config = parse_repo_config(await repo.read_file(CONFIG_PATH, default_head.oid))
+    head = default_head if config.branch in (None, default_head.name) else await repo.head(config.branch)
+    profile = config.profiles.get(request.profile)
+    if profile is None:
+        raise SessionError(f"unknown profile `{request.profile}`; this repository has: {', '.join(config.profiles)}")
+    run = config.run_name(request.profile)
+    registry, notes = reg.parse_registry(await repo.read_file(metadata_path(config, run), head.oid))
+    corpus = load_corpus(await repo.files(head.oid), config, profile)
+    model_config = model_config_for(profile)
+    fingerprint = reg.Fingerprint(
+        data_sha256=corpus.fingerprint(), tokenizer=TOKENIZER_ID,
+        model_config_sha256=reg.model_config_sha256(model_config.to_dict()),
+    )
+    if request.fresh:
+        resume = None
+        notes.append(f"fresh start requested; the {len(registry)} earlier checkpoint(s) are kept")
+    else:
+        resume = await asyncio.to_thread(choose_resume, store, registry, fingerprint, notes)
+        if resume is None and config.on_incompatible == "stop" and reg.incompatible_count(registry, fingerprint):
+            raise SessionError(
+                "every stored checkpoint was trained on other data or another model shape, and "
+                f"`on_incompatible: stop` is set in {CONFIG_PATH}; start a fresh model explicitly to continue"
+            )
+    return SessionPlan(
+        config=config, run=run, head=head, corpus=corpus, model_config=model_config,
+        train_config=train_config_for(profile, request.max_iters), fingerprint=fingerprint, resume=resume,
+        notes=notes,
+    )
+
+
 async def run_session(
     repo: ProgressRepository,
     store: CheckpointStore,
@@ -103,55 +154,48 @@ async def run_session(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> SessionResult:
     started_at = utcnow()
-    default_head = await repo.head(None)
-    config = parse_repo_config(await repo.read_file(CONFIG_PATH, default_head.oid))
-    head = default_head if config.branch in (None, default_head.name) else await repo.head(config.branch)
-    profile = config.profiles.get(request.profile)
-    if profile is None:
-        raise SessionError(f"unknown profile `{request.profile}`; this repository has: {', '.join(config.profiles)}")
-    run = config.run_name(request.profile)
-    registry, notes = reg.parse_registry(await repo.read_file(metadata_path(config, run), head.oid))
-
-    corpus = load_corpus(await repo.files(head.oid), config, profile)
-    model_config = model_config_for(profile)
-    fingerprint = reg.Fingerprint(
-        data_sha256=corpus.fingerprint(), tokenizer=TOKENIZER_ID,
-        model_config_sha256=reg.model_config_sha256(model_config.to_dict()),
-    )
-    resume = await asyncio.to_thread(choose_resume, store, registry, fingerprint, notes)
-    train_config = train_config_for(profile, request.max_iters)
+    plan = await prepare(repo, store, request)
     log.info(
-        "training %s on %s: %d iterations from %s", request.profile, repo.name, train_config.max_iters,
-        resume.entry.checkpoint_id if resume else "a fresh model",
+        "training %s on %s: %d iterations from %s", request.profile, repo.name, plan.train_config.max_iters,
+        plan.resume.entry.checkpoint_id if plan.resume else "a fresh model",
     )
     result = await asyncio.to_thread(
-        train, model_config, train_config, corpus, resume=resume.state if resume else None, on_progress=on_progress
+        train, plan.model_config, plan.train_config, plan.corpus,
+        resume=plan.resume.state if plan.resume else None, on_progress=on_progress,
     )
     finished_at = utcnow()
-    ckpt_id = checkpoint_id(finished_at, result.end_iteration, request.session_id)
-    checkpoint_key = f"{store_prefix}/{run}/{ckpt_id}.pt"
-    stored = await asyncio.to_thread(store.put, checkpoint_key, save_state(result.state))
-    facts = SessionFacts(
-        session_id=request.session_id, profile=request.profile, run=run, progress_dir=config.progress_dir,
+    key = f"{store_prefix}/{plan.run}/{checkpoint_id(finished_at, result.end_iteration, request.session_id)}.pt"
+    stored = await asyncio.to_thread(store.put, key, save_state(result.state))
+    facts = session_facts(plan, request, result, stored, started_at, finished_at)
+    commit_oid, branch, dropped = await commit_progress(repo, plan.config, plan.head.name, plan.head.oid, facts)
+    await asyncio.to_thread(forget_dropped, store, dropped)
+    return SessionResult(facts=facts, commit_oid=commit_oid, branch=branch)
+
+
+def session_facts(
+    plan: SessionPlan, request: SessionRequest, result: TrainResult, stored: reg.StoredObject,
+    started_at: datetime, finished_at: datetime,
+) -> SessionFacts:
+    corpus, config = plan.corpus, plan.config
+    return SessionFacts(
+        session_id=request.session_id, profile=request.profile, run=plan.run, progress_dir=config.progress_dir,
         trigger=request.trigger, sender=request.sender, delivery_id=request.delivery_id,
         started_at=started_at, finished_at=finished_at,
-        parent_checkpoint=resume.entry.checkpoint_id if resume else None,
+        parent_checkpoint=plan.resume.entry.checkpoint_id if plan.resume else None,
         start_iteration=result.start_iteration, end_iteration=result.end_iteration,
         train_loss=result.train_loss, val_loss_before=result.val_loss_before, val_loss_after=result.val_loss_after,
+        unigram_val_loss=unigram_val_loss(corpus),
         first_loss=result.losses[0], last_loss=result.losses[-1], learning_rate=result.learning_rate,
         tokens_per_s=result.tokens_per_s,
-        tokens_processed=result.end_iteration * train_config.batch_size * model_config.block_size,
-        model_config=model_config.to_dict(), training_config=train_config.to_dict(),
+        tokens_processed=result.end_iteration * plan.train_config.batch_size * plan.model_config.block_size,
+        model_config=plan.model_config.to_dict(), training_config=plan.train_config.to_dict(),
         data_config={
-            "include": list(config.data.include), "val_fraction": config.data.val_fraction,
+            "include": list(config.data.include), "val_fraction": config.data.val_fraction, "split": corpus.split,
             "train_files": list(corpus.train_files), "val_files": list(corpus.val_files),
             "train_tokens": int(corpus.train.numel()), "val_tokens": int(corpus.val.numel()),
         },
-        storage=stored, fingerprint=fingerprint, notes=tuple(notes),
+        storage=stored, fingerprint=plan.fingerprint, notes=tuple(plan.notes),
     )
-    commit_oid, branch, dropped = await commit_progress(repo, config, head.name, head.oid, facts)
-    await asyncio.to_thread(forget_dropped, store, dropped)
-    return SessionResult(facts=facts, commit_oid=commit_oid, branch=branch)
 
 
 def load_corpus(snapshot: dict[str, bytes], config: RepoConfig, profile: Profile) -> Corpus:
