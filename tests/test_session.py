@@ -76,15 +76,20 @@ def test_a_corrupt_checkpoint_is_skipped_with_a_reason(github, settings) -> None
     assert set(registry_at(emu, second.commit_oid)) == {first.checkpoint_id, second.checkpoint_id}
 
 
-def test_a_missing_checkpoint_falls_back_to_the_next_best(github, settings) -> None:
+@pytest.mark.parametrize(("damage", "reason"), [("corrupt", "is corrupt: sha256"), ("missing", "could not be read")])
+def test_a_damaged_best_checkpoint_falls_back_to_the_next_best(github, settings, damage: str, reason: str) -> None:
     first = session(settings)
     second = session(settings)  # resumes first, so it is better (lower val loss)
     assert second.facts.parent_checkpoint == first.checkpoint_id
     assert second.facts.val_loss_after < first.facts.val_loss_after
-    Path(second.facts.storage.uri.removeprefix("file://")).unlink()
+    best = Path(second.facts.storage.uri.removeprefix("file://"))
+    if damage == "corrupt":
+        best.write_bytes(best.read_bytes()[:-1] + b"!")
+    else:
+        best.unlink()
     third = session(settings)
     assert third.facts.parent_checkpoint == first.checkpoint_id
-    assert any("could not be read" in note for note in third.facts.notes)
+    assert any(second.checkpoint_id in note and reason in note for note in third.facts.notes)
 
 
 def test_changed_training_text_starts_fresh_and_says_why(github, settings) -> None:
