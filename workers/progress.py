@@ -38,6 +38,8 @@ class SessionFacts:
     last_loss: float
     learning_rate: float
     tokens_per_s: float
+    mfu: float | None
+    device: str
     tokens_processed: int
     model_config: dict[str, Any]
     training_config: dict[str, Any]
@@ -84,6 +86,8 @@ def new_entry(facts: SessionFacts) -> CheckpointEntry:
                 "unigram_val_loss": facts.unigram_val_loss,
                 "tokens_processed": facts.tokens_processed,
                 "tokens_per_s": facts.tokens_per_s,
+                "mfu": facts.mfu,
+                "device": facts.device,
             },
             "tags": [facts.profile, facts.trigger],
             "parent_checkpoint": facts.parent_checkpoint,
@@ -151,6 +155,8 @@ def summary(facts: SessionFacts, registry: Registry) -> dict[str, Any]:
             "first_loss": facts.first_loss,
             "last_loss": facts.last_loss,
             "tokens_per_s": facts.tokens_per_s,
+            "mfu": facts.mfu,
+            "device": facts.device,
             "elapsed_s": (facts.finished_at - facts.started_at).total_seconds(),
             "notes": list(facts.notes),
         },

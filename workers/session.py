@@ -186,7 +186,7 @@ def session_facts(
         train_loss=result.train_loss, val_loss_before=result.val_loss_before, val_loss_after=result.val_loss_after,
         unigram_val_loss=unigram_val_loss(corpus),
         first_loss=result.losses[0], last_loss=result.losses[-1], learning_rate=result.learning_rate,
-        tokens_per_s=result.tokens_per_s,
+        tokens_per_s=result.tokens_per_s, mfu=result.mfu, device=result.device,
         tokens_processed=result.end_iteration * plan.train_config.batch_size * plan.model_config.block_size,
         model_config=plan.model_config.to_dict(), training_config=plan.train_config.to_dict(),
         data_config={

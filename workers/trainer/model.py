@@ -142,6 +142,12 @@ class GPT(nn.Module):
         """Parameter count; the tied embedding is counted once."""
         return sum(p.numel() for p in self.parameters())
 
+    def flops_per_token(self) -> float:
+        """FLOPs per token of one forward+backward pass: 6*N + 12*L*H*Q*T (nanoGPT's estimate_mfu)."""
+        cfg = self.config
+        L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
+        return float(6 * self.num_params() + 12 * L * H * Q * T)
+
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Logits for every position, shape (B, T, vocab); with targets also the mean cross-entropy."""
         _, t = idx.size()

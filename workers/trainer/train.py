@@ -28,7 +28,7 @@ from workers.trainer.checkpoint import (
     to_cpu,
 )
 from workers.trainer.data import TOKENIZER_ID, Corpus
-from workers.trainer.device import autocast, cuda_speedups, resolve_device
+from workers.trainer.device import autocast, cuda_speedups, peak_flops, resolve_device
 from workers.trainer.model import GPT, ModelConfig
 
 __all__ = ["Progress", "TrainConfig", "TrainResult", "get_lr", "load_state", "save_state", "train"]
@@ -107,6 +107,8 @@ class TrainResult:
     tokens_per_s: float  # training loop throughput (evaluation excluded)
     elapsed_s: float  # whole call, evaluation included
     learning_rate: float  # lr at the last iteration
+    device: str = "cpu"
+    mfu: float | None = None  # model FLOPs utilisation against the GPU's dense bf16 peak; None on CPU
 
 
 def get_lr(iteration: int, cfg: TrainConfig) -> float:
@@ -279,6 +281,8 @@ def _run(
         },
         "corpus_fingerprint": corpus.fingerprint(),
     }
+    tokens_per_s = cfg.max_iters * tokens_per_iter / loop_s
+    peak = peak_flops(device)
     return TrainResult(
         state=state,
         start_iteration=start,
@@ -287,7 +291,9 @@ def _run(
         train_loss=train_loss,
         val_loss_before=val_loss_before,
         val_loss_after=val_loss_after,
-        tokens_per_s=cfg.max_iters * tokens_per_iter / loop_s,
+        tokens_per_s=tokens_per_s,
         elapsed_s=time.perf_counter() - t_call,
         learning_rate=lr,
+        device=str(device),
+        mfu=tokens_per_s * model.flops_per_token() / peak if peak else None,
     )
