@@ -1,7 +1,7 @@
-"""Slash-command parsing: pure functions from a comment body to what was asked.
+"""Slash commands: one registry of definitions, from which both parsing and `/retrain help` come.
 
 Prow style: a command is a line of its own that starts with `/retrain`; fenced code blocks and `>` quotes
-are ignored so that quoting someone's command never runs it again.
+are ignored so that quoting someone's command never runs it again. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -11,17 +11,40 @@ from dataclasses import dataclass
 
 COMMAND_LINE = re.compile(r"^/retrain(?:[ \t]+(?P<args>.*))?$")
 FENCE = re.compile(r"^\s*(```|~~~)")
-MAX_ITERS_ARG = re.compile(r"^max_iters=(?P<n>\d+)$")
-USAGE = "/retrain [profile] [max_iters=N]"
+MAX_ITERS_ARG = re.compile(r"^max_iters=(?P<n>\d{1,9})$")
+FRESH_CONFIRM = "fresh=confirm"
+
+
+@dataclass(frozen=True)
+class CommandHelp:
+    usage: str
+    description: str
+    examples: tuple[str, ...]
+
+
+COMMANDS: tuple[CommandHelp, ...] = (
+    CommandHelp(
+        "/retrain [profile] [max_iters=N] [fresh=confirm]",
+        "Start a training session that resumes from the best checkpoint. `profile` is one of the repository's "
+        "profiles (default `ci`); `max_iters` sets this session's iterations; `fresh=confirm` starts a new "
+        "model instead (earlier checkpoints are kept).",
+        ("/retrain", "/retrain ci", "/retrain scheduled max_iters=200", "/retrain full fresh=confirm"),
+    ),
+    CommandHelp("/retrain help", "Show this help.", ("/retrain help",)),
+)
 
 
 @dataclass(frozen=True)
 class TrainCommand:
-    """`/retrain [profile] [max_iters=N]` as typed by a person."""
-
     line: str
     profile: str | None = None
     max_iters: int | None = None
+    fresh: bool = False
+
+
+@dataclass(frozen=True)
+class HelpCommand:
+    line: str
 
 
 @dataclass(frozen=True)
@@ -32,7 +55,14 @@ class InvalidCommand:
     reason: str
 
 
-ParsedCommand = TrainCommand | InvalidCommand
+ParsedCommand = TrainCommand | HelpCommand | InvalidCommand
+
+
+def help_text(profiles: list[str] | None = None) -> str:
+    """Markdown for `/retrain help`, rendered from the same definitions the parser follows."""
+    rows = "\n".join(f"| `{c.usage}` | {c.description} | {', '.join(f'`{e}`' for e in c.examples)} |" for c in COMMANDS)
+    known = f"\n\nProfiles in this repository: {', '.join(f'`{p}`' for p in profiles)}." if profiles else ""
+    return f"| command | what it does | examples |\n|---|---|---|\n{rows}{known}"
 
 
 def visible_lines(body: str) -> list[str]:
@@ -54,21 +84,30 @@ def parse_command(line: str) -> ParsedCommand | None:
     match = COMMAND_LINE.match(line)
     if match is None:
         return None
+    args = (match["args"] or "").split()
+    if args == ["help"]:
+        return HelpCommand(line)
+    usage = f"usage: `{COMMANDS[0].usage}`"
     profile: str | None = None
     max_iters: int | None = None
-    for arg in (match["args"] or "").split():
+    fresh = False
+    for arg in args:
         iters = MAX_ITERS_ARG.match(arg)
         if iters is not None:
             max_iters = int(iters["n"])
             if max_iters < 1:
                 return InvalidCommand(line, "max_iters must be at least 1")
-        elif "=" in arg:
-            return InvalidCommand(line, f"unknown argument `{arg}`; usage: `{USAGE}`")
+        elif arg == FRESH_CONFIRM:
+            fresh = True
+        elif arg == "fresh":
+            return InvalidCommand(line, f"a fresh start must be confirmed: write `{FRESH_CONFIRM}`")
+        elif "=" in arg or arg == "help":
+            return InvalidCommand(line, f"unknown argument `{arg}`; {usage}")
         elif profile is None:
             profile = arg
         else:
-            return InvalidCommand(line, f"more than one profile given (`{profile}`, `{arg}`); usage: `{USAGE}`")
-    return TrainCommand(line=line, profile=profile, max_iters=max_iters)
+            return InvalidCommand(line, f"more than one profile given (`{profile}`, `{arg}`); {usage}")
+    return TrainCommand(line=line, profile=profile, max_iters=max_iters, fresh=fresh)
 
 
 def find_command(body: str) -> ParsedCommand | None:

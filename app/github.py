@@ -1,25 +1,28 @@
-"""The GitHub surface Retrain uses, written once on top of gidgethub: App auth, REST and GraphQL.
+"""The GitHub surface Retrain uses, written once on top of gidgethub: REST, GraphQL, check runs, and
+the Git Data API as the fallback for committing. Every call retries per GitHub's rate-limit rules.
 
-Tasks carry installation ids, never tokens; a worker mints its own token here when it starts.
+Tasks carry installation ids, never tokens; a client mints (or reuses) its own narrowed token.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
 import aiohttp
-from gidgethub import BadRequest, GitHubBroken, QueryError, sansio
+from gidgethub import BadRequest, GitHubBroken, GraphQLException, sansio
 from gidgethub.aiohttp import GitHubAPI
-from gidgethub.apps import get_installation_access_token
 
+from app.github_auth import InstallationToken, TokenCache
+from app.github_retry import with_retries
 from app.settings import Settings
 
+log = logging.getLogger(__name__)
 USER_AGENT = "retrain-app"
 RAW = "application/vnd.github.raw+json"
 
@@ -53,6 +56,12 @@ class BranchHead:
     oid: str
 
 
+@dataclass(frozen=True)
+class CheckRun:
+    id: int
+    html_url: str | None
+
+
 def split_repo(full_name: str) -> tuple[str, str]:
     owner, _, name = full_name.partition("/")
     if not owner or not name or "/" in name:
@@ -60,30 +69,9 @@ def split_repo(full_name: str) -> tuple[str, str]:
     return owner, name
 
 
-class InstallationToken:
-    """An installation token, minted from the App JWT and re-minted shortly before it expires.
-
-    Sessions can train for longer than a token lives (one hour), so nothing holds on to a token string.
-    """
-
-    REFRESH_MARGIN = timedelta(minutes=5)
-
-    def __init__(self, session: aiohttp.ClientSession, settings: Settings, installation_id: int) -> None:
-        self._app_gh = GitHubAPI(session, USER_AGENT, base_url=settings.github_api_url)
-        self._settings = settings
-        self._installation_id = installation_id
-        self._token: str | None = None
-        self._expires_at = datetime.min.replace(tzinfo=UTC)
-
-    async def get(self) -> str:
-        if self._token is None or datetime.now(UTC) >= self._expires_at - self.REFRESH_MARGIN:
-            app_id, private_key = self._settings.require_app()
-            minted = await get_installation_access_token(
-                self._app_gh, installation_id=str(self._installation_id), app_id=app_id, private_key=private_key
-            )
-            self._token = str(minted["token"])
-            self._expires_at = datetime.fromisoformat(str(minted["expires_at"]).replace("Z", "+00:00"))
-        return self._token
+def _is_stale(exc: GraphQLException) -> bool:
+    errors = (getattr(exc, "response", None) or {}).get("errors") or []
+    return any(err.get("type") == "STALE_DATA" for err in errors)
 
 
 class GitHubClient:
@@ -98,7 +86,11 @@ class GitHubClient:
     async def _authorize(self) -> None:
         self.gh.oauth_token = await self._token.get()
 
-    # -- REST ------------------------------------------------------------------------------------------
+    def _url(self, template: str, **values: Any) -> str:
+        return sansio.format_url(template, values, base_url=self.gh.base_url)
+
+    # -- issues and reactions ---------------------------------------------------------------------------
+    @with_retries
     async def permission(self, repo: str, username: str) -> str:
         """The user's repository permission: admin, write, read or none."""
         await self._authorize()
@@ -114,6 +106,7 @@ class GitHubClient:
             raise
         return str(data.get("permission", "none"))
 
+    @with_retries
     async def add_reaction(self, repo: str, comment_id: int, content: str) -> None:
         await self._authorize()
         owner, name = split_repo(repo)
@@ -123,6 +116,7 @@ class GitHubClient:
             data={"content": content},
         )
 
+    @with_retries
     async def create_comment(self, repo: str, issue_number: int, body: str) -> dict[str, Any]:
         await self._authorize()
         owner, name = split_repo(repo)
@@ -132,6 +126,26 @@ class GitHubClient:
             data={"body": body},
         )
 
+    # -- check runs -------------------------------------------------------------------------------------
+    @with_retries
+    async def create_check_run(self, repo: str, **fields: Any) -> CheckRun:
+        await self._authorize()
+        owner, name = split_repo(repo)
+        data = await self.gh.post("/repos/{owner}/{repo}/check-runs", {"owner": owner, "repo": name}, data=fields)
+        return CheckRun(int(data["id"]), data.get("html_url"))
+
+    @with_retries
+    async def update_check_run(self, repo: str, check_run_id: int, **fields: Any) -> None:
+        await self._authorize()
+        owner, name = split_repo(repo)
+        await self.gh.patch(
+            "/repos/{owner}/{repo}/check-runs/{check_run_id}",
+            {"owner": owner, "repo": name, "check_run_id": check_run_id},
+            data=fields,
+        )
+
+    # -- contents ---------------------------------------------------------------------------------------
+    @with_retries
     async def read_file(self, repo: str, path: str, ref: str | None) -> bytes | None:
         """A file's bytes at `ref` (default branch when None), or None when it does not exist there.
 
@@ -139,30 +153,25 @@ class GitHubClient:
         """
         await self._authorize()
         owner, name = split_repo(repo)
-        url = sansio.format_url(
-            "/repos/{owner}/{repo}/contents/{+path}{?ref}",
-            {"owner": owner, "repo": name, "path": path, "ref": ref},
-            base_url=self.gh.base_url,
-        )
+        url = self._url("/repos/{owner}/{repo}/contents/{+path}{?ref}", owner=owner, repo=name, path=path, ref=ref)
         async with self._session.get(url, headers=self._headers(RAW)) as resp:
             if resp.status == 404:
                 return None
             await self._raise_for_status(resp)
             return await resp.read()
 
+    @with_retries
     async def tarball(self, repo: str, ref: str) -> bytes:
         """The repository's files at `ref` as a gzipped tar (one request, one consistent snapshot)."""
         await self._authorize()
         owner, name = split_repo(repo)
-        url = sansio.format_url(
-            "/repos/{owner}/{repo}/tarball/{ref}", {"owner": owner, "repo": name, "ref": ref},
-            base_url=self.gh.base_url,
-        )
+        url = self._url("/repos/{owner}/{repo}/tarball/{ref}", owner=owner, repo=name, ref=ref)
         async with self._session.get(url, headers=self._headers(sansio.accept_format())) as resp:
             await self._raise_for_status(resp)
             return await resp.read()
 
-    # -- GraphQL ---------------------------------------------------------------------------------------
+    # -- branches and commits ---------------------------------------------------------------------------
+    @with_retries
     async def branch_head(self, repo: str, branch: str | None) -> BranchHead:
         """The named branch's head, or the default branch's when `branch` is None."""
         await self._authorize()
@@ -181,7 +190,23 @@ class GitHubClient:
     async def commit_files(
         self, repo: str, branch: str, expected_head: str, files: Mapping[str, bytes], headline: str, body: str
     ) -> str:
-        """All files in one commit, compare-and-swap on the branch head; the new commit's oid."""
+        """All files in one commit on top of `expected_head` (compare-and-swap); the new commit's oid.
+
+        GraphQL's createCommitOnBranch first (signed, shown as verified); when GraphQL cannot do it, the
+        Git Data API with a non-forced ref update, which is the same compare-and-swap.
+        """
+        try:
+            return await self._commit_graphql(repo, branch, expected_head, files, headline, body)
+        except GraphQLException as exc:
+            if _is_stale(exc):
+                raise StaleHead(f"{repo}@{branch} moved past {expected_head[:12]}") from exc
+            log.warning("createCommitOnBranch failed on %s (%s); committing through the Git Data API", repo, exc)
+        return await self._commit_git_data(repo, branch, expected_head, files, f"{headline}\n\n{body}")
+
+    @with_retries
+    async def _commit_graphql(
+        self, repo: str, branch: str, expected_head: str, files: Mapping[str, bytes], headline: str, body: str
+    ) -> str:
         await self._authorize()
         payload = {
             "branch": {"repositoryNameWithOwner": repo, "branchName": branch},
@@ -194,16 +219,43 @@ class GitHubClient:
                 ]
             },
         }
-        try:
-            data = await self.gh.graphql(COMMIT_MUTATION, endpoint=self._graphql_url, input=payload)
-        except QueryError as exc:
-            errors = (exc.response or {}).get("errors") or []
-            if any(err.get("type") == "STALE_DATA" for err in errors):
-                raise StaleHead(f"{repo}@{branch} moved past {expected_head[:12]}") from exc
-            raise
+        data = await self.gh.graphql(COMMIT_MUTATION, endpoint=self._graphql_url, input=payload)
         return str(data["createCommitOnBranch"]["commit"]["oid"])
 
-    # -- plumbing --------------------------------------------------------------------------------------
+    @with_retries
+    async def _commit_git_data(
+        self, repo: str, branch: str, expected_head: str, files: Mapping[str, bytes], message: str
+    ) -> str:
+        await self._authorize()
+        owner, name = split_repo(repo)
+        where = {"owner": owner, "repo": name}
+        parent = await self.gh.getitem("/repos/{owner}/{repo}/git/commits/{sha}", {**where, "sha": expected_head})
+        entries = []
+        for path, content in sorted(files.items()):
+            blob = await self.gh.post(
+                "/repos/{owner}/{repo}/git/blobs", where,
+                data={"content": base64.b64encode(content).decode(), "encoding": "base64"},
+            )
+            entries.append({"path": path, "mode": "100644", "type": "blob", "sha": blob["sha"]})
+        tree = await self.gh.post(
+            "/repos/{owner}/{repo}/git/trees", where, data={"base_tree": parent["tree"]["sha"], "tree": entries}
+        )
+        commit = await self.gh.post(
+            "/repos/{owner}/{repo}/git/commits", where,
+            data={"message": message, "tree": tree["sha"], "parents": [expected_head]},
+        )
+        try:
+            await self.gh.patch(
+                "/repos/{owner}/{repo}/git/refs/{+ref}", {**where, "ref": f"heads/{branch}"},
+                data={"sha": commit["sha"], "force": False},
+            )
+        except BadRequest as exc:
+            if exc.status_code == HTTPStatus.UNPROCESSABLE_ENTITY:  # "Update is not a fast forward"
+                raise StaleHead(f"{repo}@{branch} moved past {expected_head[:12]}") from exc
+            raise
+        return str(commit["sha"])
+
+    # -- plumbing ---------------------------------------------------------------------------------------
     def _headers(self, accept: str) -> dict[str, str]:
         return dict(sansio.create_headers(USER_AGENT, accept=accept, oauth_token=self.gh.oauth_token))
 
@@ -214,12 +266,19 @@ class GitHubClient:
             return
         text = (await resp.text(errors="replace"))[:300]
         error = GitHubBroken if resp.status >= 500 else BadRequest
-        raise error(HTTPStatus(resp.status), f"{resp.method} {resp.url.path}: {text}")
+        raise error(HTTPStatus(resp.status), f"{resp.method} {resp.url.path}: {text}", headers=resp.headers)
 
 
 @asynccontextmanager
-async def installation_client(settings: Settings, installation_id: int) -> AsyncIterator[GitHubClient]:
-    """A client holding a fresh installation token; the token never leaves this object."""
+async def installation_client(
+    settings: Settings, installation_id: int, *, repo: str | None = None,
+    permissions: dict[str, str] | None = None, tokens: TokenCache | None = None,
+) -> AsyncIterator[GitHubClient]:
+    """A client for one installation, its token narrowed to `repo` and `permissions` when given."""
     settings.require_app()  # fail before opening anything when the App is not configured
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-        yield GitHubClient(session, settings, InstallationToken(session, settings, installation_id))
+        app_gh = GitHubAPI(session, USER_AGENT, base_url=settings.github_api_url)
+        token = InstallationToken(
+            app_gh, settings, installation_id, repo=repo, permissions=permissions, cache=tokens or TokenCache()
+        )
+        yield GitHubClient(session, settings, token)

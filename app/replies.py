@@ -1,50 +1,53 @@
 """Every comment Retrain writes, in one place: @-mention the requester, quote their command, say what
-happened, give one next step. The hidden marker lets later work find and edit Retrain's own comments.
+happened, give one next step. The hidden marker lets later work find Retrain's own comments.
 """
 
 from __future__ import annotations
 
-from app.features.retrain_command import CommentContext
+from app.commands import help_text
+from app.features.decisions import Origin
 
 MARKER = "<!-- retrain -->"
 
 
-def _reply(context: CommentContext, text: str) -> str:
-    return f"{MARKER}\n> {context.line}\n\n@{context.sender} {text}"
+def _reply(origin: Origin, text: str) -> str:
+    quote = f"> {origin.line}\n\n" if origin.line else ""
+    who = f"@{origin.sender} " if origin.sender else ""
+    return f"{MARKER}\n{quote}{who}{text}"
 
 
-def refused(context: CommentContext, permission: str, needed: str) -> str:
+def refused(origin: Origin, permission: str, needed: str) -> str:
     return _reply(
-        context,
+        origin,
         f"you have `{permission}` permission on this repository; starting a training session needs "
         f"`{needed}` or higher. Ask a maintainer to run the command.",
     )
 
 
-def rejected(context: CommentContext, reason: str) -> str:
-    return _reply(context, f"I could not run this command: {reason}.")
+def rejected(origin: Origin, reason: str) -> str:
+    return _reply(origin, f"I could not run this command: {reason}. See `/retrain help`.")
 
 
-def failed(context: CommentContext, reason: str) -> str:
-    return _reply(context, f"the training session did not run: {reason}")
+def show_help(origin: Origin, profiles: list[str]) -> str:
+    return _reply(origin, f"here is what I understand:\n\n{help_text(profiles)}")
 
 
-def crashed(context: CommentContext, session_id: str) -> str:
+def queued(origin: Origin, profile: str, check_url: str | None) -> str:
+    link = f" Follow it [in its check run]({check_url})." if check_url else ""
+    return _reply(origin, f"a `{profile}` training session is queued.{link}")
+
+
+def failed(origin: Origin, reason: str) -> str:
+    return _reply(origin, f"the training session did not run: {reason}")
+
+
+def crashed(origin: Origin, session_id: str) -> str:
     return _reply(
-        context,
+        origin,
         f"the training session `{session_id}` failed with an internal error; nothing was committed. "
         "The operators have the details in the worker's log; run the command again to retry.",
     )
 
 
-def finished(
-    context: CommentContext, *, profile: str, iterations: int, start: int, end: int,
-    val_before: float, val_after: float, resumed_from: str | None, checkpoint_id: str, commit_oid: str,
-) -> str:
-    origin = f"resumed from `{resumed_from}`" if resumed_from else "started from a fresh model"
-    return _reply(
-        context,
-        f"the `{profile}` session finished: {iterations} iterations ({start} → {end}), {origin}.\n\n"
-        f"| | val loss |\n|---|---|\n| before | {val_before:.4f} |\n| after | {val_after:.4f} |\n\n"
-        f"Checkpoint `{checkpoint_id}` is committed in {commit_oid}.",
-    )
+def finished(origin: Origin, summary_markdown: str) -> str:
+    return _reply(origin, summary_markdown)

@@ -57,6 +57,13 @@ class RetentionConfig(BaseModel):
     max_checkpoints: int = Field(10, ge=1)
 
 
+class ScheduleEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cron: str = Field(pattern=r"^\S+(\s+\S+){4}$", description="five cron fields, UTC")
+    profile: str = "scheduled"
+
+
 class RepoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -70,6 +77,9 @@ class RepoConfig(BaseModel):
     # When every stored checkpoint was trained on other data or another model shape: start a fresh model
     # (earlier checkpoints stay in the registry) or stop and say so.
     on_incompatible: Literal["fresh", "stop"] = "fresh"
+    # Workflow files whose `workflow_dispatch` (and scheduled `workflow_run`) events start sessions.
+    workflows: tuple[str, ...] = ()
+    schedule: tuple[ScheduleEntry, ...] = ()
 
     def run_name(self, profile: str) -> str:
         """Seed-compatible run folder name, e.g. `nanecho-cached-ci`."""

@@ -57,6 +57,14 @@ class Settings(BaseSettings):
             return api[: -len("/v3")] + "/graphql"
         return api + "/graphql"
 
+    @property
+    def web_url(self) -> str:
+        """Where people look: github.com for api.github.com, the host for GitHub Enterprise Server."""
+        api = self.github_api_url.rstrip("/")
+        if api == "https://api.github.com":
+            return "https://github.com"
+        return api.removesuffix("/api/v3")
+
     def app_private_key(self) -> str:
         """The PEM text; a clear error when the App cannot authenticate."""
         if self.private_key is not None:

@@ -13,8 +13,6 @@ import io
 import subprocess
 import tarfile
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,75 +24,18 @@ from gidgethub.apps import get_installation_access_token
 from graphql import GraphQLInterfaceType, GraphQLObjectType, specified_scalar_types
 
 from tests.emulator import GitHubEmulator, RecordedCall
-from tests.emulator.client import AppKey, Reply, github_fixtures, http
-from tests.emulator.client import app_jwt as _app_jwt
+from tests.emulator.client import http
 from tests.emulator.graphql_schema import load_schema
+from tests.emulator.harness import APP_ID, INSTALLATION, KEY, NOT_RUN, OPENAPI, OTHER_KEY, REAL, SCHEMA, Env, app_jwt
+from tests.emulator.harness import env as env  # the module-scoped emulator fixture
 from tests.emulator.openapi import EMBEDDED, load_spec
 
-APP_ID = "12345"
-INSTALLATION = 42
-FIXTURES = github_fixtures()
-OPENAPI, SCHEMA = FIXTURES or (None, None)
-REAL = FIXTURES is not None
-NOT_RUN = ("EMULATOR CONFORMANCE: GitHub schema not found (RETRAIN_FIXTURES unset or missing) — "
-           "GraphQL/OpenAPI validation NOT exercised")
 HEAD_QUERY = """query($owner: String!, $name: String!, $qualifiedName: String!) {
   repository(owner: $owner, name: $name) {
     defaultBranchRef { name target { oid } }
     ref(qualifiedName: $qualifiedName) { name target { ... on Commit { oid } } } } }"""
 COMMIT_MUTATION = """mutation($input: CreateCommitOnBranchInput!) {
   createCommitOnBranch(input: $input) { commit { oid url } } }"""
-KEY, OTHER_KEY = AppKey.generate(), AppKey.generate()
-
-
-def app_jwt(*, key: AppKey = KEY, iss: Any = APP_ID, iat: int = -60, exp: int = 540) -> str:
-    return _app_jwt(key, iss, iat=iat, exp=exp)
-
-
-@dataclass
-class Env:
-    emu: GitHubEmulator
-    base: str
-    token: str
-
-    def call(self, method: str, path: str, body: Any = None, *, auth: str | None = "", **kw: Any) -> Reply:
-        return http(method, self.base + path, auth=f"token {self.token}" if auth == "" else auth, body=body, **kw)
-
-    def gql(self, query: str, token: str | None = None, **variables: Any) -> dict[str, Any]:
-        reply = http("POST", self.base + "/graphql", auth=f"bearer {token or self.token}",
-                     body={"query": query, "variables": variables})
-        assert reply.status == 200
-        return reply.json()
-
-    def conforms(self, method: str, path: str, reply: Reply) -> None:
-        """The reply matches GitHub's documented response schema (only with the real description)."""
-        if self.emu.spec.source == "embedded":
-            return
-        op = self.emu.spec.match(method, path.split("?")[0])
-        assert op is not None
-        assert self.emu.spec.response_errors(op, reply.status, reply.json()) == []
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Env]:
-    plugins = request.config.pluginmanager
-    reporter, capture = plugins.getplugin("terminalreporter"), plugins.getplugin("capturemanager")
-    note = f"EMULATOR CONFORMANCE: validating against {OPENAPI} and {SCHEMA}" if REAL else NOT_RUN
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():  # say it on the terminal, past output capture
-            reporter.write_line("\n" + note, yellow=not REAL, bold=True)
-    if not REAL:
-        warnings.warn(NOT_RUN, stacklevel=1)
-    emu = GitHubEmulator(app_id=APP_ID, app_public_key_pem=KEY.public_pem, root=tmp_path_factory.mktemp("gh"),
-                         openapi_path=OPENAPI, graphql_schema_path=SCHEMA)
-    files = {"README.md": b"# demo\n", "data/a.md": b"alpha\n", "data/b.md": b"beta\n"}
-    for name in ("octo/demo", "octo/commits", "octo/other"):
-        emu.add_repository(name, files, installation_id=INSTALLATION)
-    emu.add_repository("elsewhere/private", {"x": b"y"}, installation_id=7)
-    with emu.running_in_thread() as base:
-        reply = http("POST", f"{base}/app/installations/{INSTALLATION}/access_tokens", auth=f"Bearer {app_jwt()}")
-        assert reply.status == 201, reply.body
-        yield Env(emu, base, reply.json()["token"])
 
 
 def test_token_minting_with_a_good_jwt(env: Env) -> None:
@@ -165,7 +106,11 @@ def test_reactions(env: Env) -> None:
     assert reply.json()["user"]["login"] == "retrain[bot]"
     env.conforms("POST", path, reply)
     assert env.call("POST", path, {"content": "eyes"}).status == 200  # same reaction again
-    assert env.emu.reactions("octo/demo", 555) == ["eyes"]
+    for content in ("rocket", "-1"):  # what the App leaves on success and on refusal
+        reply = env.call("POST", path, {"content": content})
+        assert reply.status == 201 and reply.json()["content"] == content
+        env.conforms("POST", path, reply)
+    assert env.emu.reactions("octo/demo", 555) == ["eyes", "rocket", "-1"]
     before = len(env.emu.violations)
     assert env.call("POST", path, {"content": "thumbsup"}).status == 422
     assert env.call("POST", path, {"content": 5}).status == 422
@@ -206,6 +151,14 @@ def test_contents(env: Env) -> None:
     sha = env.emu.head("octo/demo")
     assert env.call("GET", f"/repos/octo/demo/contents/README.md?ref={sha}",
                     accept="application/vnd.github.raw").body == b"# demo\n"
+    env.emu.commit_files("octo/demo", {"data/a.md": b"alpha 2\n"}, branch="contents-test")
+    pinned = env.call("GET", f"/repos/octo/demo/contents/data/a.md?ref={sha}")  # a full 40-character sha
+    assert pinned.status == 200 and base64.b64decode(pinned.json()["content"]) == b"alpha\n"
+    assert pinned.json()["url"].endswith(f"?ref={sha}") and f"/blob/{sha}/data/a.md" in pinned.json()["html_url"]
+    env.conforms("GET", "/repos/octo/demo/contents/data/a.md", pinned)
+    moved = env.emu.head("octo/demo", "contents-test")
+    assert env.call("GET", f"/repos/octo/demo/contents/data/a.md?ref={moved}",
+                    accept="application/vnd.github.raw").body == b"alpha 2\n"
     assert env.call("GET", "/repos/octo/demo/contents/nope.md").json()["message"] == "Not Found"
     assert env.call("GET", "/repos/octo/demo/contents/README.md?ref=nope").status == 404
 
@@ -417,6 +370,7 @@ def test_embedded_openapi_matches_github_description() -> None:
         for method, op in methods.items():
             theirs = real.match(method, template.replace("{", "").replace("}", ""))
             assert theirs is not None and theirs.template == template
+            assert op["externalDocs"] == {"url": theirs.spec["externalDocs"]["url"]}, template
             if "requestBody" in op:
                 ours_body = mine._deref(mine.doc["paths"][template][method]["requestBody"])
                 their_body = real._deref(theirs.spec["requestBody"])

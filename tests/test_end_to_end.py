@@ -110,11 +110,23 @@ def test_comments_become_committed_sessions_and_the_second_resumes_the_first(git
     mutations = [c for c in emu.calls if c.graphql_operation and "createCommitOnBranch" in c.graphql_operation]
     assert len(mutations) == 2
 
-    # The requester hears how it went, with the commit.
+    # The requester hears that it is queued (with the check run) and how it went (with the commit).
     replies = [c["body"] for c in emu.comments(REPO, 7)]
-    assert len(replies) == 2
-    assert c1["oid"] in replies[0] and c2["oid"] in replies[1]
-    assert f"resumed from `{s1['checkpoint_id']}`" in replies[1]
+    assert len(replies) == 4
+    assert "queued" in replies[0] and "queued" in replies[2]
+    assert c1["oid"] in replies[1] and c2["oid"] in replies[3]
+    assert f"resumed from `{s1['checkpoint_id']}`" in replies[3]
+    assert emu.reactions(REPO, 502) == ["eyes", "rocket"]
+
+    # Each session has its check run: queued, then in progress, then completed with the summary and chart.
+    checks = emu.check_runs(REPO)
+    assert [(c["name"], c["status"], c["conclusion"]) for c in checks] == [("Retrain (ci)", "completed", "success")] * 2
+    statuses = [body.get("status") for body in emu.check_run_history(REPO, checks[1]["id"])]
+    assert statuses[0] == "queued" and "in_progress" in statuses and statuses[-1] == "completed"
+    assert c2["oid"][:12] in checks[1]["output"]["summary"]
+    assert f"/raw/{c2['oid']}/{RUN_DIR}/loss.svg" in checks[1]["output"]["text"]
+    assert emu.read_file(REPO, f"{RUN_DIR}/loss.svg", ref=c2["oid"]).startswith(b"<svg")
+    assert len(emu.read_file(REPO, f"{RUN_DIR}/history.jsonl", ref=c2["oid"]).splitlines()) == 2
     assert emu.violations == []
 
 
@@ -129,6 +141,7 @@ def test_refused_and_forged_deliveries_start_nothing(github, services, tmp_path)
     assert post(web, bob, delivery=str(uuid.uuid4())) == 202
     replies = wait_until(lambda: emu.comments(REPO, 9), 60, "the refusal reply", tmp_path / "events.log")
     assert "@bob" in replies[0]["body"] and "`read` permission" in replies[0]["body"]
-    assert emu.reactions(REPO, 602) == [] and emu.reactions(REPO, 601) == []
+    assert emu.reactions(REPO, 602) == ["-1"] and emu.reactions(REPO, 601) == []
+    assert emu.check_runs(REPO) == []
     assert progress_commits(emu) == []
     assert emu.violations == []

@@ -32,23 +32,31 @@ def handle(settings: Settings, body: str, *, sender: str = "alice", comment_id: 
 def test_a_permitted_command_reacts_and_enqueues_exactly_this_message(github, settings) -> None:
     emu, _ = github
     outcome, sent = handle(settings, "/retrain ci max_iters=12")
+    [check] = emu.check_runs(REPO)
     assert sent == [
         {
-            "context": {"repo": REPO, "installation_id": INSTALLATION_ID, "issue_number": 7, "comment_id": 77,
-                        "sender": "alice", "line": "/retrain ci max_iters=12"},
+            "origin": {"repo": REPO, "installation_id": INSTALLATION_ID, "trigger": "issue_comment",
+                       "sender": "alice", "delivery_id": "delivery-9", "issue_number": 7, "comment_id": 77,
+                       "line": "/retrain ci max_iters=12", "ref": None, "head_sha": None, "workflow": None},
             "request": {"session_id": session_id_for("delivery-9"), "profile": "ci", "max_iters": 12,
-                        "trigger": "issue_comment", "sender": "alice", "delivery_id": "delivery-9"},
+                        "trigger": "issue_comment", "sender": "alice", "delivery_id": "delivery-9",
+                        "fresh": False, "max_checkpoints": None, "branch": None},
+            "check_run_id": check["id"],
         }
     ]
     assert outcome.startswith("enqueued session")
     assert emu.reactions(REPO, 77) == ["eyes"]
-    assert emu.comments(REPO, 7) == []
+    assert (check["status"], check["name"], check["external_id"], check["head_sha"]) == (
+        "queued", "Retrain (ci)", "retrain:ci", emu.head(REPO),
+    )
+    [reply] = emu.comments(REPO, 7)
+    assert "queued" in reply["body"] and check["html_url"] in reply["body"]
 
 
 @pytest.mark.parametrize(
     ("body", "sender", "reply_part"),
     [
-        ("/retrain ci", "bob", "you have `read` permission"),
+        ("/retrain ci", "bob", "you have `read` permission"),  # and a 👎
         ("/retrain ci", "mallory", "you have `none` permission"),
         ("/retrain huge", "alice", "unknown profile `huge`; valid profiles: ci, full, scheduled"),
         ("/retrain ci colour=blue", "alice", "unknown argument `colour=blue`"),
@@ -62,6 +70,7 @@ def test_refused_or_malformed_commands_get_a_reply_and_start_nothing(github, set
     assert reply["body"].startswith("<!-- retrain -->\n> " + body)
     assert f"@{sender}" in reply["body"] and reply_part in reply["body"]
     assert "eyes" not in emu.reactions(REPO, 77)
+    assert emu.check_runs(REPO) == []
 
 
 def test_an_invalid_repository_config_is_reported_to_the_requester(github, settings) -> None:
@@ -77,3 +86,44 @@ def test_comments_without_a_command_make_no_api_calls(github, settings) -> None:
     emu, _ = github
     outcome, sent = handle(settings, "thanks!")
     assert outcome.startswith("ignored") and sent == [] and emu.calls == []
+
+
+def test_refusal_gets_a_thumbs_down_and_help_lists_the_profiles(github, settings) -> None:
+    emu, _ = github
+    handle(settings, "/retrain ci", sender="bob", comment_id=78)
+    assert emu.reactions(REPO, 78) == ["-1"]
+    _, sent = handle(settings, "/retrain help", comment_id=79)
+    assert sent == []
+    help_reply = emu.comments(REPO, 7)[-1]["body"]
+    assert "/retrain [profile]" in help_reply and "`ci`" in help_reply and "`scheduled`" in help_reply
+
+
+def dispatch_payload(workflow: str, **inputs: str) -> dict:
+    return {"inputs": inputs, "ref": "refs/heads/main", "workflow": workflow, "repository": {"full_name": REPO},
+            "installation": {"id": INSTALLATION_ID}, "sender": {"login": "alice"}}
+
+
+def test_dispatch_of_a_listed_workflow_starts_a_session_and_others_are_ignored(github, settings) -> None:
+    emu, _ = github
+    listed = ".github/workflows/netrain-cached.yml"
+    emu.commit_files(REPO, {".github/retrain.yml": emu.read_file(REPO, ".github/retrain.yml")
+                            + f"workflows: [{listed}]\n".encode()})
+    sent: list = []
+    outcome = asyncio.run(handle_event(settings, "workflow_dispatch", "dd-1",
+                                       dispatch_payload(listed, training_type="ci", max_iters="9"), sent.append))
+    assert outcome.startswith("enqueued") and sent[0]["request"]["max_iters"] == 9
+    assert sent[0]["origin"]["workflow"] == listed and sent[0]["request"]["branch"] == "main"
+    outcome = asyncio.run(handle_event(settings, "workflow_dispatch", "dd-2",
+                                       dispatch_payload(".github/workflows/other.yml"), sent.append))
+    assert outcome.startswith("ignored") and len(sent) == 1
+
+
+def test_an_unconfirmed_fresh_dispatch_fails_its_check_run_and_starts_nothing(github, settings) -> None:
+    emu, _ = github
+    sent: list = []
+    payload = dispatch_payload(".github/workflows/x.yml", force_fresh_start="true")
+    asyncio.run(handle_event(settings, "workflow_dispatch", "dd-3", payload, sent.append))
+    assert sent == []
+    [check] = emu.check_runs(REPO)
+    assert (check["status"], check["conclusion"]) == ("completed", "failure")
+    assert "I CONFIRM FRESH START" in check["output"]["summary"]

@@ -1,5 +1,6 @@
-"""The events worker's job: carry out what `app.features` decided — check permission, react, reply,
-and enqueue a training session. Runs on the CPU `events` queue; fast, no training stack.
+"""The events worker's job: carry out what `app.features` decided — check the sender's permission and the
+repository config, react, reply, open a queued check run, and enqueue the training session.
+Runs on the CPU `events` queue; fast, no training stack.
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from app import replies
+from app import check_output, replies
 from app.errors import ConfigError
-from app.features.retrain_command import Ignore, RejectCommand, StartTraining, plan
-from app.github import installation_client
-from app.repo_config import CONFIG_PATH, parse_repo_config
+from app.features import plan
+from app.features.check_runs import external_id
+from app.features.decisions import Ignore, Origin, RejectCommand, ShowHelp, StartTraining
+from app.github import GitHubClient, installation_client
+from app.github_auth import EVENTS_PERMISSIONS, TokenCache
+from app.repo_config import CONFIG_PATH, RepoConfig, parse_repo_config
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,44 +32,96 @@ def session_id_for(delivery_id: str) -> str:
 
 
 async def handle_event(
-    settings: Settings, event: str, delivery_id: str, payload: dict[str, Any], enqueue_session: EnqueueSession
+    settings: Settings, event: str, delivery_id: str, payload: dict[str, Any], enqueue_session: EnqueueSession,
+    tokens: TokenCache | None = None,
 ) -> str:
     """The outcome in a few words (logged by the task)."""
-    decision = plan(event, payload)
+    decision = plan(event, delivery_id, payload)
     if isinstance(decision, Ignore):
         return f"ignored: {decision.reason}"
-    ctx = decision.context
-    async with installation_client(settings, ctx.installation_id) as gh:
+    origin = decision.origin
+    async with installation_client(
+        settings, origin.installation_id, repo=origin.repo, permissions=EVENTS_PERMISSIONS, tokens=tokens
+    ) as gh:
+        feedback = Feedback(gh, origin)
         if isinstance(decision, RejectCommand):
-            await gh.add_reaction(ctx.repo, ctx.comment_id, "confused")
-            await gh.create_comment(ctx.repo, ctx.issue_number, replies.rejected(ctx, decision.reason))
+            await feedback.react("confused")
+            await feedback.problem(replies.rejected(origin, decision.reason), decision.reason)
             return "rejected: malformed command"
-        assert isinstance(decision, StartTraining)
-        permission = await gh.permission(ctx.repo, ctx.sender)
         try:
-            config = parse_repo_config(await gh.read_file(ctx.repo, CONFIG_PATH, None))
+            config = parse_repo_config(await gh.read_file(origin.repo, CONFIG_PATH, origin.head_sha or origin.ref))
         except ConfigError as exc:
-            await gh.create_comment(ctx.repo, ctx.issue_number, replies.failed(ctx, str(exc)))
+            await feedback.problem(replies.failed(origin, str(exc)), str(exc))
             return "rejected: invalid repository config"
+        if isinstance(decision, ShowHelp):
+            await feedback.reply(replies.show_help(origin, sorted(config.profiles)))
+            return "answered: help"
+        return await start(gh, feedback, config, decision, enqueue_session)
+
+
+async def start(
+    gh: GitHubClient, feedback: Feedback, config: RepoConfig, decision: StartTraining, enqueue: EnqueueSession
+) -> str:
+    origin = decision.origin
+    if origin.workflow is not None and origin.workflow not in config.workflows:
+        return f"ignored: workflow {origin.workflow} is not listed under `workflows` in {CONFIG_PATH}"
+    if origin.trigger != "workflow_run":  # scheduled runs are the repository's own; no person to check
+        permission = await gh.permission(origin.repo, origin.sender or "")
         if not config.allows(permission):
-            await gh.create_comment(ctx.repo, ctx.issue_number, replies.refused(ctx, permission, config.permission))
-            return f"refused: {ctx.sender} has {permission}"
-        if decision.profile not in config.profiles:
-            reason = f"unknown profile `{decision.profile}`; valid profiles: {', '.join(sorted(config.profiles))}"
-            await gh.create_comment(ctx.repo, ctx.issue_number, replies.rejected(ctx, reason))
-            return "rejected: unknown profile"
-        await gh.add_reaction(ctx.repo, ctx.comment_id, "eyes")
-    session_id = session_id_for(delivery_id)
-    enqueue_session(
+            await feedback.react("-1")
+            await feedback.problem(replies.refused(origin, permission, config.permission),
+                                   f"@{origin.sender} has `{permission}` permission; `{config.permission}` is needed.")
+            return f"refused: {origin.sender} has {permission}"
+    if decision.profile not in config.profiles:
+        reason = f"unknown profile `{decision.profile}`; valid profiles: {', '.join(sorted(config.profiles))}"
+        await feedback.react("confused")
+        await feedback.problem(replies.rejected(origin, reason), reason)
+        return "rejected: unknown profile"
+    await feedback.react("eyes")
+    session_id = session_id_for(origin.delivery_id or uuid.uuid4().hex)
+    head_sha = origin.head_sha or (await gh.branch_head(origin.repo, config.branch or origin.ref)).oid
+    check = await gh.create_check_run(
+        origin.repo, name=check_output.check_name(decision.profile), head_sha=head_sha, status="queued",
+        external_id=external_id(decision.profile),
+        output=check_output.queued_output(decision.profile, origin.trigger, origin.sender),
+    )
+    enqueue(
         {
-            "context": {
-                "repo": ctx.repo, "installation_id": ctx.installation_id, "issue_number": ctx.issue_number,
-                "comment_id": ctx.comment_id, "sender": ctx.sender, "line": ctx.line,
-            },
+            "origin": origin.to_message(),
             "request": {
                 "session_id": session_id, "profile": decision.profile, "max_iters": decision.max_iters,
-                "trigger": "issue_comment", "sender": ctx.sender, "delivery_id": delivery_id,
+                "trigger": origin.trigger, "sender": origin.sender, "delivery_id": origin.delivery_id,
+                "fresh": decision.fresh, "max_checkpoints": decision.max_checkpoints, "branch": origin.ref,
             },
+            "check_run_id": check.id,
         }
     )
+    await feedback.reply(replies.queued(origin, decision.profile, check.html_url))
     return f"enqueued session {session_id}"
+
+
+class Feedback:
+    """Reactions and replies go to a comment when there is one; otherwise a problem becomes a failed
+    check run, the place people look for what a workflow trigger did."""
+
+    def __init__(self, gh: GitHubClient, origin: Origin) -> None:
+        self._gh = gh
+        self._origin = origin
+
+    async def react(self, content: str) -> None:
+        if self._origin.comment_id is not None:
+            await self._gh.add_reaction(self._origin.repo, self._origin.comment_id, content)
+
+    async def reply(self, body: str) -> None:
+        if self._origin.issue_number is not None:
+            await self._gh.create_comment(self._origin.repo, self._origin.issue_number, body)
+
+    async def problem(self, comment: str, summary: str) -> None:
+        if self._origin.issue_number is not None:
+            await self.reply(comment)
+            return
+        head = self._origin.head_sha or (await self._gh.branch_head(self._origin.repo, self._origin.ref)).oid
+        await self._gh.create_check_run(
+            self._origin.repo, name=check_output.CHECK_NAME, head_sha=head, status="completed",
+            conclusion="failure", output=check_output.failed_output(summary),
+        )

@@ -47,6 +47,7 @@ class SessionFacts:
     storage: StoredObject
     fingerprint: Fingerprint
     notes: tuple[str, ...] = field(default_factory=tuple)
+    loss_curve: tuple[tuple[int, float], ...] = ()  # downsampled training loss of this session
 
     @property
     def iterations(self) -> int:

@@ -18,6 +18,8 @@ from app.errors import SessionError
 from app.github import BranchHead, StaleHead
 from app.repo_config import CONFIG_PATH, Profile, RepoConfig, parse_repo_config
 from workers import registry as reg
+from workers.history import appended, downsample, history_line, parse_history
+from workers.loss_chart import render_svg
 from workers.progress import SessionFacts, checkpoint_id, commit_message, new_entry, summary, to_json_bytes, utcnow
 from workers.repos import ProgressRepository
 from workers.snapshot import select_files
@@ -42,6 +44,8 @@ class SessionRequest:
     sender: str | None = None
     delivery_id: str | None = None
     fresh: bool = False  # start from a new model; earlier checkpoints stay in the registry and the store
+    max_checkpoints: int | None = None  # this session's retention, overriding the config's
+    branch: str | None = None  # the trigger's branch; the config's `branch` wins, then the default branch
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,8 @@ async def prepare(repo: ProgressRepository, store: CheckpointStore, request: Ses
     """Read config, registry and training text at one commit; choose where training starts."""
     default_head = await repo.head(None)
     config = parse_repo_config(await repo.read_file(CONFIG_PATH, default_head.oid))
-    head = default_head if config.branch in (None, default_head.name) else await repo.head(config.branch)
+    branch = config.branch or request.branch
+    head = default_head if branch in (None, default_head.name) else await repo.head(branch)
     profile = config.profiles.get(request.profile)
     if profile is None:
         raise SessionError(f"unknown profile `{request.profile}`; this repository has: {', '.join(config.profiles)}")
@@ -167,7 +172,9 @@ async def run_session(
     key = f"{store_prefix}/{plan.run}/{checkpoint_id(finished_at, result.end_iteration, request.session_id)}.pt"
     stored = await asyncio.to_thread(store.put, key, save_state(result.state))
     facts = session_facts(plan, request, result, stored, started_at, finished_at)
-    commit_oid, branch, dropped = await commit_progress(repo, plan.config, plan.head.name, plan.head.oid, facts)
+    commit_oid, branch, dropped = await commit_progress(
+        repo, plan.config, plan.head.name, plan.head.oid, facts, request.max_checkpoints
+    )
     await asyncio.to_thread(forget_dropped, store, dropped)
     return SessionResult(facts=facts, commit_oid=commit_oid, branch=branch)
 
@@ -195,6 +202,7 @@ def session_facts(
             "train_tokens": int(corpus.train.numel()), "val_tokens": int(corpus.val.numel()),
         },
         storage=stored, fingerprint=plan.fingerprint, notes=tuple(plan.notes),
+        loss_curve=tuple((int(i), loss) for i, loss in downsample(result.losses, result.start_iteration)),
     )
 
 
@@ -211,20 +219,26 @@ def load_corpus(snapshot: dict[str, bytes], config: RepoConfig, profile: Profile
 
 
 async def commit_progress(
-    repo: ProgressRepository, config: RepoConfig, branch: str, head: str, facts: SessionFacts
+    repo: ProgressRepository, config: RepoConfig, branch: str, head: str, facts: SessionFacts,
+    max_checkpoints: int | None = None,
 ) -> tuple[str, str, list[reg.CheckpointEntry]]:
     """Commit registry + summary; when the branch moved, merge into what is there now and try again."""
     entry = new_entry(facts)
     headline, body = commit_message(facts)
     path = metadata_path(config, facts.run)
+    history_path = f"{facts.run_dir}/history.jsonl"
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         current, _ = reg.parse_registry(await repo.read_file(path, head))
         kept, dropped = reg.retain(
-            reg.with_entry(current, entry), config.retention.max_checkpoints, pinned=entry.checkpoint_id
+            reg.with_entry(current, entry), max_checkpoints or config.retention.max_checkpoints,
+            pinned=entry.checkpoint_id,
         )
+        history = appended(await repo.read_file(history_path, head), history_line(facts))
         files = {
             path: reg.dump_registry(kept),
             f"{facts.run_dir}/training_summary.json": to_json_bytes(summary(facts, kept)),
+            history_path: history,
+            f"{facts.run_dir}/loss.svg": render_svg(parse_history(history), f"{facts.run}: loss").encode(),
         }
         try:
             return await repo.commit(branch, head, files, headline, body), branch, dropped

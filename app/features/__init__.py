@@ -1,0 +1,25 @@
+"""Event routing as data: one planner per event, each a pure function of (delivery id, payload)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from app.features.check_runs import plan_check_run
+from app.features.decisions import Decision, Ignore
+from app.features.retrain_command import plan_comment
+from app.features.workflows import plan_dispatch, plan_workflow_run
+
+PLANNERS: dict[str, Callable[[str, dict[str, Any]], Decision]] = {
+    "issue_comment": plan_comment,
+    "workflow_dispatch": plan_dispatch,
+    "workflow_run": plan_workflow_run,
+    "check_run": plan_check_run,
+}
+
+
+def plan(event: str, delivery_id: str, payload: dict[str, Any]) -> Decision:
+    planner = PLANNERS.get(event)
+    if planner is None:
+        return Ignore(f"event {event} is not handled")
+    return planner(delivery_id, payload)

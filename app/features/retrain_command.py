@@ -1,52 +1,16 @@
-"""`/retrain` in an issue or pull-request comment. `plan` decides from the payload alone (no I/O); the
-events task carries the decision out (permission check, reaction, enqueue, reply).
-"""
+"""`/retrain` in an issue or pull-request comment: decided from the payload alone (no I/O)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from app.commands import InvalidCommand, find_command
+from app.commands import HelpCommand, InvalidCommand, find_command
+from app.features.decisions import Decision, Ignore, Origin, RejectCommand, ShowHelp, StartTraining
 
-
-@dataclass(frozen=True)
-class CommentContext:
-    """Where the command was typed and by whom: enough to react, reply and start a session."""
-
-    repo: str
-    installation_id: int
-    issue_number: int
-    comment_id: int
-    sender: str
-    line: str
-
-
-@dataclass(frozen=True)
-class StartTraining:
-    context: CommentContext
-    profile: str
-    max_iters: int | None
-
-
-@dataclass(frozen=True)
-class RejectCommand:
-    context: CommentContext
-    reason: str
-
-
-@dataclass(frozen=True)
-class Ignore:
-    reason: str
-
-
-Plan = StartTraining | RejectCommand | Ignore
 DEFAULT_PROFILE = "ci"
 
 
-def plan(event: str, payload: dict[str, Any]) -> Plan:
-    if event != "issue_comment":
-        return Ignore(f"event {event} is not handled")
+def plan_comment(delivery_id: str, payload: dict[str, Any]) -> Decision:
     if payload.get("action") != "created":
         return Ignore("only new comments run commands; edits and deletions do not")
     comment = payload.get("comment") or {}
@@ -57,16 +21,20 @@ def plan(event: str, payload: dict[str, Any]) -> Plan:
     if parsed is None:
         return Ignore("no /retrain command in the comment")
     try:
-        context = CommentContext(
+        origin = Origin(
             repo=str(payload["repository"]["full_name"]),
             installation_id=int(payload["installation"]["id"]),
+            trigger="issue_comment",
+            sender=str(sender["login"]),
+            delivery_id=delivery_id,
             issue_number=int(payload["issue"]["number"]),
             comment_id=int(comment["id"]),
-            sender=str(sender["login"]),
             line=parsed.line,
         )
     except (KeyError, TypeError, ValueError):
         return Ignore("payload lacks the repository, installation, issue, comment or sender")
     if isinstance(parsed, InvalidCommand):
-        return RejectCommand(context, parsed.reason)
-    return StartTraining(context, parsed.profile or DEFAULT_PROFILE, parsed.max_iters)
+        return RejectCommand(origin, parsed.reason)
+    if isinstance(parsed, HelpCommand):
+        return ShowHelp(origin)
+    return StartTraining(origin, parsed.profile or DEFAULT_PROFILE, parsed.max_iters, fresh=parsed.fresh)

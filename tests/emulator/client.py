@@ -15,6 +15,7 @@ import aiohttp
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from multidict import CIMultiDict
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,10 @@ def app_jwt(key: AppKey, iss: Any, *, iat: int = -60, exp: int = 540) -> str:
 
 @dataclass
 class Reply:
-    """Status, headers and raw body of one response."""
+    """Status, headers (case-insensitive, as HTTP's are) and raw body of one response."""
 
     status: int
-    headers: dict[str, str]
+    headers: CIMultiDict[str]
     body: bytes
 
     def json(self) -> Any:
@@ -62,7 +63,7 @@ def http(method: str, url: str, *, auth: str | None = None, body: Any = None,
     async def go() -> Reply:
         async with aiohttp.ClientSession() as session, session.request(
                 method, url, json=body, headers=headers, allow_redirects=False) as r:
-            return Reply(r.status, dict(r.headers), await r.read())
+            return Reply(r.status, CIMultiDict(r.headers), await r.read())
 
     return asyncio.run(go())
 

@@ -1,53 +1,38 @@
 """GitHubEmulator: an aiohttp stand-in for api.github.com, backed by real git repositories.
 
-It serves exactly the calls the App makes (see rest.py and graphql_api.py), checks every REST call
-against GitHub's OpenAPI description and every GraphQL document against GitHub's schema when those are
-given, and records every call so tests can assert on traffic as well as on resulting git history.
+It serves exactly the calls the App makes (rest.py, checks.py, gitdata.py, hooks.py, graphql_api.py),
+checks every REST call against GitHub's OpenAPI description and every GraphQL document against GitHub's
+schema when those are given, and records every call so tests can assert on traffic as well as on
+resulting git history. Tests can inject faults (rate limits, server errors; faults.py), and every REST
+and GraphQL answer carries GitHub's rate-limit headers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import copy
 import re
 import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from . import rest
-from .auth import AuthError, Installation, InstallationToken, TokenStore, bearer
+from .auth import Installation, InstallationToken, TokenStore
+from .faults import Fault, Faults, RateLimits
 from .gitstore import GitRepo, Identity
-from .graphql_api import Context, run_graphql
 from .graphql_schema import load_schema
-from .openapi import Operation, load_spec
-from .state import ROLES, RepoState, user_json
+from .hooks import delivery_json
+from .openapi import load_spec
+from .server import RecordedCall, make_app
+from .state import GITHUB_COMMITTER, ROLES, RepoState, user_json
+
+__all__ = ["EXTERNAL", "GITHUB_COMMITTER", "GitHubEmulator", "RecordedCall"]
 
 EXTERNAL = Identity("Octo Pusher", "octo-pusher@example.com")
-GITHUB_COMMITTER = Identity("GitHub", "noreply@github.com")  # what GitHub records for API commits
-# aiohttp >= 3.12 wants typed request keys; older versions take a plain string.
-_GRAPHQL_OP: Any = web.RequestKey("graphql_operation", str) if hasattr(web, "RequestKey") else "graphql_operation"
-_TARBALL_NO_REF = re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/tarball/?$")
-
-
-@dataclass(frozen=True)
-class RecordedCall:
-    """One request the emulator answered.
-
-    `graphql_operation` (POST /graphql only): operation type, name if any, root fields, e.g.
-    "mutation createCommitOnBranch" or "query Head repository".
-    """
-
-    method: str
-    path: str
-    query: dict[str, str]
-    json: Any | None
-    status: int
-    graphql_operation: str | None
 
 
 class GitHubEmulator:
@@ -69,6 +54,11 @@ class GitHubEmulator:
         self.codeload: dict[str, tuple[str, str, float]] = {}
         self.calls: list[RecordedCall] = []
         self.violations: list[str] = []
+        self.faults = Faults()
+        self.rate_limits = RateLimits()
+        self.hook_deliveries: list[dict[str, Any]] = []  # the App's webhook deliveries (add_hook_delivery)
+        self.redelivery_status_code: int | None = None  # when set, a redelivery adds a delivery with this status
+        self._redeliveries: list[int] = []
         self.base_url = ""
         self._runner: web.AppRunner | None = None
 
@@ -138,6 +128,74 @@ class GitHubEmulator:
     def reactions(self, full_name: str, comment_id: int) -> list[str]:
         return [r["content"] for r in self.repos[full_name].reactions.get(comment_id, [])]
 
+    def check_runs(self, full_name: str) -> list[dict[str, Any]]:
+        """The current state of every check run on the repository, in creation order."""
+        return copy.deepcopy(list(self.repos[full_name].check_runs.values()))
+
+    def check_run_history(self, full_name: str, check_run_id: int) -> list[Any]:
+        """Every create/update body the emulator accepted for one check run, in order."""
+        return copy.deepcopy(self.repos[full_name].check_history.get(check_run_id, []))
+
+    # --- webhook deliveries ----------------------------------------------------------------------------
+    def add_hook_delivery(self, *, guid: str, event: str, action: str | None = None, status_code: int = 502,
+                          redelivery: bool = False, installation_id: int | None = None,
+                          repository_id: int | None = None, delivered_at: str | None = None) -> int:
+        """Record a delivery of the App's webhook (as GitHub's delivery log would hold it); returns its id."""
+        delivery = delivery_json(guid=guid, event=event, action=action, status_code=status_code,
+                                 redelivery=redelivery, installation_id=installation_id,
+                                 repository_id=repository_id, delivered_at=delivered_at)
+        self.hook_deliveries.append(delivery)
+        return int(delivery["id"])
+
+    @property
+    def redelivery_requests(self) -> list[int]:
+        """Delivery ids the App asked GitHub to redeliver, in order."""
+        return list(self._redeliveries)
+
+    def record_redelivery(self, delivery: dict[str, Any]) -> None:
+        """A redelivery attempt of `delivery` (from POST .../attempts)."""
+        self._redeliveries.append(int(delivery["id"]))
+        if self.redelivery_status_code is not None:
+            self.add_hook_delivery(guid=delivery["guid"], event=delivery["event"], action=delivery["action"],
+                                   status_code=self.redelivery_status_code, redelivery=True,
+                                   installation_id=delivery["installation_id"],
+                                   repository_id=delivery["repository_id"])
+
+    # --- faults and rate limits ------------------------------------------------------------------------
+    def inject_fault(self, method: str, path_pattern: str, status: int, *, headers: dict[str, str] | None = None,
+                     body: dict[str, Any] | str | None = None, times: int = 1) -> None:
+        """Answer the next `times` requests whose method is `method` ("*": any) and whose path fully matches
+        the regex `path_pattern` with `status`, `headers` and `body` instead of handling them.
+
+        Without a body GitHub's is used: 403/429 with x-ratelimit-remaining "0" the primary-limit message
+        (missing x-ratelimit-* headers are filled in), other 403/429 the secondary-limit message, 500/502
+        {"message": "Server Error"}. Such requests are recorded (RecordedCall.fault) and change nothing.
+        """
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        self.faults.add(Fault(method.upper(), re.compile(path_pattern), status, dict(headers or {}), body, times))
+
+    def inject_primary_rate_limit(self, method: str, path_pattern: str, *, reset_in_s: int = 60,
+                                  status: int = 403, times: int = 1) -> int:
+        """A spent primary limit (remaining 0, reset `reset_in_s` from now); returns the reset epoch."""
+        reset = int(time.time()) + reset_in_s
+        self.inject_fault(method, path_pattern, status, times=times,
+                          headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)})
+        return reset
+
+    def inject_secondary_rate_limit(self, method: str, path_pattern: str, *, retry_after_s: int | None = 60,
+                                    status: int = 403, times: int = 1) -> None:
+        """A secondary limit (403 or 429, with `retry-after` unless None)."""
+        headers = {} if retry_after_s is None else {"retry-after": str(retry_after_s)}
+        self.inject_fault(method, path_pattern, status, headers=headers, times=times)
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def set_rate_limit_remaining(self, installation_id: int, remaining: int, *, resource: str = "core") -> None:
+        """Start a fresh window for the installation with only `remaining` requests left (0: every call 403s)."""
+        self.rate_limits.spend("installation", str(installation_id), resource, 5000 - remaining)
+
     # --- helpers for the handlers ----------------------------------------------------------------------
     def find_repo(self, token: InstallationToken, full_name: str) -> RepoState | None:
         """The repository if this token may see it (GitHub answers 404 otherwise, never 403)."""
@@ -157,11 +215,7 @@ class GitHubEmulator:
 
     # --- HTTP ------------------------------------------------------------------------------------------
     def make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._record], client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/graphql", self._graphql)
-        app.router.add_get("/_codeload/{owner}/{repo}/legacy.tar.gz/{sha}", self._codeload)
-        app.router.add_route("*", "/{tail:.*}", self._rest)
-        return app
+        return make_app(self)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on the running loop; returns the base URL (the emulator's https://api.github.com)."""
@@ -192,61 +246,3 @@ class GitHubEmulator:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=10)
             loop.close()
-
-    @web.middleware
-    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        try:
-            response = await handler(request)
-        except rest.GitHubError as exc:
-            response = web.json_response(exc.body, status=exc.status)
-        except web.HTTPException:
-            raise
-        except Exception as exc:  # an emulator bug: make it loud in the e2e assertions, answer like GitHub
-            self.violations.append(f"emulator error on {request.method} {request.path}: {exc!r}")
-            response = web.json_response({"message": "Server Error"}, status=500)
-        raw = await request.read()
-        try:
-            body = json.loads(raw) if raw.strip() else None
-        except ValueError:
-            body = None
-        self.calls.append(RecordedCall(request.method, request.path, dict(request.query), body,
-                                       response.status, request.get(_GRAPHQL_OP)))
-        return response
-
-    async def _rest(self, request: web.Request) -> web.StreamResponse:
-        where = f"{request.method} {request.path}"
-        op = self.spec.match(request.method, request.path)
-        if op is None:
-            m = _TARBALL_NO_REF.match(request.path)
-            if request.method == "GET" and m:
-                self.violations.append(f"{where}: undocumented in GitHub's OpenAPI description; pass a ref")
-                return await rest.tarball(request, self, Operation("/repos/{owner}/{repo}/tarball", "GET",
-                                                                   m.groupdict(), {}))
-            self.violations.append(f"{where}: no such operation in {self.spec.source}")
-            raise rest.not_found()
-        handler = rest.HANDLERS.get((op.method, op.template))
-        if handler is None:
-            self.violations.append(f"{where}: {op.method} {op.template} is documented but not emulated")
-            raise rest.not_found()
-        return await handler(request, self, op)
-
-    async def _codeload(self, request: web.Request) -> web.StreamResponse:
-        return await rest.codeload(request, self)
-
-    async def _graphql(self, request: web.Request) -> web.StreamResponse:
-        credential = bearer(request.headers.get("Authorization"))
-        if credential is None:
-            raise rest.GitHubError(401, "This endpoint requires you to be authenticated.")
-        try:
-            token = self.tokens.lookup(credential)
-        except AuthError as exc:
-            raise rest.GitHubError(401, exc.message) from exc
-        try:
-            body = json.loads(await request.read())
-        except ValueError as exc:
-            raise rest.GitHubError(400, "Problems parsing JSON") from exc
-        ctx = Context(token, self.find_repo, self.app_author(), GITHUB_COMMITTER)
-        out, label, problems = await asyncio.to_thread(run_graphql, self.schema, body, ctx)
-        request[_GRAPHQL_OP] = label
-        self.violations.extend(problems)
-        return web.json_response(out)

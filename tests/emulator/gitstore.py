@@ -7,6 +7,7 @@ way a server applies a commit without a worktree. The environment is pinned so t
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import subprocess
@@ -16,6 +17,8 @@ from pathlib import Path
 
 ZERO_OID = "0" * 40
 _HEX = re.compile(r"^[0-9a-fA-F]{4,40}$")
+_FULL_OID = re.compile(r"^[0-9a-f]{40}$")
+_SIGNATURE = re.compile(r"^(?P<name>.*) <(?P<email>[^>]*)> (?P<epoch>-?\d+) (?P<tz>[+-]\d{4})$")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,36 @@ class TreeEntry:
     oid: str
     size: int
     path: str
+
+
+@dataclass(frozen=True)
+class Signature:
+    """An author or committer line: who, and when in UTC (ISO 8601 with Z, as GitHub prints it)."""
+
+    name: str
+    email: str
+    date: str
+
+
+@dataclass(frozen=True)
+class RawCommit:
+    """One commit object as stored."""
+
+    oid: str
+    tree: str
+    parents: list[str]
+    author: Signature
+    committer: Signature
+    message: str
+    signed: bool
+
+
+def _signature(line: str) -> Signature:
+    m = _SIGNATURE.match(line)
+    if m is None:
+        return Signature(line, "", "1970-01-01T00:00:00Z")
+    when = dt.datetime.fromtimestamp(int(m["epoch"]), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Signature(m["name"], m["email"], when)
 
 
 class GitError(RuntimeError):
@@ -136,6 +169,10 @@ class GitRepo:
         prefix = f"{path}/" if path else ""
         return [TreeEntry(r.mode, r.kind, r.oid, r.size, prefix + r.path) for r in rows]
 
+    def list_tree_recursive(self, tree: str) -> list[TreeEntry]:
+        """Every blob and gitlink under a tree, with paths relative to it."""
+        return self._parse_ls_tree(self.git("ls-tree", "-r", "-l", "-z", tree).stdout)
+
     @staticmethod
     def _parse_ls_tree(raw: bytes) -> list[TreeEntry]:
         rows = []
@@ -172,7 +209,51 @@ class GitRepo:
         """`git archive --format=tar.gz`, which is what codeload serves for a tarball."""
         return self.git("archive", "--format=tar.gz", f"--prefix={prefix}", commit).stdout
 
+    def object_type(self, oid: str) -> str | None:
+        """blob | tree | commit | tag for an existing object named by a full sha, else None."""
+        if not _FULL_OID.match(oid):
+            return None
+        proc = self.git("cat-file", "-t", oid, check=False)
+        return proc.stdout.decode().strip() if proc.returncode == 0 else None
+
+    def ref_target(self, name: str) -> str | None:
+        """The object a fully qualified ref (refs/heads/main) points to, or None."""
+        proc = self.git("show-ref", "--verify", "--hash", name, check=False)
+        return proc.stdout.decode().strip() if proc.returncode == 0 else None
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Whether moving a ref from `ancestor` to `descendant` is a fast-forward."""
+        return self.git("merge-base", "--is-ancestor", ancestor, descendant, check=False).returncode == 0
+
+    def raw_commit(self, oid: str) -> RawCommit:
+        """Every field of one commit object, parsed from `git cat-file commit`."""
+        head, _, message = self.git("cat-file", "commit", oid).stdout.decode(errors="replace").partition("\n\n")
+        fields: dict[str, list[str]] = {}
+        for line in head.split("\n"):
+            key, _, value = line.partition(" ")
+            if not line.startswith(" "):  # continuation lines belong to a multi-line header (gpgsig)
+                fields.setdefault(key, []).append(value)
+        return RawCommit(oid, fields["tree"][0], fields.get("parent", []), _signature(fields["author"][0]),
+                         _signature(fields["committer"][0]), message, "gpgsig" in fields)
+
     # --- writing --------------------------------------------------------------------------------------
+    def write_blob(self, data: bytes) -> str:
+        """Store one blob (hash-object -w); returns its sha."""
+        return self.git("hash-object", "-w", "--stdin", stdin=data).stdout.decode().strip()
+
+    def commit_tree(self, tree: str, parents: list[str], message: str, *, author: Identity, committer: Identity,
+                    author_date: str | None = None, committer_date: str | None = None) -> str:
+        """Write a commit object (commit-tree) without moving any ref; returns its sha."""
+        env = {"GIT_AUTHOR_NAME": author.name, "GIT_AUTHOR_EMAIL": author.email,
+               "GIT_COMMITTER_NAME": committer.name, "GIT_COMMITTER_EMAIL": committer.email}
+        env.update({k: v for k, v in (("GIT_AUTHOR_DATE", author_date), ("GIT_COMMITTER_DATE", committer_date)) if v})
+        args = [a for p in parents for a in ("-p", p)]
+        return self.git("commit-tree", tree, *args, stdin=message.encode(), env=env).stdout.decode().strip()
+
+    def update_ref(self, name: str, new: str, old: str) -> bool:
+        """Compare-and-swap a ref from `old` to `new` (update-ref with the old value); False if it moved."""
+        return self.git("update-ref", name, new, old, check=False).returncode == 0
+
     def commit(self, branch: str, changes: dict[str, bytes | None], message: str, *, author: Identity,
                committer: Identity, expected_head: str | None, base: str | None = None) -> str:
         """Write one commit applying `changes` (None deletes) on top of `expected_head` and move `branch`.

@@ -19,35 +19,12 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from .embedded import EMBEDDED
+
+__all__ = ["EMBEDDED", "OpenAPISpec", "Operation", "load_spec"]
+
 BASE_URI = "urn:github-openapi"
 _SLASHED_PARAMS = {"path", "ref", "branch", "basehead"}
-_REACTIONS = ["+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"]
-
-
-def _body(schema: dict[str, Any], required: bool) -> dict[str, Any]:
-    return {"required": required, "content": {"application/json": {"schema": schema}}}
-
-
-# The emulated operations, request bodies as in the real description (checked by test_emulator.py).
-EMBEDDED: dict[str, Any] = {
-    "openapi": "3.0.3",
-    "paths": {
-        "/app/installations/{installation_id}/access_tokens": {"post": {"requestBody": _body({
-            "type": "object", "properties": {
-                "repositories": {"type": "array", "items": {"type": "string"}},
-                "repository_ids": {"type": "array", "items": {"type": "integer"}},
-                "permissions": {"type": "object", "additionalProperties": {"type": "string"}}}}, False)}},
-        "/repos/{owner}/{repo}/collaborators/{username}/permission": {"get": {}},
-        "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions": {"post": {"requestBody": _body({
-            "type": "object", "properties": {"content": {"type": "string", "enum": _REACTIONS}},
-            "required": ["content"]}, True)}},
-        "/repos/{owner}/{repo}/issues/{issue_number}/comments": {"post": {"requestBody": _body({
-            "type": "object", "properties": {"body": {"type": "string"}}, "required": ["body"]}, True)}},
-        "/repos/{owner}/{repo}/contents/{path}": {"get": {}},
-        "/repos/{owner}/{repo}/tarball/{ref}": {"get": {}},
-    },
-    "components": {"schemas": {}},
-}
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,14 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from .gitstore import GitRepo, TreeEntry
+from .gitstore import GitRepo, Identity, TreeEntry
 
 HTML = "https://github.com"
 ROLES = ("admin", "maintain", "write", "triage", "read", "none")
 # GitHub's `permission` field predates fine roles: maintain reads as write, triage as read.
 LEGACY_PERMISSION = {"admin": "admin", "maintain": "write", "write": "write", "triage": "read",
                      "read": "read", "none": "none"}
+GITHUB_COMMITTER = Identity("GitHub", "noreply@github.com")  # what GitHub records (and signs) for API commits
 _ids = itertools.count(1_000_001)
 
 
@@ -49,6 +50,9 @@ class RepoState:
     roles: dict[str, str] = field(default_factory=dict)  # login -> one of ROLES
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # issue -> comment objects
     reactions: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # comment id -> reactions
+    check_runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # id -> check-run object, in creation order
+    check_history: dict[int, list[Any]] = field(default_factory=dict)  # id -> accepted create/update bodies
+    check_suites: dict[str, int] = field(default_factory=dict)  # head sha -> the App's check suite id
 
     @property
     def owner(self) -> str:

@@ -1,0 +1,67 @@
+"""What Retrain's check runs say, at each stage of a session. Pure: facts in, check-run fields out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.features.check_runs import RETRAIN_ACTION
+
+CHECK_NAME = "Retrain"
+RETRAIN_BUTTON = {"label": "Retrain", "description": "Run another session of this profile",
+                  "identifier": RETRAIN_ACTION}
+
+
+def check_name(profile: str) -> str:
+    return f"{CHECK_NAME} ({profile})"
+
+
+def queued_output(profile: str, trigger: str, sender: str | None) -> dict[str, Any]:
+    by = f" by @{sender}" if sender else ""
+    return {"title": f"Queued: {profile} session", "summary": f"Requested through {trigger}{by}."}
+
+
+def progress_output(
+    profile: str, *, iteration: int, session_iteration: int, max_iters: int, loss: float, tokens_per_s: float,
+    eta_s: float | None,
+) -> dict[str, Any]:
+    eta = f"{eta_s:.0f} s" if eta_s is not None else "?"
+    return {
+        "title": f"Training {profile}: {session_iteration}/{max_iters} iterations, loss {loss:.4f}",
+        "summary": (
+            "| iteration | this session | loss | tokens/s | ETA |\n|---|---|---|---|---|\n"
+            f"| {iteration} | {session_iteration}/{max_iters} | {loss:.4f} | {tokens_per_s:,.0f} | {eta} |"
+        ),
+    }
+
+
+def finished_output(summary_markdown: str, *, title: str, chart_url: str | None) -> dict[str, Any]:
+    output: dict[str, Any] = {"title": title, "summary": summary_markdown}
+    if chart_url:
+        output["images"] = [{"alt": "Loss across sessions", "image_url": chart_url}]
+        output["text"] = f"![Loss across sessions]({chart_url})"
+    return output
+
+
+def failed_output(reason: str) -> dict[str, Any]:
+    return {"title": "The session did not run to the end", "summary": reason}
+
+
+def session_summary_markdown(
+    *, profile: str, start: int, end: int, val_before: float, val_after: float, unigram: float,
+    elapsed_s: float, tokens_per_s: float, resumed_from: str | None, checkpoint_id: str, commit_oid: str,
+    commit_url: str | None, notes: tuple[str, ...],
+) -> str:
+    origin = f"resumed from `{resumed_from}`" if resumed_from else "started from a fresh model"
+    commit = f"[`{commit_oid[:12]}`]({commit_url})" if commit_url else f"`{commit_oid[:12]}`"
+    lines = [
+        f"The `{profile}` session trained {end - start} iterations ({start} → {end}), {origin}.",
+        "",
+        "| | before | after |",
+        "|---|---|---|",
+        f"| validation loss | {val_before:.4f} | {val_after:.4f} |",
+        f"| unigram baseline | {unigram:.4f} | |",
+        "",
+        f"{elapsed_s:.0f} s, {tokens_per_s:,.0f} tokens/s. Checkpoint `{checkpoint_id}`, committed in {commit}.",
+    ]
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines)

@@ -1,0 +1,37 @@
+"""The "Retrain" button on Retrain's own check runs, and "Re-run": both start a new session of the
+same profile. Check runs carry `retrain:<profile>` as external id so that they can be recognised."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.features.decisions import Decision, Ignore, Origin, StartTraining
+
+EXTERNAL_ID_PREFIX = "retrain:"
+RETRAIN_ACTION = "retrain"
+
+
+def external_id(profile: str) -> str:
+    return f"{EXTERNAL_ID_PREFIX}{profile}"
+
+
+def plan_check_run(delivery_id: str, payload: dict[str, Any]) -> Decision:
+    action = payload.get("action")
+    check_run = payload.get("check_run") or {}
+    ext = str(check_run.get("external_id") or "")
+    if not ext.startswith(EXTERNAL_ID_PREFIX):
+        return Ignore("not one of Retrain's check runs")
+    if action == "requested_action":
+        if (payload.get("requested_action") or {}).get("identifier") != RETRAIN_ACTION:
+            return Ignore("not the Retrain button")
+    elif action != "rerequested":
+        return Ignore(f"check_run {action} needs nothing")
+    try:
+        origin = Origin(
+            repo=str(payload["repository"]["full_name"]), installation_id=int(payload["installation"]["id"]),
+            trigger="check_run", sender=(payload.get("sender") or {}).get("login"), delivery_id=delivery_id,
+            head_sha=check_run.get("head_sha"),
+        )
+    except (KeyError, TypeError, ValueError):
+        return Ignore("payload lacks the repository or installation")
+    return StartTraining(origin, ext.removeprefix(EXTERNAL_ID_PREFIX))

@@ -1,0 +1,59 @@
+"""What a feature decides from an event, as plain values: the events task carries decisions out.
+
+`Origin` travels in the session's Celery message, so it holds ids and names, never tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who asked for a session, through what, and where to report back."""
+
+    repo: str
+    installation_id: int
+    trigger: str  # issue_comment | workflow_dispatch | workflow_run | check_run | local
+    sender: str | None = None
+    delivery_id: str | None = None
+    issue_number: int | None = None  # set for comments: replies go there
+    comment_id: int | None = None
+    line: str | None = None  # the command as typed, quoted in replies
+    ref: str | None = None  # branch the trigger names (workflow runs), else the config's or the default
+    head_sha: str | None = None  # commit the trigger refers to (check runs attach there)
+    workflow: str | None = None  # workflow file path for workflow triggers; must be listed in the config
+
+    def to_message(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StartTraining:
+    origin: Origin
+    profile: str
+    max_iters: int | None = None
+    fresh: bool = False
+    max_checkpoints: int | None = None  # per-trigger retention override (workflow_dispatch input)
+
+
+@dataclass(frozen=True)
+class RejectCommand:
+    """A command that cannot run as typed; the reason is shown to the person."""
+
+    origin: Origin
+    reason: str
+
+
+@dataclass(frozen=True)
+class ShowHelp:
+    origin: Origin
+
+
+@dataclass(frozen=True)
+class Ignore:
+    reason: str
+
+
+Decision = StartTraining | RejectCommand | ShowHelp | Ignore

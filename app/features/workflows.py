@@ -1,0 +1,75 @@
+"""Sessions from GitHub Actions: `workflow_dispatch` with the seed workflow's inputs, and `workflow_run`
+events of scheduled runs. Either counts only for workflows listed in the repository config (checked by
+the events task, which reads the config)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.features.decisions import Decision, Ignore, Origin, RejectCommand, StartTraining
+
+FRESH_CONFIRMATION = "I CONFIRM FRESH START"
+SCHEDULED_PROFILE = "scheduled"
+
+
+def _truthy(value: Any) -> bool:
+    """Workflow inputs arrive as strings ("true") or booleans, depending on the input's type."""
+    return value is True or str(value).strip().lower() in {"true", "1", "yes"}
+
+
+def _positive_int(inputs: dict[str, Any], name: str) -> int | None:
+    value = inputs.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"input `{name}` must be a whole number, got {value!r}") from None
+    if number < 1:
+        raise ValueError(f"input `{name}` must be at least 1, got {number}")
+    return number
+
+
+def _origin(trigger: str, delivery_id: str, payload: dict[str, Any], ref: str | None, head_sha: str | None,
+            workflow: str) -> Origin:
+    return Origin(
+        repo=str(payload["repository"]["full_name"]), installation_id=int(payload["installation"]["id"]),
+        trigger=trigger, sender=(payload.get("sender") or {}).get("login"), delivery_id=delivery_id,
+        ref=ref, head_sha=head_sha, workflow=workflow,
+    )
+
+
+def plan_dispatch(delivery_id: str, payload: dict[str, Any]) -> Decision:
+    try:
+        ref = str(payload.get("ref") or "")
+        origin = _origin("workflow_dispatch", delivery_id, payload, ref.removeprefix("refs/heads/") or None, None,
+                         str(payload["workflow"]))
+    except (KeyError, TypeError, ValueError):
+        return Ignore("payload lacks the repository, installation or workflow")
+    inputs = payload.get("inputs") or {}
+    if not isinstance(inputs, dict):
+        return RejectCommand(origin, "workflow inputs must be an object")
+    profile = str(inputs.get("training_type") or "ci").strip()
+    fresh = _truthy(inputs.get("force_fresh_start"))
+    if fresh and inputs.get("confirm_fresh_start") != FRESH_CONFIRMATION:
+        return RejectCommand(
+            origin, f"`force_fresh_start` needs `confirm_fresh_start` set to \"{FRESH_CONFIRMATION}\""
+        )
+    try:
+        max_iters = _positive_int(inputs, "max_iters")
+        max_checkpoints = _positive_int(inputs, "max_checkpoints")
+    except ValueError as exc:
+        return RejectCommand(origin, str(exc))
+    return StartTraining(origin, profile, max_iters, fresh=fresh, max_checkpoints=max_checkpoints)
+
+
+def plan_workflow_run(delivery_id: str, payload: dict[str, Any]) -> Decision:
+    run = payload.get("workflow_run") or {}
+    if payload.get("action") != "requested" or run.get("event") != "schedule":
+        return Ignore("only scheduled workflow runs, when requested, start sessions")
+    try:
+        origin = _origin("workflow_run", delivery_id, payload, run.get("head_branch"), run.get("head_sha"),
+                         str(run["path"]))
+    except (KeyError, TypeError, ValueError):
+        return Ignore("payload lacks the repository, installation or workflow path")
+    return StartTraining(origin, SCHEDULED_PROFILE)

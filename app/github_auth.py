@@ -1,0 +1,87 @@
+"""Installation tokens: minted from the App JWT (gidgethub backdates `iat` 60 s for clock drift), narrowed
+to one repository and the permissions a task needs, and cached until a few minutes before they expire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gidgethub.abc import GitHubAPI
+from gidgethub.apps import get_jwt
+
+from app.github_retry import with_retries
+from app.settings import Settings
+
+# What each kind of task may do; nothing more is asked for (the App's manifest grants at least this).
+EVENTS_PERMISSIONS = {"contents": "read", "issues": "write", "checks": "write", "metadata": "read"}
+SESSION_PERMISSIONS = {"contents": "write", "issues": "write", "checks": "write", "metadata": "read"}
+REFRESH_MARGIN = timedelta(minutes=5)
+
+TokenKey = tuple[int, str | None, tuple[tuple[str, str], ...]]
+
+
+@dataclass(frozen=True)
+class Token:
+    value: str
+    expires_at: datetime
+
+    def fresh(self, now: datetime) -> bool:
+        return now < self.expires_at - REFRESH_MARGIN
+
+
+class TokenCache:
+    """Tokens by (installation, repository, permissions), for one worker process."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[TokenKey, Token] = {}
+
+    def get(self, key: TokenKey, now: datetime) -> Token | None:
+        token = self._tokens.get(key)
+        return token if token is not None and token.fresh(now) else None
+
+    def put(self, key: TokenKey, token: Token) -> None:
+        self._tokens[key] = token
+
+
+class InstallationToken:
+    """A token provider for one client: asks the cache, mints when there is no fresh token."""
+
+    def __init__(
+        self, app_gh: GitHubAPI, settings: Settings, installation_id: int, *, repo: str | None,
+        permissions: dict[str, str] | None, cache: TokenCache,
+    ) -> None:
+        self._app_gh = app_gh
+        self._settings = settings
+        self._installation_id = installation_id
+        self._repo = repo
+        self._permissions = permissions
+        self._cache = cache
+        self._key: TokenKey = (installation_id, repo, tuple(sorted((permissions or {}).items())))
+
+    async def get(self) -> str:
+        now = datetime.now(UTC)
+        cached = self._cache.get(self._key, now)
+        if cached is not None:
+            return cached.value
+        token = await self._mint()
+        self._cache.put(self._key, token)
+        return token.value
+
+    @with_retries
+    async def _mint(self) -> Token:
+        app_id, private_key = self._settings.require_app()
+        body: dict[str, Any] = {}
+        if self._repo is not None:
+            body["repositories"] = [self._repo.split("/", 1)[1]]
+        if self._permissions:
+            body["permissions"] = self._permissions
+        minted = await self._app_gh.post(
+            "/app/installations/{installation_id}/access_tokens",
+            {"installation_id": self._installation_id},
+            data=body or b"",
+            jwt=get_jwt(app_id=app_id, private_key=private_key),
+        )
+        expires = datetime.fromisoformat(str(minted["expires_at"]).replace("Z", "+00:00"))
+        return Token(str(minted["token"]), expires)

@@ -1,0 +1,156 @@
+"""The aiohttp application of the emulator: routing, recording, injected faults and rate-limit headers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from . import checks, gitdata, hooks, rest
+from .auth import AuthError, bearer
+from .faults import Fault, default_body, fault_headers, primary_limit_body, request_id
+from .graphql_api import Context, run_graphql
+from .openapi import Operation
+from .state import GITHUB_COMMITTER
+
+if TYPE_CHECKING:
+    from .emulator import GitHubEmulator
+
+# aiohttp >= 3.12 wants typed request keys; older versions take a plain string.
+_GRAPHQL_OP: Any = web.RequestKey("graphql_operation", str) if hasattr(web, "RequestKey") else "graphql_operation"
+_TARBALL_NO_REF = re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/tarball/?$")
+HANDLERS: dict[tuple[str, str], rest.Handler] = {**rest.HANDLERS, **checks.HANDLERS, **gitdata.HANDLERS,
+                                                 **hooks.HANDLERS}
+
+
+@dataclass(frozen=True)
+class RecordedCall:
+    """One request the emulator answered.
+
+    `graphql_operation` (POST /graphql only): operation type, name if any, root fields, e.g.
+    "mutation createCommitOnBranch" or "query Head repository". `fault`: answered by an injected fault
+    (the request was not handled and changed nothing).
+    """
+
+    method: str
+    path: str
+    query: dict[str, str]
+    json: Any | None
+    status: int
+    graphql_operation: str | None
+    fault: bool = False
+
+
+def _rate_key(emu: GitHubEmulator, request: web.Request) -> tuple[str, str, str] | None:
+    """(kind, who, resource) GitHub counts this request against; None for codeload downloads."""
+    if request.path.startswith("/_codeload/"):
+        return None
+    resource = "graphql" if request.path == "/graphql" else "core"
+    credential = bearer(request.headers.get("Authorization"))
+    if credential:
+        try:
+            return "installation", str(emu.tokens.lookup(credential).installation_id), resource
+        except AuthError:
+            if credential.count(".") == 2:
+                return "app", emu.app_id, resource
+    return "client", request.remote or "unknown", resource
+
+
+def _who(key: tuple[str, str, str] | None) -> str:
+    if key is None or key[0] == "client":
+        return key[1] if key else "unknown"
+    return f"{key[0]} ID {key[1]}"
+
+
+def _fault_response(fault: Fault, key: tuple[str, str, str] | None, rid: str) -> web.StreamResponse:
+    headers = fault_headers(fault.status, fault.headers, key[2] if key else "core")
+    body = fault.body if fault.body is not None else default_body(fault.status, headers, who=_who(key), rid=rid)
+    if isinstance(body, str | bytes):
+        return web.Response(body=body, status=fault.status, headers=headers, content_type="text/html")
+    return web.json_response(body, status=fault.status, headers=headers)
+
+
+def make_app(emu: GitHubEmulator) -> web.Application:
+    """The emulator's aiohttp application."""
+
+    async def handle(request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except rest.GitHubError as exc:
+            return web.json_response(exc.body, status=exc.status)
+        except web.HTTPException:
+            raise
+        except Exception as exc:  # an emulator bug: make it loud in the e2e assertions, answer like GitHub
+            emu.violations.append(f"emulator error on {request.method} {request.path}: {exc!r}")
+            return web.json_response({"message": "Server Error"}, status=500)
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        rid, key = request_id(), _rate_key(emu, request)
+        fault = emu.faults.take(request.method, request.path)
+        if fault is not None:
+            response = _fault_response(fault, key, rid)
+        else:
+            limit_headers, exceeded = emu.rate_limits.charge(*key) if key else ({}, False)
+            if exceeded:
+                response = web.json_response(primary_limit_body(_who(key), rid), status=403)
+            else:
+                response = await handle(request, handler)
+            response.headers.update(limit_headers)
+        response.headers["x-github-request-id"] = rid
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            body = None
+        emu.calls.append(RecordedCall(request.method, request.path, dict(request.query), body, response.status,
+                                      request.get(_GRAPHQL_OP), fault is not None))
+        return response
+
+    async def rest_call(request: web.Request) -> web.StreamResponse:
+        where = f"{request.method} {request.path}"
+        op = emu.spec.match(request.method, request.path)
+        if op is None:
+            m = _TARBALL_NO_REF.match(request.path)
+            if request.method == "GET" and m:
+                emu.violations.append(f"{where}: undocumented in GitHub's OpenAPI description; pass a ref")
+                return await rest.tarball(request, emu, Operation("/repos/{owner}/{repo}/tarball", "GET",
+                                                                  m.groupdict(), {}))
+            emu.violations.append(f"{where}: no such operation in {emu.spec.source}")
+            raise rest.not_found()
+        handler = HANDLERS.get((op.method, op.template))
+        if handler is None:
+            emu.violations.append(f"{where}: {op.method} {op.template} is documented but not emulated")
+            raise rest.not_found()
+        return await handler(request, emu, op)
+
+    async def codeload(request: web.Request) -> web.StreamResponse:
+        return await rest.codeload(request, emu)
+
+    async def graphql(request: web.Request) -> web.StreamResponse:
+        credential = bearer(request.headers.get("Authorization"))
+        if credential is None:
+            raise rest.GitHubError(401, "This endpoint requires you to be authenticated.")
+        try:
+            token = emu.tokens.lookup(credential)
+        except AuthError as exc:
+            raise rest.GitHubError(401, exc.message) from exc
+        try:
+            body = json.loads(await request.read())
+        except ValueError as exc:
+            raise rest.GitHubError(400, "Problems parsing JSON") from exc
+        ctx = Context(token, emu.find_repo, emu.app_author(), GITHUB_COMMITTER)
+        out, label, problems = await asyncio.to_thread(run_graphql, emu.schema, body, ctx)
+        request[_GRAPHQL_OP] = label
+        emu.violations.extend(problems)
+        return web.json_response(out)
+
+    app = web.Application(middlewares=[record], client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/graphql", graphql)
+    app.router.add_get("/_codeload/{owner}/{repo}/legacy.tar.gz/{sha}", codeload)
+    app.router.add_route("*", "/{tail:.*}", rest_call)
+    return app

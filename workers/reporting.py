@@ -1,0 +1,111 @@
+"""Telling people how a session goes: its check run (queued → in progress with throttled progress →
+completed with the summary and the loss chart) and, for comments, reactions and replies.
+
+Reporting never fails a session: a progress update that GitHub refuses is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+
+from app import check_output, replies
+from app.features.decisions import Origin
+from app.github import GitHubClient
+from workers.session import SessionResult
+from workers.trainer.train import Progress
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class SessionReporter:
+    def __init__(
+        self, gh: GitHubClient, origin: Origin, *, check_run_id: int | None, profile: str, session_id: str,
+        web_url: str, every_s: float = 5.0,
+    ) -> None:
+        self._gh = gh
+        self._origin = origin
+        self._check_run_id = check_run_id
+        self._profile = profile
+        self._session_id = session_id
+        self._web_url = web_url.rstrip("/")
+        self._every_s = every_s
+        self._loop = asyncio.get_running_loop()
+        self._last = float("-inf")
+        self._pending: concurrent.futures.Future[None] | None = None
+
+    async def started(self) -> None:
+        await self._check(status="in_progress", started_at=_now(),
+                          output={"title": f"Training {self._profile}", "summary": "Reading the registry and data."})
+        if self._origin.comment_id is not None:
+            await self._quietly(self._gh.add_reaction(self._origin.repo, self._origin.comment_id, "rocket"))
+
+    def on_progress(self, p: Progress) -> None:
+        """Called from the training thread: schedules at most one update at a time, every `every_s`."""
+        if self._check_run_id is None:
+            return
+        now = time.monotonic()
+        if now - self._last < self._every_s or (self._pending is not None and not self._pending.done()):
+            return
+        self._last = now
+        rate = p.session_iteration / p.elapsed_s if p.elapsed_s > 0 else 0.0
+        output = check_output.progress_output(
+            self._profile, iteration=p.iteration, session_iteration=p.session_iteration, max_iters=p.max_iters,
+            loss=p.loss, tokens_per_s=p.tokens_per_s,
+            eta_s=(p.max_iters - p.session_iteration) / rate if rate > 0 else None,
+        )
+        self._pending = asyncio.run_coroutine_threadsafe(self._check(output=output), self._loop)
+
+    async def finished(self, result: SessionResult) -> None:
+        facts = result.facts
+        commit_url = f"{self._web_url}/{self._origin.repo}/commit/{result.commit_oid}"
+        chart_url = f"{self._web_url}/{self._origin.repo}/raw/{result.commit_oid}/{facts.run_dir}/loss.svg"
+        summary = check_output.session_summary_markdown(
+            profile=facts.profile, start=facts.start_iteration, end=facts.end_iteration,
+            val_before=facts.val_loss_before, val_after=facts.val_loss_after, unigram=facts.unigram_val_loss,
+            elapsed_s=(facts.finished_at - facts.started_at).total_seconds(), tokens_per_s=facts.tokens_per_s,
+            resumed_from=facts.parent_checkpoint, checkpoint_id=facts.checkpoint_id, commit_oid=result.commit_oid,
+            commit_url=commit_url, notes=facts.notes,
+        )
+        title = f"val loss {facts.val_loss_before:.4f} → {facts.val_loss_after:.4f} in {facts.iterations} iterations"
+        await self._complete("success", check_output.finished_output(summary, title=title, chart_url=chart_url))
+        await self._reply(replies.finished(self._origin, summary))
+
+    async def failed(self, reason: str) -> None:
+        await self._complete("failure", check_output.failed_output(reason))
+        await self._reply(replies.failed(self._origin, reason))
+
+    async def crashed(self) -> None:
+        reason = f"Session `{self._session_id}` failed with an internal error; the worker's log has the details."
+        await self._complete("failure", check_output.failed_output(reason))
+        await self._reply(replies.crashed(self._origin, self._session_id))
+
+    async def _complete(self, conclusion: str, output: dict[str, object]) -> None:
+        if self._pending is not None:  # a late progress update must not overwrite the conclusion
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(self._pending)
+        await self._check(status="completed", conclusion=conclusion, completed_at=_now(), output=output,
+                          actions=[check_output.RETRAIN_BUTTON])
+
+    async def _check(self, **fields: object) -> None:
+        if self._check_run_id is not None:
+            await self._quietly(self._gh.update_check_run(self._origin.repo, self._check_run_id, **fields))
+
+    async def _reply(self, body: str) -> None:
+        if self._origin.issue_number is not None:
+            await self._quietly(self._gh.create_comment(self._origin.repo, self._origin.issue_number, body))
+
+    async def _quietly(self, call: Awaitable[object]) -> None:
+        try:
+            await call
+        except Exception:
+            log.warning("could not report session %s to GitHub", self._session_id, exc_info=True)
