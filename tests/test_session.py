@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from gidgethub import BadRequest
 
 from app.errors import ConfigError, SessionError
 from app.github import installation_client
@@ -150,3 +151,28 @@ def test_incompatible_checkpoints_can_be_made_to_stop_the_session(github, settin
         session(settings)
     assert emu.head(REPO) == head
     assert session(settings, fresh=True).facts.parent_checkpoint is None
+
+
+def test_a_session_whose_commit_failed_is_committed_by_the_next(github, settings, tmp_path: Path) -> None:
+    emu, _ = github
+    head = emu.head(REPO)
+    injected: list[bool] = []
+
+    def github_refuses_commits(_progress) -> None:
+        if not injected:  # after the session has read everything, before it commits
+            injected.append(True)
+            emu.inject_fault("POST", r"/graphql", 200, body={"errors": [{"type": "FORBIDDEN", "message": "no"}]})
+            emu.inject_fault("PATCH", r"/repos/octo/demo/git/refs/heads/main", 403,
+                             body={"message": "Resource not accessible by integration"})
+
+    with pytest.raises(BadRequest):
+        session(settings, on_progress=github_refuses_commits)
+    assert emu.head(REPO) == head
+    [record] = list((tmp_path / "store").rglob("*.entry.json"))
+    lost_id = record.name.removesuffix(".entry.json")
+
+    second = session(settings)
+    assert f"recovered {lost_id}, trained by a session whose commit did not land" in second.facts.notes
+    assert second.facts.parent_checkpoint == lost_id  # the recovered checkpoint was the best there was
+    assert set(registry_at(emu, second.commit_oid)) == {lost_id, second.checkpoint_id}
+    assert list((tmp_path / "store").rglob("*.entry.json")) == []

@@ -8,6 +8,7 @@ the branch moved) → drop what retention no longer keeps from the store.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from app.repo_config import CONFIG_PATH, Profile, RepoConfig, parse_repo_config
 from workers import registry as reg
 from workers.history import appended, downsample, history_line, parse_history
 from workers.loss_chart import render_svg
+from workers.pending import ENTRY_RECORD, Pending, find_pending
 from workers.progress import SessionFacts, checkpoint_id, commit_message, new_entry, summary, to_json_bytes, utcnow
 from workers.repos import ProgressRepository
 from workers.snapshot import select_files
@@ -114,9 +116,12 @@ class SessionPlan:
     fingerprint: reg.Fingerprint
     resume: Resume | None
     notes: list[str]
+    pending: Pending
 
 
-async def prepare(repo: ProgressRepository, store: CheckpointStore, request: SessionRequest) -> SessionPlan:
+async def prepare(
+    repo: ProgressRepository, store: CheckpointStore, request: SessionRequest, store_prefix: str
+) -> SessionPlan:
     """Read config, registry and training text at one commit; choose where training starts."""
     default_head = await repo.head(None)
     config = parse_repo_config(await repo.read_file(CONFIG_PATH, default_head.oid))
@@ -127,6 +132,8 @@ async def prepare(repo: ProgressRepository, store: CheckpointStore, request: Ses
         raise SessionError(f"unknown profile `{request.profile}`; this repository has: {', '.join(config.profiles)}")
     run = config.run_name(request.profile)
     registry, notes = reg.parse_registry(await repo.read_file(metadata_path(config, run), head.oid))
+    pending = await asyncio.to_thread(find_pending, store, f"{store_prefix}/{run}", registry, notes)
+    registry = reg.merge(registry, {e.checkpoint_id: e for e in pending.entries})
     corpus = load_corpus(await repo.files(head.oid), config, profile)
     model_config = model_config_for(profile)
     fingerprint = reg.Fingerprint(
@@ -146,7 +153,7 @@ async def prepare(repo: ProgressRepository, store: CheckpointStore, request: Ses
     return SessionPlan(
         config=config, run=run, head=head, corpus=corpus, model_config=model_config,
         train_config=train_config_for(profile, request.max_iters), fingerprint=fingerprint, resume=resume,
-        notes=notes,
+        notes=notes, pending=pending,
     )
 
 
@@ -159,7 +166,7 @@ async def run_session(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> SessionResult:
     started_at = utcnow()
-    plan = await prepare(repo, store, request)
+    plan = await prepare(repo, store, request, store_prefix)
     log.info(
         "training %s on %s: %d iterations from %s", request.profile, repo.name, plan.train_config.max_iters,
         plan.resume.entry.checkpoint_id if plan.resume else "a fresh model",
@@ -169,13 +176,15 @@ async def run_session(
         resume=plan.resume.state if plan.resume else None, on_progress=on_progress,
     )
     finished_at = utcnow()
-    key = f"{store_prefix}/{plan.run}/{checkpoint_id(finished_at, result.end_iteration, request.session_id)}.pt"
-    stored = await asyncio.to_thread(store.put, key, save_state(result.state))
+    key = f"{store_prefix}/{plan.run}/{checkpoint_id(finished_at, result.end_iteration, request.session_id)}"
+    stored = await asyncio.to_thread(store.put, f"{key}.pt", save_state(result.state))
     facts = session_facts(plan, request, result, stored, started_at, finished_at)
+    record = json.dumps(new_entry(facts).model_dump(mode="json"), sort_keys=True).encode()
+    await asyncio.to_thread(store.put, f"{key}{ENTRY_RECORD}", record)
     commit_oid, branch, dropped = await commit_progress(
-        repo, plan.config, plan.head.name, plan.head.oid, facts, request.max_checkpoints
+        repo, plan.config, plan.head.name, plan.head.oid, facts, request.max_checkpoints, plan.pending.entries
     )
-    await asyncio.to_thread(forget_dropped, store, dropped)
+    await asyncio.to_thread(forget, store, dropped, (*plan.pending.record_keys, f"{key}{ENTRY_RECORD}"))
     return SessionResult(facts=facts, commit_oid=commit_oid, branch=branch)
 
 
@@ -220,7 +229,7 @@ def load_corpus(snapshot: dict[str, bytes], config: RepoConfig, profile: Profile
 
 async def commit_progress(
     repo: ProgressRepository, config: RepoConfig, branch: str, head: str, facts: SessionFacts,
-    max_checkpoints: int | None = None,
+    max_checkpoints: int | None = None, pending: tuple[reg.CheckpointEntry, ...] = (),
 ) -> tuple[str, str, list[reg.CheckpointEntry]]:
     """Commit registry + summary; when the branch moved, merge into what is there now and try again."""
     entry = new_entry(facts)
@@ -229,6 +238,7 @@ async def commit_progress(
     history_path = f"{facts.run_dir}/history.jsonl"
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         current, _ = reg.parse_registry(await repo.read_file(path, head))
+        current = reg.merge(current, {e.checkpoint_id: e for e in pending})
         kept, dropped = reg.retain(
             reg.with_entry(current, entry), max_checkpoints or config.retention.max_checkpoints,
             pinned=entry.checkpoint_id,
@@ -251,8 +261,11 @@ async def commit_progress(
     raise AssertionError("unreachable")
 
 
-def forget_dropped(store: CheckpointStore, dropped: list[reg.CheckpointEntry]) -> None:
-    """Delete weights that retention dropped, only after the commit that drops them has landed."""
+def forget(store: CheckpointStore, dropped: list[reg.CheckpointEntry], records: tuple[str, ...]) -> None:
+    """After the commit has landed: delete the weights retention dropped, and the entry records the
+    commit now holds."""
     for entry in dropped:
         if entry.storage is not None:
             store.delete(entry.storage)
+    for key in records:
+        store.remove(key)

@@ -53,3 +53,32 @@ class CheckpointStore:
         fs, path = url_to_fs(obj.uri)
         with contextlib.suppress(FileNotFoundError, OSError):
             fs.rm(path)
+
+    def read(self, key: str) -> bytes | None:
+        """A small object by key (entry records), or None when it is not there."""
+        try:
+            with self.fs.open(f"{self.root}/{key}", "rb") as fh:
+                return fh.read()
+        except (FileNotFoundError, OSError):
+            return None
+
+    def keys(self, prefix: str, suffix: str) -> list[str]:
+        """Keys under `prefix` that end with `suffix`, sorted; none when the folder does not exist."""
+        try:
+            paths = self.fs.ls(f"{self.root}/{prefix}", detail=False)
+        except (FileNotFoundError, OSError):
+            return []
+        base = f"{self.root}/".lstrip("/")
+        keys = [str(p).lstrip("/").removeprefix(base) for p in paths]
+        return sorted(k for k in keys if k.endswith(suffix))
+
+    def remove(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError, OSError):
+            self.fs.rm(f"{self.root}/{key}")
+
+    def size(self, obj: StoredObject) -> int | None:
+        fs, path = url_to_fs(obj.uri)
+        try:
+            return int(fs.size(path))
+        except (FileNotFoundError, OSError):
+            return None

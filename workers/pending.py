@@ -1,0 +1,49 @@
+"""Checkpoints whose session trained and stored weights but whose commit never landed.
+
+A session writes its registry entry as a record beside its weights before committing; the next session
+finds records whose checkpoint is missing from the registry and commits them with its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from workers import registry as reg
+from workers.store import CheckpointStore
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Checkpoints stored by sessions whose commit never landed, found through their entry records."""
+
+    entries: tuple[reg.CheckpointEntry, ...] = ()
+    record_keys: tuple[str, ...] = ()  # every record seen: removed once a commit holds their entries
+
+
+ENTRY_RECORD = ".entry.json"
+
+
+def find_pending(store: CheckpointStore, run_prefix: str, registry: reg.Registry, notes: list[str]) -> Pending:
+    """Entry records in the store whose checkpoint is missing from the registry and whose weights are there.
+
+    A session writes its entry record beside its weights before committing, so a session that trained
+    but could not commit (GitHub down, the worker lost) still gets its checkpoint into the next commit.
+    """
+    entries, keys = [], []
+    for key in store.keys(run_prefix, ENTRY_RECORD):
+        keys.append(key)
+        try:
+            entry = reg.CheckpointEntry.model_validate_json(store.read(key) or b"")
+        except ValidationError:
+            notes.append(f"ignored an unreadable checkpoint record {key}")
+            continue
+        if entry.checkpoint_id in registry:
+            continue
+        if entry.storage is None or store.size(entry.storage) != entry.storage.bytes:
+            notes.append(f"could not recover {entry.checkpoint_id}: its weights are missing")
+            continue
+        entries.append(entry)
+        notes.append(f"recovered {entry.checkpoint_id}, trained by a session whose commit did not land")
+    return Pending(tuple(entries), tuple(keys))
