@@ -7,6 +7,8 @@ from the environment once, here.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from celery import Celery
 from kombu import Exchange, Queue
 
@@ -16,6 +18,11 @@ EVENTS_QUEUE = "events"
 TRAIN_QUEUE = "train"
 EVENTS_TASK = "retrain.handle_event"
 SESSION_TASK = "retrain.train_session"
+# -- beat (celery-redbeat): entries live in Redis, so the events worker can add and remove them --------------
+SCHEDULED_SESSION_TASK = "retrain.scheduled_session"  # fired by a repository's cron entry
+REDELIVER_TASK = "retrain.redeliver_failed"  # periodic: ask GitHub to redeliver failed webhook deliveries
+REDBEAT_KEY_PREFIX = "retrain:"  # entry keys: retrain:schedule:<owner>/<repo>:<n>; redbeat's own: retrain::*
+REDELIVER_EVERY = timedelta(minutes=5)
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -24,7 +31,10 @@ def create_celery(settings: Settings) -> Celery:
         # Each queue has its own exchange and routing key: with a shared default exchange, a task sent
         # to "train" would be routed by the default key and land on "events".
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in (EVENTS_QUEUE, TRAIN_QUEUE)],
-        task_routes={EVENTS_TASK: {"queue": EVENTS_QUEUE}, SESSION_TASK: {"queue": TRAIN_QUEUE}},
+        task_routes={
+            EVENTS_TASK: {"queue": EVENTS_QUEUE}, SESSION_TASK: {"queue": TRAIN_QUEUE},
+            SCHEDULED_SESSION_TASK: {"queue": EVENTS_QUEUE}, REDELIVER_TASK: {"queue": EVENTS_QUEUE},
+        },
         task_default_queue=EVENTS_QUEUE,
         task_serializer="json",
         accept_content=["json"],
@@ -37,6 +47,18 @@ def create_celery(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": 12 * 3600},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        # beat: `celery -A workers.celery_app beat -S redbeat.RedBeatScheduler` (see the Procfile)
+        beat_scheduler="redbeat.RedBeatScheduler",
+        redbeat_redis_url=settings.redis_url,
+        redbeat_key_prefix=REDBEAT_KEY_PREFIX,
+        redbeat_redis_options={},  # say so explicitly: broker_transport_options are the broker's, not beat's
+        beat_schedule={
+            "redeliver-failed-deliveries": {
+                "task": REDELIVER_TASK, "schedule": REDELIVER_EVERY,
+                # a run that waited longer than its interval is superseded by the next one
+                "options": {"queue": EVENTS_QUEUE, "expires": REDELIVER_EVERY.total_seconds()},
+            },
+        },
     )
     return app
 

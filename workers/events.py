@@ -14,11 +14,20 @@ from app import check_output, replies
 from app.errors import ConfigError
 from app.features import plan
 from app.features.check_runs import external_id
-from app.features.decisions import Ignore, Origin, RejectCommand, ShowHelp, StartTraining
+from app.features.decisions import (
+    Ignore,
+    Origin,
+    RejectCommand,
+    RemoveSchedules,
+    ShowHelp,
+    StartTraining,
+    SyncSchedules,
+)
 from app.github import GitHubClient, installation_client
 from app.github_auth import EVENTS_PERMISSIONS, TokenCache
 from app.repo_config import CONFIG_PATH, RepoConfig, parse_repo_config
 from app.settings import Settings
+from workers.schedules import ScheduleStore, apply_schedules
 
 log = logging.getLogger(__name__)
 SESSION_NAMESPACE = uuid.UUID("0b5e3c59-8d0f-4d2b-9a55-2f1f8b6f6a10")
@@ -33,12 +42,14 @@ def session_id_for(delivery_id: str) -> str:
 
 async def handle_event(
     settings: Settings, event: str, delivery_id: str, payload: dict[str, Any], enqueue_session: EnqueueSession,
-    tokens: TokenCache | None = None,
+    tokens: TokenCache | None = None, schedules: ScheduleStore | None = None,
 ) -> str:
     """The outcome in a few words (logged by the task)."""
     decision = plan(event, delivery_id, payload)
     if isinstance(decision, Ignore):
         return f"ignored: {decision.reason}"
+    if isinstance(decision, SyncSchedules | RemoveSchedules):  # installation, installation_repositories, push
+        return await apply_schedules(settings, decision, schedules or ScheduleStore.for_url(settings.redis_url), tokens)
     origin = decision.origin
     async with installation_client(
         settings, origin.installation_id, repo=origin.repo, permissions=EVENTS_PERMISSIONS, tokens=tokens
@@ -65,7 +76,7 @@ async def start(
     origin = decision.origin
     if origin.workflow is not None and origin.workflow not in config.workflows:
         return f"ignored: workflow {origin.workflow} is not listed under `workflows` in {CONFIG_PATH}"
-    if origin.trigger != "workflow_run":  # scheduled runs are the repository's own; no person to check
+    if origin.trigger not in ("workflow_run", "schedule"):  # scheduled runs are the repository's own
         permission = await gh.permission(origin.repo, origin.sender or "")
         if not config.allows(permission):
             await feedback.react("-1")

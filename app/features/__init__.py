@@ -7,6 +7,7 @@ from typing import Any
 
 from app.features.check_runs import plan_check_run
 from app.features.decisions import Decision, Ignore
+from app.features.installations import plan_installation, plan_installation_repositories, plan_push
 from app.features.retrain_command import plan_comment
 from app.features.workflows import plan_dispatch, plan_workflow_run
 
@@ -15,6 +16,9 @@ PLANNERS: dict[str, Callable[[str, dict[str, Any]], Decision]] = {
     "workflow_dispatch": plan_dispatch,
     "workflow_run": plan_workflow_run,
     "check_run": plan_check_run,
+    "installation": plan_installation,
+    "installation_repositories": plan_installation_repositories,
+    "push": plan_push,
 }
 
 

@@ -15,7 +15,7 @@ class Origin:
 
     repo: str
     installation_id: int
-    trigger: str  # issue_comment | workflow_dispatch | workflow_run | check_run | local
+    trigger: str  # issue_comment | workflow_dispatch | workflow_run | check_run | schedule | local
     sender: str | None = None
     delivery_id: str | None = None
     issue_number: int | None = None  # set for comments: replies go there
@@ -56,4 +56,21 @@ class Ignore:
     reason: str
 
 
-Decision = StartTraining | RejectCommand | ShowHelp | Ignore
+@dataclass(frozen=True)
+class SyncSchedules:
+    """Read these repositories' configs at their default branches and make their cron entries match."""
+
+    installation_id: int
+    repos: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RemoveSchedules:
+    """Drop these repositories' cron entries; `whole_installation` (uninstall): every entry it has."""
+
+    installation_id: int
+    repos: tuple[str, ...]
+    whole_installation: bool = False
+
+
+Decision = StartTraining | RejectCommand | ShowHelp | Ignore | SyncSchedules | RemoveSchedules
