@@ -311,3 +311,18 @@ def test_two_sessions_of_n_equal_one_session_of_2n(corpus, deterministic: None, 
             assert torch.equal(b.state["optimizer"]["state"][i][key], tensor), (i, key)
     assert torch.equal(b.state["sampler"]["generator"], whole.state["sampler"]["generator"])
     assert b.val_loss_after == whole.val_loss_after
+
+
+def test_should_stop_ends_early_with_a_checkpoint_that_resumes(corpus) -> None:
+    calls: list[int] = []
+
+    def stop_after_two_reports() -> bool:
+        calls.append(1)
+        return len(calls) >= 2
+
+    stopped = train(TINY, TrainConfig(max_iters=50, batch_size=4, eval_iters=2), corpus, progress_every=5,
+                    should_stop=stop_after_two_reports)
+    assert stopped.stopped_early and stopped.end_iteration == 10 and len(stopped.losses) == 10
+    assert stopped.state["iteration"] == 10
+    resumed = train(TINY, TrainConfig(max_iters=5, batch_size=4, eval_iters=2), corpus, resume=stopped.state)
+    assert (resumed.start_iteration, resumed.end_iteration, resumed.stopped_early) == (10, 15, False)

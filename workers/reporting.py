@@ -77,8 +77,15 @@ class SessionReporter:
             commit_url=commit_url, notes=facts.notes,
         )
         title = f"val loss {facts.val_loss_before:.4f} → {facts.val_loss_after:.4f} in {facts.iterations} iterations"
-        await self._complete("success", check_output.finished_output(summary, title=title, chart_url=chart_url))
+        if result.stopped_early:
+            title = f"Cancelled after {facts.iterations} iterations; {title.split(' in ')[0]}"
+        conclusion = "cancelled" if result.stopped_early else "success"
+        await self._complete(conclusion, check_output.finished_output(summary, title=title, chart_url=chart_url))
         await self._reply(replies.finished(self._origin, summary))
+
+    async def cancelled_before_start(self) -> None:
+        await self._complete("cancelled", {"title": "Cancelled before it started", "summary": "Nothing was trained."})
+        await self._reply(replies.failed(self._origin, "it was cancelled before it started."))
 
     async def failed(self, reason: str) -> None:
         await self._complete("failure", check_output.failed_output(reason))

@@ -55,6 +55,7 @@ class SessionResult:
     facts: SessionFacts
     commit_oid: str
     branch: str
+    stopped_early: bool = False
 
     @property
     def checkpoint_id(self) -> str:
@@ -164,6 +165,7 @@ async def run_session(
     *,
     store_prefix: str,
     on_progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SessionResult:
     started_at = utcnow()
     plan = await prepare(repo, store, request, store_prefix)
@@ -173,8 +175,13 @@ async def run_session(
     )
     result = await asyncio.to_thread(
         train, plan.model_config, plan.train_config, plan.corpus,
-        resume=plan.resume.state if plan.resume else None, on_progress=on_progress,
+        resume=plan.resume.state if plan.resume else None, on_progress=on_progress, should_stop=should_stop,
     )
+    if result.stopped_early:
+        plan.notes.append(
+            f"stopped on request after {result.end_iteration - result.start_iteration} of "
+            f"{plan.train_config.max_iters} iterations; what was trained is committed"
+        )
     finished_at = utcnow()
     key = f"{store_prefix}/{plan.run}/{checkpoint_id(finished_at, result.end_iteration, request.session_id)}"
     stored = await asyncio.to_thread(store.put, f"{key}.pt", save_state(result.state))
@@ -185,7 +192,7 @@ async def run_session(
         repo, plan.config, plan.head.name, plan.head.oid, facts, request.max_checkpoints, plan.pending.entries
     )
     await asyncio.to_thread(forget, store, dropped, (*plan.pending.record_keys, f"{key}{ENTRY_RECORD}"))
-    return SessionResult(facts=facts, commit_oid=commit_oid, branch=branch)
+    return SessionResult(facts=facts, commit_oid=commit_oid, branch=branch, stopped_early=result.stopped_early)
 
 
 def session_facts(

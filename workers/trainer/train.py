@@ -109,6 +109,7 @@ class TrainResult:
     learning_rate: float  # lr at the last iteration
     device: str = "cpu"
     mfu: float | None = None  # model FLOPs utilisation against the GPU's dense bf16 peak; None on CPU
+    stopped_early: bool = False  # `should_stop` ended the session before max_iters
 
 
 def get_lr(iteration: int, cfg: TrainConfig) -> float:
@@ -170,6 +171,7 @@ def train(
     resume: Mapping[str, Any] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     progress_every: int = 10,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Run `train_config.max_iters` iterations, from `resume` (a payload) or from fresh weights."""
     if progress_every < 1:
@@ -187,7 +189,7 @@ def train(
     cuda_devices = [device] if device.type == "cuda" else []
     # fork_rng: seeding and dropout use the global RNGs; leave the caller's state as it was.
     with torch.random.fork_rng(devices=cuda_devices), cuda_speedups(device):
-        return _run(model_config, train_config, corpus, device, resume, on_progress, progress_every)
+        return _run(model_config, train_config, corpus, device, resume, on_progress, progress_every, should_stop)
 
 
 def _run(
@@ -198,6 +200,7 @@ def _run(
     resume: Mapping[str, Any] | None,
     on_progress: Callable[[Progress], None] | None,
     progress_every: int,
+    should_stop: Callable[[], bool] | None,
 ) -> TrainResult:
     t_call = time.perf_counter()
     # The initial weights (a resumed session overwrites them) and dropout draw from the global RNG of
@@ -233,6 +236,7 @@ def _run(
     tokens_per_iter = cfg.batch_size * model_config.block_size
     lr = get_lr(start, cfg)
     t_loop = time.perf_counter()
+    ran = cfg.max_iters
     for k in range(cfg.max_iters):
         lr = get_lr(start + k, cfg)
         for group in optimizer.param_groups:
@@ -248,15 +252,19 @@ def _run(
         optimizer.zero_grad(set_to_none=True)
         losses[k] = loss.detach()
         done = k + 1
-        if on_progress is not None and (done % progress_every == 0 or done == cfg.max_iters):
-            value = losses[k].item()  # the only host sync, and only when reporting
-            elapsed = time.perf_counter() - t_loop
-            on_progress(
-                Progress(
-                    start + done, done, cfg.max_iters, value, lr, done * tokens_per_iter / elapsed, elapsed
+        if done % progress_every == 0 or done == cfg.max_iters:
+            if on_progress is not None:
+                value = losses[k].item()  # the only host sync, and only when reporting
+                elapsed = time.perf_counter() - t_loop
+                on_progress(
+                    Progress(
+                        start + done, done, cfg.max_iters, value, lr, done * tokens_per_iter / elapsed, elapsed
+                    )
                 )
-            )
-    loss_list = losses.tolist()  # waits for the device, so the timing below is honest
+            if should_stop is not None and done < cfg.max_iters and should_stop():
+                ran = done  # cancelled or out of time: what was trained so far is a valid checkpoint
+                break
+    loss_list = losses[:ran].tolist()  # waits for the device, so the timing below is honest
     loop_s = time.perf_counter() - t_loop
     # Capture the RNG states before evaluating, where a continuing single session would be.
     rng: dict[str, Any] = {"torch_cpu": torch.get_rng_state(), "cuda": []}
@@ -264,7 +272,7 @@ def _run(
         rng["cuda"] = [torch.cuda.get_rng_state(device)]
     train_loss = _estimate_loss(model, corpus.train, cfg, device)
     val_loss_after = _estimate_loss(model, corpus.val, cfg, device)
-    end = start + cfg.max_iters
+    end = start + ran
     state = {
         "format": CHECKPOINT_FORMAT,
         "model": to_cpu(model.state_dict()),
@@ -277,11 +285,11 @@ def _run(
         "sampler": {
             "kind": SAMPLER_KIND,
             "generator": sampler.get_state(),
-            "batches": batches + cfg.max_iters,
+            "batches": batches + ran,
         },
         "corpus_fingerprint": corpus.fingerprint(),
     }
-    tokens_per_s = cfg.max_iters * tokens_per_iter / loop_s
+    tokens_per_s = ran * tokens_per_iter / loop_s
     peak = peak_flops(device)
     return TrainResult(
         state=state,
@@ -296,4 +304,5 @@ def _run(
         learning_rate=lr,
         device=str(device),
         mfu=tokens_per_s * model.flops_per_token() / peak if peak else None,
+        stopped_early=ran < cfg.max_iters,
     )
