@@ -30,6 +30,12 @@ COMMANDS: tuple[CommandHelp, ...] = (
         "model instead (earlier checkpoints are kept).",
         ("/retrain", "/retrain ci", "/retrain scheduled max_iters=200", "/retrain full fresh=confirm"),
     ),
+    CommandHelp("/retrain status", "List this repository's queued and running sessions.", ("/retrain status",)),
+    CommandHelp(
+        "/retrain cancel",
+        "Stop this repository's queued and running sessions; a running one commits what it has trained.",
+        ("/retrain cancel",),
+    ),
     CommandHelp("/retrain help", "Show this help.", ("/retrain help",)),
 )
 
@@ -48,6 +54,16 @@ class HelpCommand:
 
 
 @dataclass(frozen=True)
+class StatusCommand:
+    line: str
+
+
+@dataclass(frozen=True)
+class CancelCommand:
+    line: str
+
+
+@dataclass(frozen=True)
 class InvalidCommand:
     """A `/retrain` line that could not be understood; `reason` is shown to the person."""
 
@@ -55,7 +71,10 @@ class InvalidCommand:
     reason: str
 
 
-ParsedCommand = TrainCommand | HelpCommand | InvalidCommand
+ParsedCommand = TrainCommand | HelpCommand | StatusCommand | CancelCommand | InvalidCommand
+WORD_COMMANDS: dict[str, type[HelpCommand | StatusCommand | CancelCommand]] = {
+    "help": HelpCommand, "status": StatusCommand, "cancel": CancelCommand,
+}
 
 
 def help_text(profiles: list[str] | None = None) -> str:
@@ -85,8 +104,8 @@ def parse_command(line: str) -> ParsedCommand | None:
     if match is None:
         return None
     args = (match["args"] or "").split()
-    if args == ["help"]:
-        return HelpCommand(line)
+    if len(args) == 1 and args[0] in WORD_COMMANDS:
+        return WORD_COMMANDS[args[0]](line)
     usage = f"usage: `{COMMANDS[0].usage}`"
     profile: str | None = None
     max_iters: int | None = None
@@ -101,7 +120,7 @@ def parse_command(line: str) -> ParsedCommand | None:
             fresh = True
         elif arg == "fresh":
             return InvalidCommand(line, f"a fresh start must be confirmed: write `{FRESH_CONFIRM}`")
-        elif "=" in arg or arg == "help":
+        elif "=" in arg or arg in WORD_COMMANDS:
             return InvalidCommand(line, f"unknown argument `{arg}`; {usage}")
         elif profile is None:
             profile = arg

@@ -51,3 +51,24 @@ def crashed(origin: Origin, session_id: str) -> str:
 
 def finished(origin: Origin, summary_markdown: str) -> str:
     return _reply(origin, summary_markdown)
+
+
+def status(origin: Origin, rows: list[dict[str, str]]) -> str:
+    """`rows`: one per live session, already formatted (see workers.live.status_rows)."""
+    if not rows:
+        return _reply(origin, "no session of this repository is queued or running.")
+    columns = ("session", "profile", "status", "iteration", "loss", "eta", "by")
+    header = "| session | profile | status | iteration | loss | ETA | requested by |\n|---|---|---|---|---|---|---|"
+    lines = ["| " + " | ".join(r[c] for c in columns) + " |" for r in rows]
+    return _reply(origin, "these sessions are queued or running:\n\n" + "\n".join([header, *lines]))
+
+
+def cancelled(origin: Origin, session_ids: list[str]) -> str:
+    if not session_ids:
+        return _reply(origin, "there was nothing to cancel: no session of this repository is queued or running.")
+    listed = ", ".join(f"`{s[:8]}`" for s in session_ids)
+    return _reply(
+        origin,
+        f"asked {len(session_ids)} session(s) to stop: {listed}. A running session commits what it has "
+        "trained so far; its check run ends as cancelled.",
+    )

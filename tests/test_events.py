@@ -13,6 +13,7 @@ from app.settings import Settings
 from tests.conftest import APP_ID, INSTALLATION_ID, REPO
 from tests.payloads import comment_event
 from workers.events import handle_event, session_id_for
+from workers.live import LiveSession, LiveSessions
 
 
 @pytest.fixture
@@ -22,10 +23,12 @@ def settings(github, tmp_path: Path, app_key_pair) -> Settings:
     return Settings(_env_file=None, app_id=APP_ID, private_key_path=key, github_api_url=github[1])
 
 
-def handle(settings: Settings, body: str, *, sender: str = "alice", comment_id: int = 77) -> tuple[str, list]:
+def handle(
+    settings: Settings, body: str, *, sender: str = "alice", comment_id: int = 77, live: LiveSessions | None = None
+) -> tuple[str, list]:
     sent: list[dict[str, Any]] = []
     payload = comment_event(body, sender=sender, repo=REPO, installation_id=INSTALLATION_ID, comment_id=comment_id)
-    outcome = asyncio.run(handle_event(settings, "issue_comment", "delivery-9", payload, sent.append))
+    outcome = asyncio.run(handle_event(settings, "issue_comment", "delivery-9", payload, sent.append, live=live))
     return outcome, sent
 
 
@@ -42,6 +45,7 @@ def test_a_permitted_command_reacts_and_enqueues_exactly_this_message(github, se
                         "trigger": "issue_comment", "sender": "alice", "delivery_id": "delivery-9",
                         "fresh": False, "max_checkpoints": None, "branch": None},
             "check_run_id": check["id"],
+            "check_url": check["html_url"],
         }
     ]
     assert outcome.startswith("enqueued session")
@@ -127,3 +131,24 @@ def test_an_unconfirmed_fresh_dispatch_fails_its_check_run_and_starts_nothing(gi
     [check] = emu.check_runs(REPO)
     assert (check["status"], check["conclusion"]) == ("completed", "failure")
     assert "I CONFIRM FRESH START" in check["output"]["summary"]
+
+
+def test_status_lists_live_sessions_and_cancel_asks_them_to_stop(github, settings, clean_redis) -> None:
+    emu, _ = github
+    live = LiveSessions(clean_redis)
+    handle(settings, "/retrain status", live=live, comment_id=81)
+    assert "no session of this repository is queued or running" in emu.comments(REPO, 7)[-1]["body"]
+
+    live.put(REPO, LiveSession("abcdef1234", "ci", "running", "issue_comment", "alice", iteration=50,
+                               session_iteration=10, max_iters=40, loss=1.2345, eta_s=12))
+    live.put(REPO, LiveSession("bbbbbbbb99", "full", "queued", "workflow_dispatch"))
+    handle(settings, "/retrain status", live=live, comment_id=82)
+    status = emu.comments(REPO, 7)[-1]["body"]
+    assert "`abcdef12` | `ci` | running | 50 (10/40) | 1.2345 | 12 s | @alice" in status
+    assert "`bbbbbbbb` | `full` | queued" in status
+
+    handle(settings, "/retrain cancel", sender="bob", live=live, comment_id=83)  # read permission: refused
+    assert not live.cancel_requested("abcdef1234") and emu.reactions(REPO, 83) == ["-1"]
+    handle(settings, "/retrain cancel", live=live, comment_id=84)
+    assert live.cancel_requested("abcdef1234") and live.cancel_requested("bbbbbbbb99")
+    assert "asked 2 session(s) to stop" in emu.comments(REPO, 7)[-1]["body"]

@@ -15,11 +15,13 @@ from app.errors import ConfigError
 from app.features import plan
 from app.features.check_runs import external_id
 from app.features.decisions import (
+    CancelSessions,
     Ignore,
     Origin,
     RejectCommand,
     RemoveSchedules,
     ShowHelp,
+    ShowStatus,
     StartTraining,
     SyncSchedules,
 )
@@ -27,6 +29,8 @@ from app.github import GitHubClient, installation_client
 from app.github_auth import EVENTS_PERMISSIONS, TokenCache
 from app.repo_config import CONFIG_PATH, RepoConfig, parse_repo_config
 from app.settings import Settings
+from workers.live import LiveSessions, status_rows
+from workers.live import for_url as live_for_url
 from workers.schedules import ScheduleStore, apply_schedules
 
 log = logging.getLogger(__name__)
@@ -42,7 +46,7 @@ def session_id_for(delivery_id: str) -> str:
 
 async def handle_event(
     settings: Settings, event: str, delivery_id: str, payload: dict[str, Any], enqueue_session: EnqueueSession,
-    tokens: TokenCache | None = None, schedules: ScheduleStore | None = None,
+    tokens: TokenCache | None = None, schedules: ScheduleStore | None = None, live: LiveSessions | None = None,
 ) -> str:
     """The outcome in a few words (logged by the task)."""
     decision = plan(event, delivery_id, payload)
@@ -67,6 +71,16 @@ async def handle_event(
         if isinstance(decision, ShowHelp):
             await feedback.reply(replies.show_help(origin, sorted(config.profiles)))
             return "answered: help"
+        live = live or live_for_url(settings.redis_url)
+        if isinstance(decision, ShowStatus):
+            await feedback.reply(replies.status(origin, status_rows(live.of_repo(origin.repo))))
+            return "answered: status"
+        if isinstance(decision, CancelSessions):
+            if not await allowed(gh, feedback, config, origin):
+                return f"refused: {origin.sender} may not cancel"
+            asked = live.cancel(origin.repo)
+            await feedback.reply(replies.cancelled(origin, [s.session_id for s in asked]))
+            return f"cancel requested for {len(asked)} session(s)"
         return await start(gh, feedback, config, decision, enqueue_session)
 
 
@@ -76,13 +90,8 @@ async def start(
     origin = decision.origin
     if origin.workflow is not None and origin.workflow not in config.workflows:
         return f"ignored: workflow {origin.workflow} is not listed under `workflows` in {CONFIG_PATH}"
-    if origin.trigger not in ("workflow_run", "schedule"):  # scheduled runs are the repository's own
-        permission = await gh.permission(origin.repo, origin.sender or "")
-        if not config.allows(permission):
-            await feedback.react("-1")
-            await feedback.problem(replies.refused(origin, permission, config.permission),
-                                   f"@{origin.sender} has `{permission}` permission; `{config.permission}` is needed.")
-            return f"refused: {origin.sender} has {permission}"
+    if origin.trigger not in ("workflow_run", "schedule") and not await allowed(gh, feedback, config, origin):
+        return f"refused: {origin.sender} may not start sessions"
     if decision.profile not in config.profiles:
         reason = f"unknown profile `{decision.profile}`; valid profiles: {', '.join(sorted(config.profiles))}"
         await feedback.react("confused")
@@ -105,10 +114,22 @@ async def start(
                 "fresh": decision.fresh, "max_checkpoints": decision.max_checkpoints, "branch": origin.ref,
             },
             "check_run_id": check.id,
+            "check_url": check.html_url,
         }
     )
     await feedback.reply(replies.queued(origin, decision.profile, check.html_url))
     return f"enqueued session {session_id}"
+
+
+async def allowed(gh: GitHubClient, feedback: Feedback, config: RepoConfig, origin: Origin) -> bool:
+    """Whether the sender has the config's minimum permission; if not, they are told (👎 and why)."""
+    permission = await gh.permission(origin.repo, origin.sender or "")
+    if config.allows(permission):
+        return True
+    await feedback.react("-1")
+    await feedback.problem(replies.refused(origin, permission, config.permission),
+                           f"@{origin.sender} has `{permission}` permission; `{config.permission}` is needed.")
+    return False
 
 
 class Feedback:

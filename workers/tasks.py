@@ -6,13 +6,14 @@ Each worker process keeps one token cache, so consecutive tasks for an installat
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
-from app.errors import ConfigError, RetrainError
+from app.errors import ConfigError
 from app.features.decisions import Origin, StartTraining
 from app.github import installation_client
-from app.github_auth import EVENTS_PERMISSIONS, SESSION_PERMISSIONS, TokenCache
+from app.github_auth import EVENTS_PERMISSIONS, TokenCache
 from app.repo_config import CONFIG_PATH, parse_repo_config
 from app.settings import Settings
 from workers.celery_app import (
@@ -24,28 +25,38 @@ from workers.celery_app import (
     celery_app,
 )
 from workers.events import EnqueueSession, Feedback, handle_event, start
-from workers.progress_log import ProgressLogger
+from workers.live import LiveSession, LiveSessions
+from workers.live import for_url as live_for_url
 from workers.redelivery import redeliver_failed
-from workers.reporting import SessionReporter
-from workers.repos import GitHubRepository
 from workers.schedules import ScheduleStore, schedule_specs
-from workers.session import SessionRequest, run_session
-from workers.store import CheckpointStore
-from workers.trainer.train import Progress
+from workers.session import SessionRequest
+from workers.train_job import run_github_session
 
 log = logging.getLogger(__name__)
 TOKENS = TokenCache()
 SCHEDULES = ScheduleStore(celery_app)
 
 
+@functools.cache
+def live_sessions(redis_url: str) -> LiveSessions:
+    return live_for_url(redis_url)
+
+
 def enqueue_session(message: dict[str, Any]) -> None:
+    """Record the session as queued (for `/retrain status`), then hand it to the train queue."""
+    origin, request = message["origin"], message["request"]
+    live_sessions(Settings().redis_url).put(origin["repo"], LiveSession(
+        request["session_id"], request["profile"], "queued", request["trigger"], request["sender"],
+        max_iters=request["max_iters"], check_url=message.get("check_url"),
+    ))
     celery_app.send_task(SESSION_TASK, kwargs=message, queue=TRAIN_QUEUE)
 
 
 @celery_app.task(name=EVENTS_TASK)
 def handle_event_task(event: str, delivery_id: str, payload: dict[str, Any]) -> str:
     outcome = asyncio.run(
-        handle_event(Settings(), event, delivery_id, payload, enqueue_session, TOKENS, schedules=SCHEDULES)
+        handle_event(Settings(), event, delivery_id, payload, enqueue_session, TOKENS, schedules=SCHEDULES,
+                     live=live_sessions(Settings().redis_url))
     )
     log.info("delivery %s (%s): %s", delivery_id, event, outcome)
     return outcome
@@ -99,38 +110,8 @@ async def run_scheduled_session(
 
 @celery_app.task(name=SESSION_TASK)
 def train_session_task(origin: dict[str, Any], request: dict[str, Any], check_run_id: int | None = None) -> str:
-    return asyncio.run(run_github_session(Settings(), Origin(**origin), SessionRequest(**request), check_run_id))
-
-
-async def run_github_session(
-    settings: Settings, origin: Origin, request: SessionRequest, check_run_id: int | None
-) -> str:
-    """Train, commit, and tell the requester how it went, whatever happened."""
-    store = CheckpointStore(settings.store_url)
-    async with installation_client(
-        settings, origin.installation_id, repo=origin.repo, permissions=SESSION_PERMISSIONS, tokens=TOKENS
-    ) as gh:
-        reporter = SessionReporter(
-            gh, origin, check_run_id=check_run_id, profile=request.profile, session_id=request.session_id,
-            web_url=settings.web_url,
-        )
-        progress_log = ProgressLogger(log, request.session_id)
-
-        def on_progress(p: Progress) -> None:
-            progress_log(p)
-            reporter.on_progress(p)
-
-        await reporter.started()
-        try:
-            result = await run_session(
-                GitHubRepository(gh, origin.repo), store, request, store_prefix=origin.repo, on_progress=on_progress
-            )
-        except RetrainError as exc:
-            await reporter.failed(str(exc))
-            return f"session {request.session_id} not run: {exc}"
-        except Exception:
-            log.exception("session %s failed", request.session_id)
-            await reporter.crashed()
-            raise
-        await reporter.finished(result)
-    return f"session {request.session_id} committed {result.commit_oid}"
+    settings = Settings()
+    return asyncio.run(run_github_session(
+        settings, Origin(**origin), SessionRequest(**request), check_run_id, tokens=TOKENS,
+        live=live_sessions(settings.redis_url),
+    ))

@@ -52,6 +52,16 @@ class ShowHelp:
 
 
 @dataclass(frozen=True)
+class ShowStatus:
+    origin: Origin
+
+
+@dataclass(frozen=True)
+class CancelSessions:
+    origin: Origin
+
+
+@dataclass(frozen=True)
 class Ignore:
     reason: str
 
@@ -73,4 +83,6 @@ class RemoveSchedules:
     whole_installation: bool = False
 
 
-Decision = StartTraining | RejectCommand | ShowHelp | Ignore | SyncSchedules | RemoveSchedules
+Decision = (
+    StartTraining | RejectCommand | ShowHelp | ShowStatus | CancelSessions | Ignore | SyncSchedules | RemoveSchedules
+)

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.commands import HelpCommand, InvalidCommand, find_command
-from app.features.decisions import Decision, Ignore, Origin, RejectCommand, ShowHelp, StartTraining
+from app.commands import CancelCommand, HelpCommand, InvalidCommand, StatusCommand, find_command
+from app.features.decisions import (
+    CancelSessions,
+    Decision,
+    Ignore,
+    Origin,
+    RejectCommand,
+    ShowHelp,
+    ShowStatus,
+    StartTraining,
+)
 
 DEFAULT_PROFILE = "ci"
 
@@ -37,4 +46,8 @@ def plan_comment(delivery_id: str, payload: dict[str, Any]) -> Decision:
         return RejectCommand(origin, parsed.reason)
     if isinstance(parsed, HelpCommand):
         return ShowHelp(origin)
+    if isinstance(parsed, StatusCommand):
+        return ShowStatus(origin)
+    if isinstance(parsed, CancelCommand):
+        return CancelSessions(origin)
     return StartTraining(origin, parsed.profile or DEFAULT_PROFILE, parsed.max_iters, fresh=parsed.fresh)

@@ -1,0 +1,99 @@
+"""The train worker's job against the emulator and a real Redis: live status while training, and a
+cancel that stops a running session, which commits what it trained and ends its check run cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from app.features.decisions import Origin
+from app.github import installation_client
+from app.github_auth import TokenCache
+from app.settings import Settings
+from tests.conftest import APP_ID, INSTALLATION_ID, REPO
+from workers.live import LiveSession, LiveSessions
+from workers.session import SessionRequest
+from workers.train_job import run_github_session
+
+RUN_DIR = ".training-progress/nanecho-cached-ci"
+
+
+@pytest.fixture
+def settings(github, tmp_path: Path, app_key_pair) -> Settings:
+    key = tmp_path / "app.pem"
+    key.write_bytes(app_key_pair[0])
+    return Settings(_env_file=None, app_id=APP_ID, private_key_path=key, github_api_url=github[1],
+                    store_url=f"file://{tmp_path / 'store'}")
+
+
+def origin() -> Origin:
+    return Origin(repo=REPO, installation_id=INSTALLATION_ID, trigger="issue_comment", sender="alice",
+                  issue_number=3, comment_id=31, line="/retrain ci")
+
+
+def queued_check_run(settings: Settings, head_sha: str) -> int:
+    async def create() -> int:
+        async with installation_client(settings, INSTALLATION_ID) as gh:
+            check = await gh.create_check_run(REPO, name="Retrain (ci)", head_sha=head_sha, status="queued",
+                                              external_id="retrain:ci")
+            return check.id
+
+    return asyncio.run(create())
+
+
+def run_job(settings: Settings, live: LiveSessions, max_iters: int, check_run_id: int,
+            session_id: str = "s" * 32) -> str:
+    request = SessionRequest(session_id=session_id, profile="ci", max_iters=max_iters, trigger="issue_comment",
+                             sender="alice")
+    return asyncio.run(run_github_session(settings, origin(), request, check_run_id, tokens=TokenCache(), live=live))
+
+
+def test_cancel_stops_a_running_session_which_commits_what_it_trained(github, settings, clean_redis) -> None:
+    emu, _ = github
+    live = LiveSessions(clean_redis)
+    seen: dict[str, LiveSession] = {}
+
+    def cancel_once_running() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            record = live.get(REPO, "s" * 32)
+            if record is not None and record.status == "running" and record.iteration:
+                seen["running"] = record
+                live.cancel(REPO)
+                return
+            time.sleep(0.05)
+
+    check_id = queued_check_run(settings, emu.head(REPO))
+    canceller = threading.Thread(target=cancel_once_running)
+    canceller.start()
+    outcome = run_job(settings, live, max_iters=5000, check_run_id=check_id)
+    canceller.join()
+    assert "committed" in outcome
+    assert seen["running"].max_iters == 5000
+    session = json.loads(emu.read_file(REPO, f"{RUN_DIR}/training_summary.json"))["session"]
+    assert 0 < session["end_iteration"] < 5000
+    assert any("stopped on request after" in note for note in session["notes"])
+    assert live.of_repo(REPO) == []
+    [check] = emu.check_runs(REPO)
+    assert (check["status"], check["conclusion"]) == ("completed", "cancelled")
+    assert check["output"]["title"].startswith("Cancelled after")
+    [reply] = emu.comments(REPO, 3)
+    assert "stopped on request" in reply["body"]
+
+
+def test_a_session_cancelled_while_queued_never_trains(github, settings, clean_redis) -> None:
+    emu, _ = github
+    live = LiveSessions(clean_redis)
+    live.put(REPO, LiveSession("q" * 32, "ci", "queued", "issue_comment", "alice"))
+    live.cancel(REPO)
+    head = emu.head(REPO)
+    check_id = queued_check_run(settings, head)
+    assert "cancelled before it started" in run_job(settings, live, 10, check_id, session_id="q" * 32)
+    assert emu.head(REPO) == head and live.of_repo(REPO) == []
+    assert emu.check_runs(REPO)[0]["conclusion"] == "cancelled"
+    assert "cancelled before it started" in emu.comments(REPO, 3)[0]["body"]
