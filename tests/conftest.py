@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from app.settings import Settings
 from tests.emulator import GitHubEmulator
 from tests.emulator.client import AppKey
 from tests.repos import repo_files
@@ -59,6 +60,16 @@ def app_key_pair() -> tuple[bytes, bytes]:
     """(private PEM, public PEM) of a throwaway GitHub App."""
     key = AppKey.generate()
     return key.private_pem, key.public_pem
+
+
+@pytest.fixture
+def settings(github: tuple[GitHubEmulator, str], tmp_path: Path, app_key_pair: tuple[bytes, bytes],
+             redis_url: str) -> Settings:
+    """Settings of an App installed on the emulated REPO, with a store of its own."""
+    key = tmp_path / "app.pem"
+    key.write_bytes(app_key_pair[0])
+    return Settings(_env_file=None, app_id=APP_ID, private_key_path=key, github_api_url=github[1],
+                    store_url=f"file://{tmp_path / 'store'}", redis_url=redis_url)
 
 
 @pytest.fixture

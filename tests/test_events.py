@@ -4,23 +4,15 @@ train queue (the contract between the events and train workers)."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.settings import Settings
-from tests.conftest import APP_ID, INSTALLATION_ID, REPO
+from tests.conftest import INSTALLATION_ID, REPO
 from tests.payloads import comment_event
 from workers.events import handle_event, session_id_for
 from workers.live import LiveSession, LiveSessions
-
-
-@pytest.fixture
-def settings(github, tmp_path: Path, app_key_pair) -> Settings:
-    key = tmp_path / "app.pem"
-    key.write_bytes(app_key_pair[0])
-    return Settings(_env_file=None, app_id=APP_ID, private_key_path=key, github_api_url=github[1])
 
 
 def handle(

@@ -6,22 +6,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from pathlib import Path
 
 import pytest
 from gidgethub import BadRequest
 
 from app.github import StaleHead, installation_client
 from app.github_auth import SESSION_PERMISSIONS, TokenCache
-from app.settings import Settings
-from tests.conftest import APP_ID, INSTALLATION_ID, REPO
-
-
-@pytest.fixture
-def settings(github, tmp_path: Path, app_key_pair) -> Settings:
-    key = tmp_path / "app.pem"
-    key.write_bytes(app_key_pair[0])
-    return Settings(_env_file=None, app_id=APP_ID, private_key_path=key, github_api_url=github[1])
+from tests.conftest import INSTALLATION_ID, REPO
 
 
 def run(coro):

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from app.settings import Settings
-from tests.conftest import APP_ID
 from workers import redelivery
 from workers.redelivery import redeliver_failed, select_redeliveries
 
@@ -41,10 +39,9 @@ def test_only_failed_originals_without_a_later_success_are_chosen_once_per_guid(
 
 
 @pytest.fixture
-def settings(github, tmp_path: Path, app_key_pair, redis_url: str, clean_redis) -> Settings:
-    key = tmp_path / "app.pem"
-    key.write_bytes(app_key_pair[0])
-    return Settings(_env_file=None, app_id=APP_ID, private_key_path=key, github_api_url=github[1], redis_url=redis_url)
+def settings(settings: Settings, clean_redis) -> Settings:
+    """The shared settings, on a flushed Redis database."""
+    return settings
 
 
 def test_failed_deliveries_are_redelivered_once_across_runs(github, settings, clean_redis, monkeypatch) -> None:

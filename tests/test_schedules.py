@@ -10,7 +10,6 @@ import copy
 import json
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -130,10 +129,9 @@ def test_githubs_own_examples_plan_as_expected() -> None:
 
 # -- the events task against the emulator ------------------------------------------------------------------------
 @pytest.fixture
-def settings(github, tmp_path: Path, app_key_pair, redis_url: str, clean_redis) -> Settings:
-    key = tmp_path / "app.pem"
-    key.write_bytes(app_key_pair[0])
-    return Settings(_env_file=None, app_id=APP_ID, private_key_path=key, github_api_url=github[1], redis_url=redis_url)
+def settings(settings: Settings, clean_redis) -> Settings:
+    """The shared settings, on a flushed Redis database."""
+    return settings
 
 
 def handle(settings: Settings, event: str, payload: dict[str, Any]) -> str:

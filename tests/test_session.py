@@ -14,20 +14,12 @@ from gidgethub import BadRequest
 from app.errors import ConfigError, SessionError
 from app.github import installation_client
 from app.settings import Settings
-from tests.conftest import APP_ID, INSTALLATION_ID, REPO
+from tests.conftest import INSTALLATION_ID, REPO
 from workers.repos import GitHubRepository
 from workers.session import SessionRequest, SessionResult, run_session
 from workers.store import CheckpointStore
 
 RUN_DIR = ".training-progress/nanecho-cached-ci"
-
-
-@pytest.fixture
-def settings(github, tmp_path: Path, app_key_pair) -> Settings:
-    key = tmp_path / "app.pem"
-    key.write_bytes(app_key_pair[0])
-    return Settings(_env_file=None, app_id=APP_ID, private_key_path=key, github_api_url=github[1],
-                    store_url=f"file://{tmp_path / 'store'}")
 
 
 def session(

@@ -7,28 +7,17 @@ import asyncio
 import json
 import threading
 import time
-from pathlib import Path
-
-import pytest
 
 from app.features.decisions import Origin
 from app.github import installation_client
 from app.github_auth import TokenCache
 from app.settings import Settings
-from tests.conftest import APP_ID, INSTALLATION_ID, REPO
+from tests.conftest import INSTALLATION_ID, REPO
 from workers.live import LiveSession, LiveSessions
 from workers.session import SessionRequest
 from workers.train_job import run_github_session
 
 RUN_DIR = ".training-progress/nanecho-cached-ci"
-
-
-@pytest.fixture
-def settings(github, tmp_path: Path, app_key_pair) -> Settings:
-    key = tmp_path / "app.pem"
-    key.write_bytes(app_key_pair[0])
-    return Settings(_env_file=None, app_id=APP_ID, private_key_path=key, github_api_url=github[1],
-                    store_url=f"file://{tmp_path / 'store'}")
 
 
 def origin() -> Origin:

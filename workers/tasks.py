@@ -109,7 +109,10 @@ async def run_scheduled_session(
 
 
 @celery_app.task(name=SESSION_TASK)
-def train_session_task(origin: dict[str, Any], request: dict[str, Any], check_run_id: int | None = None) -> str:
+def train_session_task(
+    origin: dict[str, Any], request: dict[str, Any], check_run_id: int | None = None, check_url: str | None = None
+) -> str:
+    """`check_url` is for `/retrain status`, recorded when the session was queued."""
     settings = Settings()
     return asyncio.run(run_github_session(
         settings, Origin(**origin), SessionRequest(**request), check_run_id, tokens=TOKENS,
