@@ -144,3 +144,46 @@ def test_status_lists_live_sessions_and_cancel_asks_them_to_stop(github, setting
     handle(settings, "/retrain cancel", live=live, comment_id=84)
     assert live.cancel_requested("abcdef1234") and live.cancel_requested("bbbbbbbb99")
     assert "asked 2 session(s) to stop" in emu.comments(REPO, 7)[-1]["body"]
+
+
+def test_a_confirmed_fresh_dispatch_starts_a_fresh_session(github, settings) -> None:
+    emu, _ = github
+    listed = ".github/workflows/netrain-cached.yml"
+    emu.commit_files(REPO, {".github/retrain.yml": emu.read_file(REPO, ".github/retrain.yml")
+                            + f"workflows: [{listed}]\n".encode()})
+    sent: list = []
+    payload = dispatch_payload(listed, force_fresh_start="true", confirm_fresh_start="I CONFIRM FRESH START",
+                               max_checkpoints="3")
+    assert asyncio.run(handle_event(settings, "workflow_dispatch", "dd-4", payload, sent.append)).startswith("enqueued")
+    assert (sent[0]["request"]["fresh"], sent[0]["request"]["max_checkpoints"]) == (True, 3)
+
+
+def test_a_scheduled_workflow_run_of_a_listed_workflow_starts_a_scheduled_session(github, settings) -> None:
+    emu, _ = github
+    nightly = ".github/workflows/nightly.yml"
+    emu.commit_files(REPO, {".github/retrain.yml": emu.read_file(REPO, ".github/retrain.yml")
+                            + f"workflows: [{nightly}]\n".encode()})
+    head = emu.head(REPO)
+    run = {"event": "schedule", "path": nightly, "head_sha": head, "head_branch": "main"}
+    payload = {"action": "requested", "workflow_run": run, "repository": {"full_name": REPO},
+               "installation": {"id": INSTALLATION_ID}, "sender": {"login": "octo"}}
+    sent: list = []
+    assert asyncio.run(handle_event(settings, "workflow_run", "wr-1", payload, sent.append)).startswith("enqueued")
+    assert sent[0]["request"]["profile"] == "scheduled" and sent[0]["origin"]["trigger"] == "workflow_run"
+    assert [c for c in emu.calls if "/permission" in c.path] == []  # the repository's own schedule
+    [check] = emu.check_runs(REPO)
+    assert (check["head_sha"], check["name"]) == (head, "Retrain (scheduled)")
+
+
+def test_the_retrain_button_on_a_check_run_starts_another_session(github, settings) -> None:
+    emu, _ = github
+    head = emu.head(REPO)
+    payload = {"action": "requested_action", "requested_action": {"identifier": "retrain"},
+               "check_run": {"id": 1, "head_sha": head, "external_id": "retrain:ci"},
+               "repository": {"full_name": REPO}, "installation": {"id": INSTALLATION_ID}, "sender": {"login": "alice"}}
+    sent: list = []
+    assert asyncio.run(handle_event(settings, "check_run", "cr-1", payload, sent.append)).startswith("enqueued")
+    assert sent[0]["request"]["profile"] == "ci" and sent[0]["origin"]["head_sha"] == head
+    bob = {**payload, "sender": {"login": "bob"}}
+    assert asyncio.run(handle_event(settings, "check_run", "cr-2", bob, sent.append)).startswith("refused")
+    assert len(sent) == 1
