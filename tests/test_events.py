@@ -94,6 +94,12 @@ def test_refusal_gets_a_thumbs_down_and_help_lists_the_profiles(github, settings
     assert "/retrain [profile]" in help_reply and "`ci`" in help_reply and "`scheduled`" in help_reply
 
 
+def list_workflow(emu, path: str) -> None:
+    """Add `path` to the repository config's `workflows`."""
+    config = emu.read_file(REPO, ".github/retrain.yml") + f"workflows: [{path}]\n".encode()
+    emu.commit_files(REPO, {".github/retrain.yml": config})
+
+
 def dispatch_payload(workflow: str, **inputs: str) -> dict:
     return {"inputs": inputs, "ref": "refs/heads/main", "workflow": workflow, "repository": {"full_name": REPO},
             "installation": {"id": INSTALLATION_ID}, "sender": {"login": "alice"}}
@@ -102,8 +108,7 @@ def dispatch_payload(workflow: str, **inputs: str) -> dict:
 def test_dispatch_of_a_listed_workflow_starts_a_session_and_others_are_ignored(github, settings) -> None:
     emu, _ = github
     listed = ".github/workflows/netrain-cached.yml"
-    emu.commit_files(REPO, {".github/retrain.yml": emu.read_file(REPO, ".github/retrain.yml")
-                            + f"workflows: [{listed}]\n".encode()})
+    list_workflow(emu, listed)
     sent: list = []
     outcome = asyncio.run(handle_event(settings, "workflow_dispatch", "dd-1",
                                        dispatch_payload(listed, training_type="ci", max_iters="9"), sent.append))
@@ -149,8 +154,7 @@ def test_status_lists_live_sessions_and_cancel_asks_them_to_stop(github, setting
 def test_a_confirmed_fresh_dispatch_starts_a_fresh_session(github, settings) -> None:
     emu, _ = github
     listed = ".github/workflows/netrain-cached.yml"
-    emu.commit_files(REPO, {".github/retrain.yml": emu.read_file(REPO, ".github/retrain.yml")
-                            + f"workflows: [{listed}]\n".encode()})
+    list_workflow(emu, listed)
     sent: list = []
     payload = dispatch_payload(listed, force_fresh_start="true", confirm_fresh_start="I CONFIRM FRESH START",
                                max_checkpoints="3")
@@ -161,8 +165,7 @@ def test_a_confirmed_fresh_dispatch_starts_a_fresh_session(github, settings) -> 
 def test_a_scheduled_workflow_run_of_a_listed_workflow_starts_a_scheduled_session(github, settings) -> None:
     emu, _ = github
     nightly = ".github/workflows/nightly.yml"
-    emu.commit_files(REPO, {".github/retrain.yml": emu.read_file(REPO, ".github/retrain.yml")
-                            + f"workflows: [{nightly}]\n".encode()})
+    list_workflow(emu, nightly)
     head = emu.head(REPO)
     run = {"event": "schedule", "path": nightly, "head_sha": head, "head_branch": "main"}
     payload = {"action": "requested", "workflow_run": run, "repository": {"full_name": REPO},
