@@ -73,6 +73,7 @@ class CheckpointStore:
         return sorted(k for k in keys if k.endswith(suffix))
 
     def remove(self, key: str) -> None:
+        """Like `delete`, for an object known by key (entry records) rather than by a registry entry."""
         with contextlib.suppress(FileNotFoundError, OSError):
             self.fs.rm(f"{self.root}/{key}")
 

@@ -54,9 +54,10 @@ def enqueue_session(message: dict[str, Any]) -> None:
 
 @celery_app.task(name=EVENTS_TASK)
 def handle_event_task(event: str, delivery_id: str, payload: dict[str, Any]) -> str:
+    settings = Settings()
     outcome = asyncio.run(
-        handle_event(Settings(), event, delivery_id, payload, enqueue_session, TOKENS, schedules=SCHEDULES,
-                     live=live_sessions(Settings().redis_url))
+        handle_event(settings, event, delivery_id, payload, enqueue_session, TOKENS, schedules=SCHEDULES,
+                     live=live_sessions(settings.redis_url))
     )
     log.info("delivery %s (%s): %s", delivery_id, event, outcome)
     return outcome
