@@ -32,9 +32,19 @@ def show_help(origin: Origin, profiles: list[str]) -> str:
     return _reply(origin, f"here is what I understand:\n\n{help_text(profiles)}")
 
 
-def queued(origin: Origin, profile: str, check_url: str | None) -> str:
+def queued(origin: Origin, profile: str, check_url: str | None, behind: str | None = None) -> str:
     link = f" Follow it [in its check run]({check_url})." if check_url else ""
-    return _reply(origin, f"a `{profile}` training session is queued.{link}")
+    after = f" It starts when session `{behind[:8]}` of the same run has committed." if behind else ""
+    return _reply(origin, f"a `{profile}` training session is queued.{after}{link}")
+
+
+def coalesced(origin: Origin, profile: str, waiting: str) -> str:
+    return _reply(
+        origin,
+        f"a `{profile}` session (`{waiting[:8]}`) is already waiting to run after the current one, and it will "
+        "train on the newest commit; this request joins it rather than queueing another. "
+        "`/retrain status` shows both.",
+    )
 
 
 def failed(origin: Origin, reason: str) -> str:

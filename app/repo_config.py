@@ -35,12 +35,16 @@ class Profile(BaseModel):
     lr_decay_iters: int = Field(5000, ge=1)
     weight_decay: float = Field(0.1, ge=0)
     eval_iters: int = Field(20, ge=1)
+    # Soft time limit: the session stops training, then evaluates, stores and commits what it has.
+    time_limit_s: float = Field(3 * 3600, gt=0)
+    # In-session checkpoints: a session whose worker dies resumes from the last one, not from the start.
+    checkpoint_every_s: float = Field(600, gt=0)
 
 
 DEFAULT_PROFILES: dict[str, Profile] = {
-    "ci": Profile(n_layer=4, n_head=4, n_embd=256, block_size=256, max_iters=500),
-    "scheduled": Profile(n_layer=6, n_head=6, n_embd=384, block_size=256, max_iters=2000),
-    "full": Profile(n_layer=8, n_head=8, n_embd=512, block_size=256, max_iters=5000),
+    "ci": Profile(n_layer=4, n_head=4, n_embd=256, block_size=256, max_iters=500, time_limit_s=3600),
+    "scheduled": Profile(n_layer=6, n_head=6, n_embd=384, block_size=256, max_iters=2000, time_limit_s=4 * 3600),
+    "full": Profile(n_layer=8, n_head=8, n_embd=512, block_size=256, max_iters=5000, time_limit_s=10 * 3600),
 }
 
 

@@ -41,6 +41,29 @@ class Settings(BaseSettings):
     )
     store_url: str = Field(default_factory=default_store_url, description="fsspec URL of the checkpoint store.")
     delivery_ttl_s: int = Field(default=7 * 24 * 3600, description="How long a delivery id is remembered.")
+    max_session_s: int = Field(
+        default=12 * 3600, ge=60,
+        description="The longest a session may train (profiles' `time_limit_s` are capped to it); "
+        "the broker's visibility timeout is derived from it.",
+    )
+    hard_limit_grace_s: int = Field(
+        default=900, ge=10,
+        description="After a session's soft time limit it evaluates, stores and commits; past this much "
+        "more the worker process is killed (Celery's hard time limit).",
+    )
+    lock_ttl_s: float = Field(
+        default=60.0, gt=0,
+        description="Lease on a (repository, run): a dead worker's run is free again after this long.",
+    )
+    busy_retry_s: float = Field(
+        default=30.0, gt=0, description="How often a follow-up session checks whether its run is free."
+    )
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        """Longer than any session may run, so Redis never hands a running session's message to a second
+        worker; an unacknowledged message of a lost worker comes back after this long."""
+        return self.max_session_s + self.hard_limit_grace_s + 600
 
     @model_validator(mode="after")
     def _key_from_one_place(self) -> Settings:

@@ -64,8 +64,9 @@ def app_key_pair() -> tuple[bytes, bytes]:
 
 @pytest.fixture
 def settings(github: tuple[GitHubEmulator, str], tmp_path: Path, app_key_pair: tuple[bytes, bytes],
-             redis_url: str) -> Settings:
-    """Settings of an App installed on the emulated REPO, with a store of its own."""
+             redis_url: str, clean_redis: redis.Redis) -> Settings:
+    """Settings of an App installed on the emulated REPO, with a store of its own and an empty Redis
+    database (sessions' queue slots and leases live there)."""
     key = tmp_path / "app.pem"
     key.write_bytes(app_key_pair[0])
     return Settings(_env_file=None, app_id=APP_ID, private_key_path=key, github_api_url=github[1],

@@ -38,6 +38,8 @@ def test_a_permitted_command_reacts_and_enqueues_exactly_this_message(github, se
                         "fresh": False, "max_checkpoints": None, "branch": None},
             "check_run_id": check["id"],
             "check_url": check["html_url"],
+            "run": "nanecho-cached-ci",
+            "time_limit_s": 3600.0,
         }
     ]
     assert outcome.startswith("enqueued session")

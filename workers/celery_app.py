@@ -39,12 +39,23 @@ def create_celery(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
-        # A session may run for hours on a GPU: acknowledge only when done, take one task at a time,
-        # and hand an unfinished task back if its worker dies.
+        # Long GPU sessions, all in one place:
+        # - acknowledge only when done, and hand an unfinished task back when its worker process dies
+        #   (SIGKILL, OOM): the redelivered session resumes from its in-session checkpoint (workers/session.py);
+        # - take one task at a time: a prefetched session would wait behind a long one on a busy GPU;
+        # - the visibility timeout outlasts the longest allowed session (settings.max_session_s plus the
+        #   hard-limit grace), or Redis would hand a running session to a second worker; broker and result
+        #   backend alike, although results are ignored;
+        # - time limits are per profile and set per message when the session is enqueued
+        #   (workers/tasks.py): the soft one is the session's own deadline, which still commits,
+        #   the hard one Celery's, which kills the process;
+        # - the prefork parent never touches CUDA (workers/trainer/device.py resolves the device in the
+        #   child, inside the task): a CUDA context does not survive fork.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": 12 * 3600},
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         # beat: `celery -A workers.celery_app beat -S redbeat.RedBeatScheduler` (see the Procfile)

@@ -31,6 +31,7 @@ from app.repo_config import CONFIG_PATH, RepoConfig, parse_repo_config
 from app.settings import Settings
 from workers.live import LiveSessions, status_rows
 from workers.live import for_url as live_for_url
+from workers.run_queue import RunQueue
 from workers.schedules import ScheduleStore, apply_schedules
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def session_id_for(delivery_id: str) -> str:
 async def handle_event(
     settings: Settings, event: str, delivery_id: str, payload: dict[str, Any], enqueue_session: EnqueueSession,
     tokens: TokenCache | None = None, schedules: ScheduleStore | None = None, live: LiveSessions | None = None,
+    run_queue: RunQueue | None = None,
 ) -> str:
     """The outcome in a few words (logged by the task)."""
     decision = plan(event, delivery_id, payload)
@@ -81,11 +83,13 @@ async def handle_event(
             asked = live.cancel(origin.repo)
             await feedback.reply(replies.cancelled(origin, [s.session_id for s in asked]))
             return f"cancel requested for {len(asked)} session(s)"
-        return await start(gh, feedback, config, decision, enqueue_session)
+        run_queue = run_queue or RunQueue.for_url(settings.redis_url, settings.visibility_timeout_s)
+        return await start(gh, feedback, config, decision, enqueue_session, run_queue)
 
 
 async def start(
-    gh: GitHubClient, feedback: Feedback, config: RepoConfig, decision: StartTraining, enqueue: EnqueueSession
+    gh: GitHubClient, feedback: Feedback, config: RepoConfig, decision: StartTraining, enqueue: EnqueueSession,
+    run_queue: RunQueue,
 ) -> str:
     origin = decision.origin
     if origin.workflow is not None and origin.workflow not in config.workflows:
@@ -99,26 +103,38 @@ async def start(
         return "rejected: unknown profile"
     await feedback.react("eyes")
     session_id = session_id_for(origin.delivery_id or uuid.uuid4().hex)
-    head_sha = origin.head_sha or (await gh.branch_head(origin.repo, config.branch or origin.ref)).oid
-    check = await gh.create_check_run(
-        origin.repo, name=check_output.check_name(decision.profile), head_sha=head_sha, status="queued",
-        external_id=external_id(decision.profile),
-        output=check_output.queued_output(decision.profile, origin.trigger, origin.sender),
-    )
-    enqueue(
-        {
-            "origin": origin.to_message(),
-            "request": {
-                "session_id": session_id, "profile": decision.profile, "max_iters": decision.max_iters,
-                "trigger": origin.trigger, "sender": origin.sender, "delivery_id": origin.delivery_id,
-                "fresh": decision.fresh, "max_checkpoints": decision.max_checkpoints, "branch": origin.ref,
-            },
-            "check_run_id": check.id,
-            "check_url": check.html_url,
-        }
-    )
-    await feedback.reply(replies.queued(origin, decision.profile, check.html_url))
-    return f"enqueued session {session_id}"
+    run = config.run_name(decision.profile)
+    claim = run_queue.claim(origin.repo, run, session_id)
+    if claim.kind == "coalesced":
+        await feedback.reply(replies.coalesced(origin, decision.profile, claim.other))
+        return f"coalesced into session {claim.other}"
+    try:
+        head_sha = origin.head_sha or (await gh.branch_head(origin.repo, config.branch or origin.ref)).oid
+        check = await gh.create_check_run(
+            origin.repo, name=check_output.check_name(decision.profile), head_sha=head_sha, status="queued",
+            external_id=external_id(decision.profile),
+            output=check_output.queued_output(decision.profile, origin.trigger, origin.sender),
+        )
+        enqueue(
+            {
+                "origin": origin.to_message(),
+                "request": {
+                    "session_id": session_id, "profile": decision.profile, "max_iters": decision.max_iters,
+                    "trigger": origin.trigger, "sender": origin.sender, "delivery_id": origin.delivery_id,
+                    "fresh": decision.fresh, "max_checkpoints": decision.max_checkpoints, "branch": origin.ref,
+                },
+                "check_run_id": check.id,
+                "check_url": check.html_url,
+                "run": run,
+                "time_limit_s": config.profiles[decision.profile].time_limit_s,
+            }
+        )
+    except BaseException:
+        run_queue.release(origin.repo, run, session_id)  # not queued after all: don't let followers join it
+        raise
+    await feedback.reply(replies.queued(origin, decision.profile, check.html_url,
+                                        behind=claim.other if claim.kind == "follow_up" else None))
+    return f"enqueued session {session_id}" + (f" behind {claim.other}" if claim.kind == "follow_up" else "")
 
 
 async def allowed(gh: GitHubClient, feedback: Feedback, config: RepoConfig, origin: Origin) -> bool:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from workers.registry import CheckpointEntry, Fingerprint, Registry, StoredObject, quality_score
 from workers.trainer.baseline import perplexity
 
@@ -48,6 +50,7 @@ class SessionFacts:
     fingerprint: Fingerprint
     notes: tuple[str, ...] = field(default_factory=tuple)
     loss_curve: tuple[tuple[int, float], ...] = ()  # downsampled training loss of this session
+    stopped: str | None = None  # why it ended before max_iters: STOPPED_ON_REQUEST or STOPPED_AT_TIME_LIMIT
 
     @property
     def iterations(self) -> int:
@@ -60,6 +63,23 @@ class SessionFacts:
     @property
     def run_dir(self) -> str:
         return f"{self.progress_dir}/{self.run}"
+
+
+STOPPED_ON_REQUEST = "cancelled"
+STOPPED_AT_TIME_LIMIT = "time limit"
+_FACTS = TypeAdapter(SessionFacts)
+
+
+def dump_facts(facts: SessionFacts) -> bytes:
+    """A finished session's facts, kept in the store until its commit lands (a redelivery commits them)."""
+    return _FACTS.dump_json(facts)
+
+
+def load_facts(raw: bytes) -> SessionFacts:
+    try:
+        return _FACTS.validate_json(raw)
+    except ValidationError as exc:
+        raise ValueError(f"session facts record is not valid: {exc.error_count()} problem(s)") from exc
 
 
 def checkpoint_id(finished_at: datetime, iteration: int, session_id: str) -> str:

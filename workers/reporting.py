@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from app import check_output, replies
 from app.features.decisions import Origin
 from app.github import GitHubClient
+from workers.progress import STOPPED_AT_TIME_LIMIT, STOPPED_ON_REQUEST
 from workers.session import SessionResult
 from workers.trainer.train import Progress
 
@@ -77,11 +78,24 @@ class SessionReporter:
             commit_url=commit_url, notes=facts.notes,
         )
         title = f"val loss {facts.val_loss_before:.4f} → {facts.val_loss_after:.4f} in {facts.iterations} iterations"
-        if result.stopped_early:
+        if facts.stopped == STOPPED_ON_REQUEST:
             title = f"Cancelled after {facts.iterations} iterations; {title.split(' in ')[0]}"
-        conclusion = "cancelled" if result.stopped_early else "success"
+        elif facts.stopped == STOPPED_AT_TIME_LIMIT:
+            title = f"Time limit reached after {facts.iterations} iterations; {title.split(' in ')[0]}"
+        conclusion = "cancelled" if facts.stopped == STOPPED_ON_REQUEST else "success"
         await self._complete(conclusion, check_output.finished_output(summary, title=title, chart_url=chart_url))
         await self._reply(replies.finished(self._origin, summary))
+
+    async def waiting(self, holder_session: str) -> None:
+        await self._check(output={
+            "title": "Waiting for the run to be free",
+            "summary": f"Session `{holder_session[:8]}` is training this run; this one starts when it has committed.",
+        })
+
+    async def already_committed(self, checkpoint_id: str) -> None:
+        """A redelivered task whose session had committed before its worker stopped."""
+        text = f"This session had already committed checkpoint `{checkpoint_id}`; nothing was trained again."
+        await self._complete("success", {"title": f"Committed {checkpoint_id}", "summary": text})
 
     async def cancelled_before_start(self) -> None:
         await self._complete("cancelled", {"title": "Cancelled before it started", "summary": "Nothing was trained."})

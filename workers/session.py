@@ -10,26 +10,40 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from app.errors import SessionError
 from app.github import BranchHead, StaleHead
 from app.repo_config import CONFIG_PATH, Profile, RepoConfig, parse_repo_config
 from workers import registry as reg
 from workers.history import appended, downsample, history_line, parse_history
+from workers.inflight import InFlight, SessionSoFar, inflight_key, load_inflight, save_inflight
 from workers.loss_chart import render_svg
 from workers.pending import ENTRY_RECORD, Pending, find_pending
-from workers.progress import SessionFacts, checkpoint_id, commit_message, new_entry, summary, to_json_bytes, utcnow
+from workers.progress import (
+    STOPPED_AT_TIME_LIMIT,
+    STOPPED_ON_REQUEST,
+    SessionFacts,
+    checkpoint_id,
+    commit_message,
+    dump_facts,
+    load_facts,
+    new_entry,
+    summary,
+    to_json_bytes,
+    utcnow,
+)
 from workers.repos import ProgressRepository
 from workers.snapshot import select_files
 from workers.store import CheckpointStore, StoreError
 from workers.trainer.baseline import unigram_val_loss
 from workers.trainer.data import TOKENIZER_ID, Corpus, build_corpus
 from workers.trainer.model import ModelConfig
-from workers.trainer.train import Progress, TrainConfig, TrainResult, load_state, save_state, train
+from workers.trainer.train import Progress, Snapshot, TrainConfig, TrainResult, load_state, save_state, train
 
 log = logging.getLogger(__name__)
 COMMIT_ATTEMPTS = 4
@@ -55,7 +69,7 @@ class SessionResult:
     facts: SessionFacts
     commit_oid: str
     branch: str
-    stopped_early: bool = False
+    stopped: str | None = None  # see SessionFacts.stopped
 
     @property
     def checkpoint_id(self) -> str:
@@ -118,21 +132,39 @@ class SessionPlan:
     resume: Resume | None
     notes: list[str]
     pending: Pending
+    committed: str | None  # the checkpoint this very session already committed (a redelivered task)
+    time_limit_s: float
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the session's progress goes: read before taking the run's lease, which needs the run's name."""
+
+    config: RepoConfig
+    run: str
+    default_head: BranchHead
+    branch: str | None
+
+
+async def locate(repo: ProgressRepository, request: SessionRequest) -> Target:
+    default_head = await repo.head(None)
+    config = parse_repo_config(await repo.read_file(CONFIG_PATH, default_head.oid))
+    if request.profile not in config.profiles:
+        raise SessionError(f"unknown profile `{request.profile}`; this repository has: {', '.join(config.profiles)}")
+    return Target(config, config.run_name(request.profile), default_head, config.branch or request.branch)
 
 
 async def prepare(
-    repo: ProgressRepository, store: CheckpointStore, request: SessionRequest, store_prefix: str
+    repo: ProgressRepository, store: CheckpointStore, request: SessionRequest, store_prefix: str, target: Target
 ) -> SessionPlan:
-    """Read config, registry and training text at one commit; choose where training starts."""
-    default_head = await repo.head(None)
-    config = parse_repo_config(await repo.read_file(CONFIG_PATH, default_head.oid))
-    branch = config.branch or request.branch
-    head = default_head if branch in (None, default_head.name) else await repo.head(branch)
-    profile = config.profiles.get(request.profile)
-    if profile is None:
-        raise SessionError(f"unknown profile `{request.profile}`; this repository has: {', '.join(config.profiles)}")
-    run = config.run_name(request.profile)
+    """Read registry and training text at one commit; choose where training starts."""
+    config, run = target.config, target.run
+    branch = target.branch
+    head = target.default_head if branch in (None, target.default_head.name) else await repo.head(branch)
+    profile = config.profiles[request.profile]
     registry, notes = reg.parse_registry(await repo.read_file(metadata_path(config, run), head.oid))
+    history = parse_history(await repo.read_file(f"{config.progress_dir}/{run}/history.jsonl", head.oid))
+    committed = committed_by(registry, history, request.session_id)
     pending = await asyncio.to_thread(find_pending, store, f"{store_prefix}/{run}", registry, notes)
     registry = reg.merge(registry, {e.checkpoint_id: e for e in pending.entries})
     corpus = load_corpus(await repo.files(head.oid), config, profile)
@@ -154,8 +186,49 @@ async def prepare(
     return SessionPlan(
         config=config, run=run, head=head, corpus=corpus, model_config=model_config,
         train_config=train_config_for(profile, request.max_iters), fingerprint=fingerprint, resume=resume,
-        notes=notes, pending=pending,
+        notes=notes, pending=pending, committed=committed, time_limit_s=profile.time_limit_s,
     )
+
+
+def committed_by(registry: reg.Registry, history: list[dict[str, Any]], session_id: str) -> str | None:
+    """The checkpoint a session already committed: its history line stays even when retention drops it."""
+    for line in history:
+        if line.get("session") == session_id:
+            return str(line.get("checkpoint_id"))
+    for entry in registry.values():
+        extra = entry.model_extra or {}
+        if isinstance(extra.get("session"), dict) and extra["session"].get("id") == session_id:
+            return entry.checkpoint_id
+    return None
+
+
+class AlreadyCommitted(Exception):
+    """A redelivered session whose first delivery committed: nothing to train, nothing to commit."""
+
+    def __init__(self, checkpoint_id: str) -> None:
+        self.checkpoint_id = checkpoint_id
+        super().__init__(f"this session already committed checkpoint {checkpoint_id}")
+
+
+class RunLease(Protocol):
+    """workers.run_lock.Lease, seen from here."""
+
+    @property
+    def fence_value(self) -> int: ...
+    def check(self) -> None: ...
+    def release(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Controls:
+    """How the surroundings steer a session. Local mode leaves all but `on_progress` unset: a git checkout
+    has no concurrent sessions to fence off, and its commit is a compare-and-swap anyway."""
+
+    on_progress: Callable[[Progress], None] | None = None
+    should_stop: Callable[[], bool] | None = None  # a cancel request
+    hold_run: Callable[[str], RunLease] | None = None  # the run's lease, or RunBusy
+    on_start: Callable[[], Awaitable[None]] | None = None  # called once the lease is held
+    max_time_s: float | None = None  # caps the profile's soft time limit
 
 
 async def run_session(
@@ -166,45 +239,167 @@ async def run_session(
     store_prefix: str,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    controls: Controls | None = None,
 ) -> SessionResult:
+    controls = controls or Controls(on_progress=on_progress, should_stop=should_stop)
+    clock_start = time.monotonic()
+    target = await locate(repo, request)
+    lease = await asyncio.to_thread(controls.hold_run, target.run) if controls.hold_run else None
+    try:
+        if controls.on_start is not None:
+            await controls.on_start()
+        plan = await prepare(repo, store, request, store_prefix, target)
+        if plan.committed is not None:
+            raise AlreadyCommitted(plan.committed)
+        return await _train_and_commit(repo, store, request, store_prefix, plan, controls, clock_start, lease)
+    finally:
+        if lease is not None:
+            await asyncio.to_thread(lease.release)
+
+
+async def _train_and_commit(
+    repo: ProgressRepository, store: CheckpointStore, request: SessionRequest, store_prefix: str,
+    plan: SessionPlan, controls: Controls, clock_start: float, lease: RunLease | None,
+) -> SessionResult:
+    run_prefix = f"{store_prefix}/{plan.run}"
+    inflight = inflight_key(run_prefix, request.session_id)
+    facts_key = inflight.removesuffix(".pt") + ".facts.json"
+    facts = await asyncio.to_thread(load_finished, store, facts_key, plan.notes)
+    if facts is None:  # not trained yet, or trained only in part by an earlier delivery
+        facts = await _train(store, request, plan, controls, clock_start, run_prefix, inflight)
+        await asyncio.to_thread(store.put, facts_key, dump_facts(facts))
+    if lease is not None:
+        await asyncio.to_thread(lease.check)  # fencing: a session that lost its run commits nothing
+    commit_oid, branch, dropped = await commit_progress(
+        repo, plan.config, plan.head.name, plan.head.oid, facts, request.max_checkpoints, plan.pending.entries,
+        fence=lease.fence_value if lease is not None else None,
+    )
+    entry_record = f"{run_prefix}/{facts.checkpoint_id}{ENTRY_RECORD}"
+    await asyncio.to_thread(
+        forget, store, dropped, (*plan.pending.record_keys, entry_record, inflight, facts_key)
+    )
+    return SessionResult(facts=facts, commit_oid=commit_oid, branch=branch, stopped=facts.stopped)
+
+
+async def _train(
+    store: CheckpointStore, request: SessionRequest, plan: SessionPlan, controls: Controls, clock_start: float,
+    run_prefix: str, inflight: str,
+) -> SessionFacts:
+    """Train (from the in-session checkpoint when an earlier delivery left one), store the weights and the
+    entry record, and describe the session."""
     started_at = utcnow()
-    plan = await prepare(repo, store, request, store_prefix)
-    log.info(
-        "training %s on %s: %d iterations from %s", request.profile, repo.name, plan.train_config.max_iters,
-        plan.resume.entry.checkpoint_id if plan.resume else "a fresh model",
-    )
-    result = await asyncio.to_thread(
-        train, plan.model_config, plan.train_config, plan.corpus,
-        resume=plan.resume.state if plan.resume else None, on_progress=on_progress, should_stop=should_stop,
-    )
-    if result.stopped_early:
+    so_far = await asyncio.to_thread(usable_inflight, store, inflight, plan, request.fresh)
+    if so_far is not None:
+        done = len(so_far.so_far.losses)
         plan.notes.append(
-            f"stopped on request after {result.end_iteration - result.start_iteration} of "
-            f"{plan.train_config.max_iters} iterations; what was trained is committed"
+            f"resumed this session's own in-session checkpoint at iteration {so_far.state['iteration']} "
+            f"({done} iterations were already trained before its worker stopped)"
+        )
+        log.info("session %s continues from its in-session checkpoint at %d", request.session_id,
+                 so_far.state["iteration"])
+        started_at = datetime.fromisoformat(so_far.so_far.started_at)
+    start_iteration = so_far.so_far.start_iteration if so_far else (
+        int(plan.resume.state["iteration"]) if plan.resume else 0)
+    target = so_far.so_far.target_iteration if so_far else start_iteration + plan.train_config.max_iters
+    parent = so_far.so_far.parent_checkpoint if so_far else (plan.resume.entry.checkpoint_id if plan.resume else None)
+    resume_state = so_far.state if so_far else (plan.resume.state if plan.resume else None)
+    prior = so_far.so_far.losses if so_far else []
+    resumed_times = so_far.so_far.resumed_times + 1 if so_far else 0
+    log.info("training %s: %d iterations from %s", request.profile, target - start_iteration - len(prior),
+             parent or "a fresh model")
+
+    time_limit = min(plan.time_limit_s, controls.max_time_s or plan.time_limit_s)
+    deadline = clock_start + time_limit
+    why: list[str] = []
+
+    def stop() -> bool:
+        if controls.should_stop is not None and controls.should_stop():
+            why.append(STOPPED_ON_REQUEST)
+            return True
+        if time.monotonic() >= deadline:
+            why.append(STOPPED_AT_TIME_LIMIT)
+            return True
+        return False
+
+    def save_snapshot(snap: Snapshot) -> None:
+        try:
+            save_inflight(store, inflight, snap.payload, SessionSoFar(
+                start_iteration=start_iteration, target_iteration=target, parent_checkpoint=parent,
+                val_loss_before=so_far.so_far.val_loss_before if so_far else snap.val_loss_before,
+                started_at=started_at.isoformat(), losses=[*prior, *snap.losses], resumed_times=resumed_times,
+            ))
+        except Exception:  # an unreachable store costs the safety net, not the session
+            log.warning("could not save the in-session checkpoint of %s", request.session_id, exc_info=True)
+
+    profile = plan.config.profiles[request.profile]
+    result = await asyncio.to_thread(
+        train, plan.model_config, replace(plan.train_config, max_iters=target - start_iteration - len(prior)),
+        plan.corpus, resume=resume_state, on_progress=controls.on_progress, should_stop=stop,
+        on_checkpoint=save_snapshot, checkpoint_every_s=profile.checkpoint_every_s,
+    )
+    if so_far is not None:  # one session, as if it had never been interrupted
+        result = replace(result, start_iteration=start_iteration, losses=[*prior, *result.losses],
+                         val_loss_before=so_far.so_far.val_loss_before)
+    stopped = (why[0] if why else STOPPED_ON_REQUEST) if result.stopped_early else None
+    if stopped is not None:
+        how = "on request" if stopped == STOPPED_ON_REQUEST else f"at the profile's time limit ({time_limit:.0f} s)"
+        plan.notes.append(
+            f"stopped {how} after {result.end_iteration - start_iteration} of "
+            f"{target - start_iteration} iterations; what was trained is committed"
         )
     finished_at = utcnow()
-    key = f"{store_prefix}/{plan.run}/{checkpoint_id(finished_at, result.end_iteration, request.session_id)}"
+    key = f"{run_prefix}/{checkpoint_id(finished_at, result.end_iteration, request.session_id)}"
     stored = await asyncio.to_thread(store.put, f"{key}.pt", save_state(result.state))
-    facts = session_facts(plan, request, result, stored, started_at, finished_at)
+    facts = session_facts(plan, request, result, stored, started_at, finished_at, parent=parent, stopped=stopped)
     record = json.dumps(new_entry(facts).model_dump(mode="json"), sort_keys=True).encode()
     await asyncio.to_thread(store.put, f"{key}{ENTRY_RECORD}", record)
-    commit_oid, branch, dropped = await commit_progress(
-        repo, plan.config, plan.head.name, plan.head.oid, facts, request.max_checkpoints, plan.pending.entries
-    )
-    await asyncio.to_thread(forget, store, dropped, (*plan.pending.record_keys, f"{key}{ENTRY_RECORD}"))
-    return SessionResult(facts=facts, commit_oid=commit_oid, branch=branch, stopped_early=result.stopped_early)
+    return facts
+
+
+def load_finished(store: CheckpointStore, key: str, notes: list[str]) -> SessionFacts | None:
+    """An earlier delivery of this session trained and stored its checkpoint but did not commit it."""
+    raw = store.read(key)
+    if raw is None:
+        return None
+    try:
+        facts = load_facts(raw)
+    except ValueError:
+        notes.append("ignored an unreadable record of this session's finished training")
+        return None
+    if store.size(facts.storage) != facts.storage.bytes:
+        notes.append("this session's earlier training left no weights; training again")
+        return None
+    notes.append("an earlier delivery of this session trained it; committing that result")
+    return facts
+
+
+def usable_inflight(store: CheckpointStore, key: str, plan: SessionPlan, fresh: bool) -> InFlight | None:
+    """This session's in-session checkpoint when an earlier delivery left one that still fits the data."""
+    try:
+        found = load_inflight(store, key)
+    except ValueError as exc:
+        plan.notes.append(f"ignored this session's unreadable in-session checkpoint ({exc})")
+        return None
+    if found is None:
+        return None
+    if found.state.get("corpus_fingerprint") != plan.corpus.fingerprint() or (
+        found.state.get("model_config") != plan.model_config.to_dict()
+    ):
+        plan.notes.append("ignored this session's in-session checkpoint: the data or the model changed since")
+        return None
+    return found
 
 
 def session_facts(
     plan: SessionPlan, request: SessionRequest, result: TrainResult, stored: reg.StoredObject,
-    started_at: datetime, finished_at: datetime,
+    started_at: datetime, finished_at: datetime, *, parent: str | None, stopped: str | None = None,
 ) -> SessionFacts:
     corpus, config = plan.corpus, plan.config
     return SessionFacts(
         session_id=request.session_id, profile=request.profile, run=plan.run, progress_dir=config.progress_dir,
         trigger=request.trigger, sender=request.sender, delivery_id=request.delivery_id,
         started_at=started_at, finished_at=finished_at,
-        parent_checkpoint=plan.resume.entry.checkpoint_id if plan.resume else None,
+        parent_checkpoint=parent,
         start_iteration=result.start_iteration, end_iteration=result.end_iteration,
         train_loss=result.train_loss, val_loss_before=result.val_loss_before, val_loss_after=result.val_loss_after,
         unigram_val_loss=unigram_val_loss(corpus),
@@ -217,7 +412,7 @@ def session_facts(
             "train_files": list(corpus.train_files), "val_files": list(corpus.val_files),
             "train_tokens": int(corpus.train.numel()), "val_tokens": int(corpus.val.numel()),
         },
-        storage=stored, fingerprint=plan.fingerprint, notes=tuple(plan.notes),
+        storage=stored, fingerprint=plan.fingerprint, notes=tuple(plan.notes), stopped=stopped,
         loss_curve=tuple((int(i), loss) for i, loss in downsample(result.losses, result.start_iteration)),
     )
 
@@ -236,11 +431,13 @@ def load_corpus(snapshot: dict[str, bytes], config: RepoConfig, profile: Profile
 
 async def commit_progress(
     repo: ProgressRepository, config: RepoConfig, branch: str, head: str, facts: SessionFacts,
-    max_checkpoints: int | None = None, pending: tuple[reg.CheckpointEntry, ...] = (),
+    max_checkpoints: int | None = None, pending: tuple[reg.CheckpointEntry, ...] = (), fence: int | None = None,
 ) -> tuple[str, str, list[reg.CheckpointEntry]]:
     """Commit registry + summary; when the branch moved, merge into what is there now and try again."""
     entry = new_entry(facts)
     headline, body = commit_message(facts)
+    if fence is not None:  # which lease committed: an audit trail of one-session-at-a-time
+        body = f"{body}\n\nRetrain-Fence: {fence}"
     path = metadata_path(config, facts.run)
     history_path = f"{facts.run_dir}/history.jsonl"
     for attempt in range(1, COMMIT_ATTEMPTS + 1):

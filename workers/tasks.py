@@ -10,6 +10,8 @@ import functools
 import logging
 from typing import Any
 
+import redis
+
 from app.errors import ConfigError
 from app.features.decisions import Origin, StartTraining
 from app.github import installation_client
@@ -28,6 +30,8 @@ from workers.events import EnqueueSession, Feedback, handle_event, start
 from workers.live import LiveSession, LiveSessions
 from workers.live import for_url as live_for_url
 from workers.redelivery import redeliver_failed
+from workers.run_lock import RunBusy, RunLocks
+from workers.run_queue import RunQueue
 from workers.schedules import ScheduleStore, schedule_specs
 from workers.session import SessionRequest
 from workers.train_job import run_github_session
@@ -43,13 +47,19 @@ def live_sessions(redis_url: str) -> LiveSessions:
 
 
 def enqueue_session(message: dict[str, Any]) -> None:
-    """Record the session as queued (for `/retrain status`), then hand it to the train queue."""
+    """Record the session as queued (for `/retrain status`), then hand it to the train queue with its
+    hard time limit: the profile's soft limit (capped by settings.max_session_s) plus the grace in which a
+    session out of time evaluates, stores and commits."""
+    settings = Settings()
+    message = dict(message)
+    soft = min(float(message.pop("time_limit_s", settings.max_session_s)), settings.max_session_s)
     origin, request = message["origin"], message["request"]
-    live_sessions(Settings().redis_url).put(origin["repo"], LiveSession(
+    live_sessions(settings.redis_url).put(origin["repo"], LiveSession(
         request["session_id"], request["profile"], "queued", request["trigger"], request["sender"],
         max_iters=request["max_iters"], check_url=message.get("check_url"),
     ))
-    celery_app.send_task(SESSION_TASK, kwargs=message, queue=TRAIN_QUEUE)
+    celery_app.send_task(SESSION_TASK, kwargs=message, queue=TRAIN_QUEUE,
+                         time_limit=soft + settings.hard_limit_grace_s)
 
 
 @celery_app.task(name=EVENTS_TASK)
@@ -57,7 +67,8 @@ def handle_event_task(event: str, delivery_id: str, payload: dict[str, Any]) -> 
     settings = Settings()
     outcome = asyncio.run(
         handle_event(settings, event, delivery_id, payload, enqueue_session, TOKENS, schedules=SCHEDULES,
-                     live=live_sessions(settings.redis_url))
+                     live=live_sessions(settings.redis_url),
+                     run_queue=run_queue(settings.redis_url, settings.visibility_timeout_s))
     )
     log.info("delivery %s (%s): %s", delivery_id, event, outcome)
     return outcome
@@ -106,16 +117,37 @@ async def run_scheduled_session(
             with store.lock(repo):
                 store.replace(installation_id, repo, specs)
             return f"ignored: {cron!r} ({profile}) is no longer in {CONFIG_PATH}; entries refreshed"
-        return await start(gh, feedback, config, StartTraining(origin, profile), enqueue)
+        queue = RunQueue.for_url(settings.redis_url, settings.visibility_timeout_s)
+        return await start(gh, feedback, config, StartTraining(origin, profile), enqueue, queue)
 
 
-@celery_app.task(name=SESSION_TASK)
+@celery_app.task(name=SESSION_TASK, bind=True, max_retries=None)
 def train_session_task(
-    origin: dict[str, Any], request: dict[str, Any], check_run_id: int | None = None, check_url: str | None = None
+    self: Any, origin: dict[str, Any], request: dict[str, Any], check_run_id: int | None = None,
+    check_url: str | None = None, run: str | None = None,
 ) -> str:
-    """`check_url` is for `/retrain status`, recorded when the session was queued."""
+    """`check_url` is for `/retrain status`, recorded when the session was queued; `run` names the
+    (repository, run) queue slot the session leaves when it ends.
+
+    While another session holds the run this task comes back every `busy_retry_s` (a Celery retry keeps
+    its id, arguments and time limit)."""
     settings = Settings()
-    return asyncio.run(run_github_session(
-        settings, Origin(**origin), SessionRequest(**request), check_run_id, tokens=TOKENS,
-        live=live_sessions(settings.redis_url),
-    ))
+    try:
+        return asyncio.run(run_github_session(
+            settings, Origin(**origin), SessionRequest(**request), check_run_id, tokens=TOKENS,
+            live=live_sessions(settings.redis_url), locks=run_locks(settings.redis_url, settings.lock_ttl_s),
+            run_queue=run_queue(settings.redis_url, settings.visibility_timeout_s), queue_slot=run,
+            first_attempt=self.request.retries == 0,
+        ))
+    except RunBusy as busy:
+        raise self.retry(countdown=settings.busy_retry_s, exc=busy) from busy
+
+
+@functools.cache
+def run_locks(redis_url: str, ttl_s: float) -> RunLocks:
+    return RunLocks(redis.Redis.from_url(redis_url), ttl_s)
+
+
+@functools.cache
+def run_queue(redis_url: str, stale_after_s: float) -> RunQueue:
+    return RunQueue.for_url(redis_url, stale_after_s)

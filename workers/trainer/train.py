@@ -31,7 +31,7 @@ from workers.trainer.data import TOKENIZER_ID, Corpus
 from workers.trainer.device import autocast, cuda_speedups, peak_flops, resolve_device
 from workers.trainer.model import GPT, ModelConfig
 
-__all__ = ["Progress", "TrainConfig", "TrainResult", "get_lr", "load_state", "save_state", "train"]
+__all__ = ["Progress", "Snapshot", "TrainConfig", "TrainResult", "get_lr", "load_state", "save_state", "train"]
 
 SAMPLER_KIND = "uniform-random-blocks"
 
@@ -172,8 +172,14 @@ def train(
     on_progress: Callable[[Progress], None] | None = None,
     progress_every: int = 10,
     should_stop: Callable[[], bool] | None = None,
+    on_checkpoint: OnCheckpoint | None = None,
+    checkpoint_every_s: float = 600.0,
 ) -> TrainResult:
-    """Run `train_config.max_iters` iterations, from `resume` (a payload) or from fresh weights."""
+    """Run `train_config.max_iters` iterations, from `resume` (a payload) or from fresh weights.
+
+    `on_checkpoint` receives an in-session Snapshot at most every `checkpoint_every_s`, checked at
+    progress boundaries; resuming from its payload continues exactly as this call would have.
+    """
     if progress_every < 1:
         raise ValueError(f"progress_every must be at least 1, got {progress_every}")
     block = model_config.block_size
@@ -189,7 +195,55 @@ def train(
     cuda_devices = [device] if device.type == "cuda" else []
     # fork_rng: seeding and dropout use the global RNGs; leave the caller's state as it was.
     with torch.random.fork_rng(devices=cuda_devices), cuda_speedups(device):
-        return _run(model_config, train_config, corpus, device, resume, on_progress, progress_every, should_stop)
+        hooks = _Hooks(on_progress, progress_every, should_stop, on_checkpoint, checkpoint_every_s)
+        return _run(model_config, train_config, corpus, device, resume, hooks)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An in-session checkpoint: a resumable payload, this call's losses so far, and where it started."""
+
+    payload: dict[str, Any]
+    losses: list[float]
+    val_loss_before: float
+
+
+OnCheckpoint = Callable[[Snapshot], None]
+
+
+@dataclass(frozen=True)
+class _Hooks:
+    on_progress: Callable[[Progress], None] | None
+    progress_every: int
+    should_stop: Callable[[], bool] | None
+    on_checkpoint: OnCheckpoint | None
+    checkpoint_every_s: float
+
+
+def _payload(
+    model: GPT, optimizer: torch.optim.Optimizer, model_config: ModelConfig, cfg: TrainConfig, corpus: Corpus,
+    iteration: int, rng: dict[str, Any], sampler: torch.Generator, batches: int,
+) -> dict[str, Any]:
+    """Everything a later session needs to continue exactly here (see the module docstring)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": to_cpu(model.state_dict()),
+        "optimizer": to_cpu(optimizer.state_dict()),
+        "model_config": model_config.to_dict(),
+        "train_config": cfg.to_dict(),
+        "iteration": iteration,
+        "tokenizer": TOKENIZER_ID,
+        "rng": rng,
+        "sampler": {"kind": SAMPLER_KIND, "generator": sampler.get_state(), "batches": batches},
+        "corpus_fingerprint": corpus.fingerprint(),
+    }
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    rng: dict[str, Any] = {"torch_cpu": torch.get_rng_state(), "cuda": []}
+    if device.type == "cuda":
+        rng["cuda"] = [torch.cuda.get_rng_state(device)]
+    return rng
 
 
 def _run(
@@ -198,9 +252,7 @@ def _run(
     corpus: Corpus,
     device: torch.device,
     resume: Mapping[str, Any] | None,
-    on_progress: Callable[[Progress], None] | None,
-    progress_every: int,
-    should_stop: Callable[[], bool] | None,
+    hooks: _Hooks,
 ) -> TrainResult:
     t_call = time.perf_counter()
     # The initial weights (a resumed session overwrites them) and dropout draw from the global RNG of
@@ -235,7 +287,7 @@ def _run(
     losses = torch.zeros(cfg.max_iters, dtype=torch.float32, device=device)
     tokens_per_iter = cfg.batch_size * model_config.block_size
     lr = get_lr(start, cfg)
-    t_loop = time.perf_counter()
+    t_loop = last_checkpoint = time.perf_counter()
     ran = cfg.max_iters
     for k in range(cfg.max_iters):
         lr = get_lr(start + k, cfg)
@@ -252,43 +304,36 @@ def _run(
         optimizer.zero_grad(set_to_none=True)
         losses[k] = loss.detach()
         done = k + 1
-        if done % progress_every == 0 or done == cfg.max_iters:
-            if on_progress is not None:
+        if done % hooks.progress_every == 0 or done == cfg.max_iters:
+            if hooks.on_progress is not None:
                 value = losses[k].item()  # the only host sync, and only when reporting
                 elapsed = time.perf_counter() - t_loop
-                on_progress(
+                hooks.on_progress(
                     Progress(
                         start + done, done, cfg.max_iters, value, lr, done * tokens_per_iter / elapsed, elapsed
                     )
                 )
-            if should_stop is not None and done < cfg.max_iters and should_stop():
+            if hooks.should_stop is not None and done < cfg.max_iters and hooks.should_stop():
                 ran = done  # cancelled or out of time: what was trained so far is a valid checkpoint
                 break
+            if (
+                hooks.on_checkpoint is not None and done < cfg.max_iters
+                and time.perf_counter() - last_checkpoint >= hooks.checkpoint_every_s
+            ):
+                hooks.on_checkpoint(Snapshot(
+                    _payload(model, optimizer, model_config, cfg, corpus, start + done, _rng_state(device),
+                             sampler, batches + done),
+                    losses[:done].tolist(), val_loss_before,
+                ))
+                last_checkpoint = time.perf_counter()
     loss_list = losses[:ran].tolist()  # waits for the device, so the timing below is honest
     loop_s = time.perf_counter() - t_loop
     # Capture the RNG states before evaluating, where a continuing single session would be.
-    rng: dict[str, Any] = {"torch_cpu": torch.get_rng_state(), "cuda": []}
-    if device.type == "cuda":
-        rng["cuda"] = [torch.cuda.get_rng_state(device)]
+    rng = _rng_state(device)
     train_loss = _estimate_loss(model, corpus.train, cfg, device)
     val_loss_after = _estimate_loss(model, corpus.val, cfg, device)
     end = start + ran
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "model": to_cpu(model.state_dict()),
-        "optimizer": to_cpu(optimizer.state_dict()),
-        "model_config": model_config.to_dict(),
-        "train_config": cfg.to_dict(),
-        "iteration": end,
-        "tokenizer": TOKENIZER_ID,
-        "rng": rng,
-        "sampler": {
-            "kind": SAMPLER_KIND,
-            "generator": sampler.get_state(),
-            "batches": batches + ran,
-        },
-        "corpus_fingerprint": corpus.fingerprint(),
-    }
+    state = _payload(model, optimizer, model_config, cfg, corpus, end, rng, sampler, batches + ran)
     tokens_per_s = ran * tokens_per_iter / loop_s
     peak = peak_flops(device)
     return TrainResult(
