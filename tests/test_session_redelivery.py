@@ -1,0 +1,142 @@
+"""A session delivered more than once (its worker died, Celery redelivered it) against the emulator and a
+real Redis lease: it resumes its in-session checkpoint, commits exactly once, and never trains twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.github import installation_client
+from app.settings import Settings
+from tests.conftest import INSTALLATION_ID, REPO
+from tests.repos import TINY_CONFIG
+from workers.repos import GitHubRepository
+from workers.run_lock import LeaseLost, RunBusy, RunLocks
+from workers.session import AlreadyCommitted, Controls, SessionRequest, SessionResult, run_session
+from workers.store import CheckpointStore
+from workers.trainer.train import Progress
+
+RUN_DIR = ".training-progress/nanecho-cached-ci"
+
+
+class WorkerDied(BaseException):
+    """Stands in for SIGKILL inside one process: nothing after the raise runs, no `except Exception` sees it."""
+
+
+def session(settings: Settings, session_id: str, *, max_iters: int = 60, controls: Controls | None = None,
+            ) -> SessionResult:
+    async def go() -> SessionResult:
+        async with installation_client(settings, INSTALLATION_ID) as gh:
+            request = SessionRequest(session_id=session_id, profile="ci", max_iters=max_iters)
+            return await run_session(GitHubRepository(gh, REPO), CheckpointStore(settings.store_url), request,
+                                     store_prefix=REPO, controls=controls)
+
+    return asyncio.run(go())
+
+
+def with_profile(emu, **overrides: object) -> None:
+    config = yaml.safe_load(TINY_CONFIG)
+    config["profiles"]["ci"].update(overrides)
+    emu.commit_files(REPO, {".github/retrain.yml": yaml.safe_dump(config).encode()}, message="tune ci")
+
+
+def die_at(iteration: int):
+    def on_progress(p: Progress) -> None:
+        if p.session_iteration >= iteration:
+            raise WorkerDied
+    return on_progress
+
+
+def progress_commits(emu) -> list[dict]:
+    return [c for c in emu.git_log(REPO) if c["message"].startswith("retrain(")]
+
+
+def test_a_killed_session_resumes_its_in_session_checkpoint_and_matches_an_uninterrupted_one(
+    github, settings, tmp_path: Path
+) -> None:
+    emu, _ = github
+    with_profile(emu, checkpoint_every_s=1e-9)  # a checkpoint at every progress report (every 10 iterations)
+    with pytest.raises(WorkerDied):
+        session(settings, "a" * 32, controls=Controls(on_progress=die_at(35)))
+    inflight = Path(settings.store_url.removeprefix("file://")) / REPO / "nanecho-cached-ci/inflight" / f"{'a' * 32}.pt"
+    assert inflight.is_file() and progress_commits(emu) == []
+
+    resumed = session(settings, "a" * 32)
+    assert (resumed.facts.start_iteration, resumed.facts.end_iteration) == (0, 60)
+    assert any("resumed this session's own in-session checkpoint at iteration 30" in n for n in resumed.facts.notes)
+    assert not inflight.exists(), "the in-session checkpoint is dropped once the commit has landed"
+
+    # The same 60 iterations without an interruption, in a repository of its own: the very same model.
+    uninterrupted_settings = settings.model_copy(update={"store_url": f"file://{tmp_path / 'other-store'}"})
+    emu.commit_files(REPO, {f"{RUN_DIR}/cache/metadata.json": None, f"{RUN_DIR}/history.jsonl": None},
+                     message="forget the registry")
+    clean = session(uninterrupted_settings, "b" * 32)
+    assert clean.facts.val_loss_after == resumed.facts.val_loss_after
+    assert clean.facts.loss_curve == resumed.facts.loss_curve
+
+
+def test_a_session_redelivered_after_its_commit_trains_nothing(github, settings) -> None:
+    emu, _ = github
+    first = session(settings, "c" * 32, max_iters=10)
+    with pytest.raises(AlreadyCommitted) as again:
+        session(settings, "c" * 32, max_iters=10)
+    assert again.value.checkpoint_id == first.checkpoint_id
+    assert len(progress_commits(emu)) == 1
+
+
+class DiesBeforeCommitting(GitHubRepository):
+    async def commit(self, *args, **kwargs):  # noqa: ANN002, ANN003
+        raise WorkerDied
+
+
+def test_a_session_killed_between_storing_and_committing_commits_its_stored_result(github, settings) -> None:
+    emu, _ = github
+
+    async def first_delivery() -> None:
+        async with installation_client(settings, INSTALLATION_ID) as gh:
+            await run_session(DiesBeforeCommitting(gh, REPO), CheckpointStore(settings.store_url),
+                              SessionRequest(session_id="d" * 32, profile="ci", max_iters=10), store_prefix=REPO)
+
+    with pytest.raises(WorkerDied):
+        asyncio.run(first_delivery())
+    store_root = Path(settings.store_url.removeprefix("file://"))
+    stored_before = sorted(store_root.rglob("*.pt"))
+    result = session(settings, "d" * 32, max_iters=10)
+    assert any("an earlier delivery of this session trained it" in n for n in result.facts.notes)
+    assert sorted(store_root.rglob("*.pt")) == stored_before, "no second checkpoint was trained"
+    [commit] = progress_commits(emu)
+    metadata = json.loads(emu.read_file(REPO, f"{RUN_DIR}/cache/metadata.json", ref=commit["oid"]))
+    assert list(metadata) == [result.checkpoint_id]
+    assert list(store_root.rglob("*.json")) == [], "records are dropped once the commit holds them"
+
+
+def test_the_soft_time_limit_stops_training_and_commits_what_it_has(github, settings) -> None:
+    emu, _ = github
+    with_profile(emu, time_limit_s=1.5)
+    result = session(settings, "e" * 32, max_iters=100_000)
+    assert 0 < result.facts.iterations < 100_000
+    assert result.stopped == "time limit"
+    assert any("time limit" in n for n in result.facts.notes)
+    assert len(progress_commits(emu)) == 1
+
+
+def test_a_second_session_waits_for_the_run_and_a_fenced_out_one_commits_nothing(github, settings, clean_redis
+                                                                                 ) -> None:
+    emu, _ = github
+    locks = RunLocks(clean_redis, ttl_s=30)
+    held = locks.acquire(REPO, "nanecho-cached-ci", "someone-else")
+    with pytest.raises(RunBusy):
+        session(settings, "f" * 32, controls=Controls(hold_run=lambda run: locks.acquire(REPO, run, "f" * 32)))
+    held.release()
+
+    def taken_over(p: Progress) -> None:  # another session takes the run while this one trains
+        clean_redis.set("retrain:lock:octo/demo:nanecho-cached-ci", "999:intruder")
+
+    with pytest.raises(LeaseLost):
+        session(settings, "f" * 32, max_iters=20, controls=Controls(
+            on_progress=taken_over, hold_run=lambda run: locks.acquire(REPO, run, "f" * 32)))
+    assert progress_commits(emu) == []
