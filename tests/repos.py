@@ -38,3 +38,12 @@ def make_local_repo(path: Path) -> Path:
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "corpus")
     return path
+
+
+def set_ci_profile(emu, repo: str = "octo/demo", **overrides: object) -> str:
+    """Commit a `.github/retrain.yml` whose tiny `ci` profile has these overrides; the commit's oid."""
+    import yaml
+
+    config = yaml.safe_load(TINY_CONFIG)
+    config["profiles"]["ci"].update(overrides)
+    return emu.commit_files(repo, {".github/retrain.yml": yaml.safe_dump(config).encode()}, message="tune ci")

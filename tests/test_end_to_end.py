@@ -7,55 +7,26 @@ from __future__ import annotations
 
 import json
 import math
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from app.server import signature_for
-from tests.conftest import APP_ID, REPO
+from tests.conftest import REPO
 from tests.emulator import GitHubEmulator
 from tests.payloads import comment_event
-from tests.processes import celery_worker, receiver, wait_until
+from tests.processes import wait_until
+from tests.services import post, retrain_services
 
-SECRET = "e2e-webhook-secret"
 RUN_DIR = ".training-progress/nanecho-cached-ci"
 SESSION_TIMEOUT = 240
 
 
 @pytest.fixture
 def services(tmp_path: Path, github, redis_url: str, clean_redis, app_key_pair) -> Iterator[str]:
-    _, base_url = github
-    key_path = tmp_path / "app.pem"
-    key_path.write_bytes(app_key_pair[0])
-    env = {
-        "RETRAIN_APP_ID": APP_ID, "RETRAIN_PRIVATE_KEY_PATH": str(key_path), "RETRAIN_WEBHOOK_SECRET": SECRET,
-        "REDIS_URL": redis_url, "RETRAIN_REDIS_URL": redis_url, "RETRAIN_GITHUB_API_URL": base_url,
-        "RETRAIN_STORE_URL": f"file://{tmp_path / 'store'}", "PYTHONUNBUFFERED": "1",
-    }
-    # As the Procfile runs them: one worker for the events queue, one for the train queue.
-    with (
-        celery_worker(env, tmp_path / "events.log", queues="events"),
-        celery_worker(env, tmp_path / "worker.log", queues="train"),
-        receiver(env, tmp_path / "web.log") as web,
-    ):
-        yield web
-
-
-def post(web: str, payload: dict | bytes, *, delivery: str, secret: str | None = SECRET) -> int:
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    headers = {"content-type": "application/json", "x-github-event": "issue_comment", "x-github-delivery": delivery}
-    if secret is not None:
-        headers["x-hub-signature-256"] = signature_for(body, secret)
-    request = urllib.request.Request(f"{web}/webhook", data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+    with retrain_services(tmp_path, github[1], redis_url, app_key_pair[0]) as running:
+        yield running.web
 
 
 def progress_commits(emu: GitHubEmulator) -> list[dict]:

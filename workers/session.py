@@ -369,7 +369,8 @@ def load_finished(store: CheckpointStore, key: str, notes: list[str]) -> Session
     if store.size(facts.storage) != facts.storage.bytes:
         notes.append("this session's earlier training left no weights; training again")
         return None
-    return replace(facts, notes=(*facts.notes, "an earlier delivery of this session trained it; committing that result"))
+    again = "an earlier delivery of this session trained it; committing that result"
+    return replace(facts, notes=(*facts.notes, again))
 
 
 def usable_inflight(store: CheckpointStore, key: str, plan: SessionPlan, fresh: bool) -> InFlight | None:
