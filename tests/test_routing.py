@@ -16,3 +16,48 @@ def test_each_task_is_delivered_to_its_own_queue(redis_url: str, clean_redis: re
     app.send_task(EVENTS_TASK, args=("ping", "d", {}), queue=EVENTS_QUEUE)
     assert clean_redis.llen(TRAIN_QUEUE) == 2
     assert clean_redis.llen(EVENTS_QUEUE) == 2
+
+
+def test_a_session_message_carries_its_profiles_hard_time_limit(redis_url: str, clean_redis: redis.Redis,
+                                                                monkeypatch) -> None:
+    """The soft limit is the session's own deadline; Celery's hard limit adds the grace, capped by
+    RETRAIN_MAX_SESSION_S, and the broker's visibility timeout outlasts the longest session."""
+    import base64
+    import json
+
+    from workers import tasks
+
+    monkeypatch.setenv("RETRAIN_REDIS_URL", redis_url)
+    monkeypatch.setenv("RETRAIN_MAX_SESSION_S", "7200")
+    monkeypatch.setenv("RETRAIN_HARD_LIMIT_GRACE_S", "300")
+    monkeypatch.setattr(tasks, "celery_app", create_celery(Settings(_env_file=None)))
+    message = {"origin": {"repo": "octo/demo"}, "run": "nanecho-cached-ci",
+               "request": {"session_id": "s1", "profile": "ci", "trigger": "schedule", "sender": None,
+                           "max_iters": None}}
+    tasks.enqueue_session({**message, "time_limit_s": 3600})
+    tasks.enqueue_session({**message, "time_limit_s": 36000})  # more than the operator allows
+    sent = [json.loads(raw) for raw in reversed(clean_redis.lrange(TRAIN_QUEUE, 0, -1))]
+    assert [m["headers"]["timelimit"] for m in sent] == [[3900.0, None], [7500.0, None]]
+    kwargs = json.loads(base64.b64decode(sent[0]["body"]))[1]
+    assert "time_limit_s" not in kwargs and kwargs["run"] == "nanecho-cached-ci"
+    assert create_celery(Settings(_env_file=None)).conf.broker_transport_options["visibility_timeout"] > 7500
+
+
+def test_the_worker_parent_never_initialises_cuda() -> None:
+    """A CUDA context does not survive fork: importing the tasks (what the prefork parent does) must not
+    touch CUDA. Checked in a fresh interpreter where any CUDA initialisation raises."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "def boom(*a, **k): raise SystemExit('CUDA touched in the worker parent')\n"
+        "torch.cuda._lazy_init = boom; torch.cuda.init = boom; torch.cuda.is_available = boom\n"
+        "torch.cuda.device_count = boom\n"
+        "import workers.tasks\n"
+        "from workers.celery_app import celery_app\n"
+        "celery_app.loader.import_default_modules()\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -87,10 +87,11 @@ class SessionReporter:
         await self._reply(replies.finished(self._origin, summary))
 
     async def waiting(self, holder_session: str) -> None:
-        await self._check(output={
-            "title": "Waiting for the run to be free",
-            "summary": f"Session `{holder_session[:8]}` is training this run; this one starts when it has committed.",
-        })
+        if holder_session == self._session_id:  # an earlier delivery of this session, whose worker stopped
+            summary = "This session's worker stopped; it resumes from its last in-session checkpoint shortly."
+        else:
+            summary = f"Session `{holder_session[:8]}` is training this run; this one starts when it has committed."
+        await self._check(output={"title": "Waiting for the run to be free", "summary": summary})
 
     async def already_committed(self, checkpoint_id: str) -> None:
         """A redelivered task whose session had committed before its worker stopped."""
