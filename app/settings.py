@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     busy_retry_s: float = Field(
         default=30.0, gt=0, description="How often a follow-up session checks whether its run is free."
     )
+    orphan_after_s: float = Field(
+        default=300.0, gt=0,
+        description="A running session whose lease is gone and which was quiet this long lost its whole "
+        "worker; it is sent again (workers/orphans.py).",
+    )
+    orphan_check_s: float = Field(default=60.0, gt=0, description="How often beat looks for such sessions.")
 
     @property
     def visibility_timeout_s(self) -> int:

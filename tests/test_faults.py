@@ -271,3 +271,48 @@ def test_corrupt_inputs_are_reported_and_never_committed_wrongly(github, service
                  "unknown config key",
                  "each reported in the session's notes or a reply; sessions continued from the next valid state; "
                  "the bad config ran nothing")
+
+
+def test_a_whole_worker_lost_is_noticed_and_its_session_resumed(github, services, tmp_path, redis_url,
+                                                                  monkeypatch, fault_report) -> None:
+    """The machine goes: worker and pool die together, so Celery hands nothing back (Redis would restore the
+    message only after the visibility timeout, hours). The orphan check sends it again; a new worker resumes."""
+    from tests.processes import celery_worker
+    from workers import tasks
+    from workers.celery_app import create_celery
+    from workers.orphans import recover_orphans
+
+    emu, _ = github
+    set_ci_profile(emu, checkpoint_every_s=0.3)
+    delivery = "machine-lost"
+    sid = session_id_for(delivery)
+    inflight = tmp_path / "store" / REPO / RUN / "inflight" / f"{sid}.pt"
+    assert post(services.web, comment("/retrain ci max_iters=1200", 961), delivery=delivery) == 202
+    wait_until(inflight.is_file, SESSION_TIMEOUT, "the first in-session checkpoint", services.train_log)
+    [child] = pool_children(services.train)
+    os.kill(services.train.pid, signal.SIGSTOP)  # the worker cannot react: both go at once
+    os.kill(child, signal.SIGKILL)
+    os.kill(services.train.pid, signal.SIGKILL)
+    services.train.wait()
+    assert progress_commits(emu) == []
+
+    client = redis.Redis.from_url(redis_url)
+    monkeypatch.setenv("RETRAIN_REDIS_URL", redis_url)
+    monkeypatch.setattr(tasks, "celery_app", create_celery(tasks.Settings(_env_file=None)))
+    messages = tasks.session_messages(redis_url, tasks.Settings(_env_file=None).visibility_timeout_s)
+    assert recover_orphans(client, messages, tasks.enqueue_session, quiet_for_s=1.0) == [], "its lease is still held"
+    time.sleep(3.0)  # the lease (TTL 2 s) expires: nobody's heartbeat renews it
+    assert recover_orphans(client, messages, tasks.enqueue_session, quiet_for_s=1.0) == [sid]
+    assert recover_orphans(client, messages, tasks.enqueue_session, quiet_for_s=1.0) == [], "sent once"
+
+    with celery_worker(services.env, tmp_path / "replacement.log", queues="train"):
+        wait_until(lambda: completed_checks(emu), SESSION_TIMEOUT, "the resumed session", tmp_path / "replacement.log")
+    [commit] = progress_commits(emu)
+    session = file_at(emu, f"{RUN_DIR}/training_summary.json")["session"]
+    resumed = [n for n in session["notes"] if "resumed this session's own in-session checkpoint" in n]
+    assert resumed and session["end_iteration"] == 1200
+    assert_registry_consistent(emu)
+    assert messages.get(sid) is None
+    fault_report("the whole train worker (parent and pool) SIGKILLed, as when a machine is lost",
+                 f"the orphan check sent the session again once; a new worker resumed it ({resumed[0].split(' (')[0]})"
+                 f" and committed {commit['oid'][:8]} once")

@@ -61,3 +61,11 @@ def test_the_worker_parent_never_initialises_cuda() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_beat_looks_for_orphaned_sessions_on_the_events_queue() -> None:
+    from workers.celery_app import RECOVER_ORPHANS_TASK
+
+    app = create_celery(Settings(_env_file=None, orphan_check_s=45))
+    [entry] = [e for e in app.conf.beat_schedule.values() if e["task"] == RECOVER_ORPHANS_TASK]
+    assert entry["schedule"].total_seconds() == 45 and entry["options"]["queue"] == EVENTS_QUEUE

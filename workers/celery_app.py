@@ -23,6 +23,7 @@ SCHEDULED_SESSION_TASK = "retrain.scheduled_session"  # fired by a repository's 
 REDELIVER_TASK = "retrain.redeliver_failed"  # periodic: ask GitHub to redeliver failed webhook deliveries
 REDBEAT_KEY_PREFIX = "retrain:"  # entry keys: retrain:schedule:<owner>/<repo>:<n>; redbeat's own: retrain::*
 REDELIVER_EVERY = timedelta(minutes=5)
+RECOVER_ORPHANS_TASK = "retrain.recover_orphans"  # periodic: resend sessions whose whole worker vanished
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -34,6 +35,7 @@ def create_celery(settings: Settings) -> Celery:
         task_routes={
             EVENTS_TASK: {"queue": EVENTS_QUEUE}, SESSION_TASK: {"queue": TRAIN_QUEUE},
             SCHEDULED_SESSION_TASK: {"queue": EVENTS_QUEUE}, REDELIVER_TASK: {"queue": EVENTS_QUEUE},
+            RECOVER_ORPHANS_TASK: {"queue": EVENTS_QUEUE},
         },
         task_default_queue=EVENTS_QUEUE,
         task_serializer="json",
@@ -68,6 +70,10 @@ def create_celery(settings: Settings) -> Celery:
                 "task": REDELIVER_TASK, "schedule": REDELIVER_EVERY,
                 # a run that waited longer than its interval is superseded by the next one
                 "options": {"queue": EVENTS_QUEUE, "expires": REDELIVER_EVERY.total_seconds()},
+            },
+            "recover-orphaned-sessions": {
+                "task": RECOVER_ORPHANS_TASK, "schedule": timedelta(seconds=settings.orphan_check_s),
+                "options": {"queue": EVENTS_QUEUE, "expires": settings.orphan_check_s},
             },
         },
     )

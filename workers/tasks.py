@@ -20,6 +20,7 @@ from app.repo_config import CONFIG_PATH, parse_repo_config
 from app.settings import Settings
 from workers.celery_app import (
     EVENTS_TASK,
+    RECOVER_ORPHANS_TASK,
     REDELIVER_TASK,
     SCHEDULED_SESSION_TASK,
     SESSION_TASK,
@@ -29,6 +30,7 @@ from workers.celery_app import (
 from workers.events import EnqueueSession, Feedback, handle_event, start
 from workers.live import LiveSession, LiveSessions
 from workers.live import for_url as live_for_url
+from workers.orphans import SessionMessages, recover_orphans
 from workers.redelivery import redeliver_failed
 from workers.run_lock import RunBusy, RunLocks
 from workers.run_queue import RunQueue
@@ -46,11 +48,12 @@ def live_sessions(redis_url: str) -> LiveSessions:
     return live_for_url(redis_url)
 
 
-def enqueue_session(message: dict[str, Any]) -> None:
-    """Record the session as queued (for `/retrain status`), then hand it to the train queue with its
-    hard time limit: the profile's soft limit (capped by settings.max_session_s) plus the grace in which a
-    session out of time evaluates, stores and commits."""
+def enqueue_session(message: dict[str, Any], recoveries: int = 0) -> None:
+    """Record the session as queued (for `/retrain status`) and keep its message (for workers/orphans.py),
+    then hand it to the train queue with its hard time limit: the profile's soft limit (capped by
+    settings.max_session_s) plus the grace in which a session out of time evaluates, stores and commits."""
     settings = Settings()
+    session_messages(settings.redis_url, settings.visibility_timeout_s).remember(message, recoveries)
     message = dict(message)
     soft = min(float(message.pop("time_limit_s", settings.max_session_s)), settings.max_session_s)
     origin, request = message["origin"], message["request"]
@@ -84,6 +87,16 @@ def scheduled_session_task(self: Any, installation_id: int, repo: str, profile: 
     ))
     log.info("schedule %r of %s (%s): %s", cron, repo, profile, outcome, extra={"repo": repo})
     return outcome
+
+
+@celery_app.task(name=RECOVER_ORPHANS_TASK)
+def recover_orphans_task() -> str:
+    settings = Settings()
+    sent = recover_orphans(
+        redis.Redis.from_url(settings.redis_url), session_messages(settings.redis_url, settings.visibility_timeout_s),
+        enqueue_session, quiet_for_s=settings.orphan_after_s,
+    )
+    return f"sent {len(sent)} orphaned session(s) again"
 
 
 @celery_app.task(name=REDELIVER_TASK)
@@ -137,6 +150,7 @@ def train_session_task(
             settings, Origin(**origin), SessionRequest(**request), check_run_id, tokens=TOKENS,
             live=live_sessions(settings.redis_url), locks=run_locks(settings.redis_url, settings.lock_ttl_s),
             run_queue=run_queue(settings.redis_url, settings.visibility_timeout_s), queue_slot=run,
+            messages=session_messages(settings.redis_url, settings.visibility_timeout_s),
             first_attempt=self.request.retries == 0,
         ))
     except RunBusy as busy:
@@ -146,6 +160,11 @@ def train_session_task(
 @functools.cache
 def run_locks(redis_url: str, ttl_s: float) -> RunLocks:
     return RunLocks(redis.Redis.from_url(redis_url), ttl_s)
+
+
+@functools.cache
+def session_messages(redis_url: str, ttl_s: int) -> SessionMessages:
+    return SessionMessages(redis.Redis.from_url(redis_url), ttl_s)
 
 
 @functools.cache

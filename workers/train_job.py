@@ -17,6 +17,7 @@ from app.github import installation_client
 from app.github_auth import SESSION_PERMISSIONS, TokenCache
 from app.settings import Settings
 from workers.live import LiveSession, LiveSessions
+from workers.orphans import SessionMessages
 from workers.progress_log import ProgressLogger
 from workers.reporting import SessionReporter
 from workers.repos import GitHubRepository
@@ -33,7 +34,7 @@ LIVE_EVERY_S = 5.0
 async def run_github_session(
     settings: Settings, origin: Origin, request: SessionRequest, check_run_id: int | None, *,
     tokens: TokenCache, live: LiveSessions, locks: RunLocks | None = None, run_queue: RunQueue | None = None,
-    queue_slot: str | None = None, first_attempt: bool = True,
+    queue_slot: str | None = None, first_attempt: bool = True, messages: SessionMessages | None = None,
 ) -> str:
     """The outcome in a few words; raises RunBusy while another session holds the run (the task retries)."""
     store = CheckpointStore(settings.store_url)
@@ -45,7 +46,7 @@ async def run_github_session(
             gh, origin, check_run_id=check_run_id, profile=request.profile, session_id=sid, web_url=settings.web_url,
         )
         if live.cancel_requested(sid):
-            _leave(live, run_queue, origin.repo, queue_slot, sid)
+            _leave(live, run_queue, messages, origin.repo, queue_slot, sid)
             await reporter.cancelled_before_start()
             return f"session {sid} cancelled before it started"
         queued = live.get(origin.repo, sid)
@@ -114,15 +115,18 @@ async def run_github_session(
             raise
         finally:
             if not busy:
-                _leave(live, run_queue, origin.repo, queue_slot, sid)
+                _leave(live, run_queue, messages, origin.repo, queue_slot, sid)
         await reporter.finished(result)
     return f"session {sid} committed {result.commit_oid}"
 
 
-def _leave(live: LiveSessions, run_queue: RunQueue | None, repo: str, slot: str | None, session_id: str) -> None:
-    """The session is over, one way or another: out of `/retrain status` and out of its run's queue."""
+def _leave(live: LiveSessions, run_queue: RunQueue | None, messages: SessionMessages | None, repo: str,
+           slot: str | None, session_id: str) -> None:
+    """The session is over, one way or another: out of `/retrain status`, its run's queue and recovery."""
     try:
         live.remove(repo, session_id)
+        if messages is not None:
+            messages.forget(session_id)
         if run_queue is not None and slot is not None:
             run_queue.release(repo, slot, session_id)
     except Exception:  # records expire on their own
