@@ -21,6 +21,7 @@ from gidgethub.aiohttp import GitHubAPI
 from app.github_auth import InstallationToken, TokenCache
 from app.github_retry import with_retries
 from app.settings import Settings
+from app.telemetry import TELEMETRY
 
 log = logging.getLogger(__name__)
 USER_AGENT = "retrain-app"
@@ -40,6 +41,21 @@ mutation($input: CreateCommitOnBranchInput!) {
   createCommitOnBranch(input: $input) { commit { oid url } }
 }
 """
+
+
+class MeteredGitHubAPI(GitHubAPI):
+    """gidgethub's aiohttp client, counting calls by method and status and keeping the rate limit left."""
+
+    async def _request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        status, response_headers, data = await super()._request(method, url, headers, body)
+        TELEMETRY.count("retrain_github_api_calls_total", method=method, status=str(status))
+        remaining = response_headers.get("x-ratelimit-remaining")
+        if remaining is not None and remaining.isdigit():
+            resource = response_headers.get("x-ratelimit-resource", "core")
+            TELEMETRY.gauge("retrain_github_rate_limit_remaining", float(remaining), resource=resource)
+        return status, response_headers, data
 
 
 class StaleHead(RuntimeError):
@@ -81,7 +97,7 @@ class GitHubClient:
         self._session = session
         self._token = token
         self._graphql_url = settings.graphql_url
-        self.gh = GitHubAPI(session, USER_AGENT, base_url=settings.github_api_url)
+        self.gh = MeteredGitHubAPI(session, USER_AGENT, base_url=settings.github_api_url)
 
     async def _authorize(self) -> None:
         self.gh.oauth_token = await self._token.get()
@@ -277,7 +293,7 @@ async def installation_client(
     """A client for one installation, its token narrowed to `repo` and `permissions` when given."""
     settings.require_app()  # fail before opening anything when the App is not configured
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-        app_gh = GitHubAPI(session, USER_AGENT, base_url=settings.github_api_url)
+        app_gh = MeteredGitHubAPI(session, USER_AGENT, base_url=settings.github_api_url)
         token = InstallationToken(
             app_gh, settings, installation_id, repo=repo, permissions=permissions, cache=tokens or TokenCache()
         )

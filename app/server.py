@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,14 +28,18 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from gidgethub import BadRequest, ValidationFailure, sansio
 
+from app.features import PLANNERS
+from app.metrics import CONTENT_TYPE, ReceiverMetrics
 from app.settings import Settings
-from workers.celery_app import EVENTS_QUEUE, EVENTS_TASK
+from workers.celery_app import EVENTS_QUEUE, EVENTS_TASK, TRAIN_QUEUE
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 DELIVERY_KEY = "retrain:delivery:{}"
 
 Enqueue = Callable[[str, str, dict[str, Any]], Awaitable[None]]
+KNOWN_EVENTS = frozenset({*PLANNERS, "ping"})
+REFUSED = {401: "bad_signature", 400: "malformed", 415: "unsupported_media_type", 413: "too_large"}
 
 # Dedupe and enqueue in one step, one round trip: a delivery id is remembered if and only if its message is
 # on the queue, so no failure in between can leave a delivery that GitHub's redelivery would then skip.
@@ -170,6 +175,7 @@ def create_app(settings: Settings, *, enqueue: Enqueue | None = None) -> web.App
     secret = settings.webhook_secret.get_secret_value()
     ttl = settings.delivery_ttl_s
     app = web.Application(client_max_size=MAX_BODY_BYTES)
+    metrics = ReceiverMetrics()
     redis_key = web.AppKey("redis", aioredis.Redis)
     intake_key = web.AppKey("intake", Intake)
 
@@ -197,6 +203,8 @@ def create_app(settings: Settings, *, enqueue: Enqueue | None = None) -> web.App
         return True
 
     async def webhook(request: web.Request) -> web.Response:
+        kind = request.headers.get("x-github-event", "")
+        kind = kind if kind in KNOWN_EVENTS else "other"  # bounded label values, whatever is sent
         try:
             # The body is forwarded as is, so it must be the UTF-8 that JSON is (and that GitHub sends).
             if request.content_type != "application/json" or (request.charset or "utf-8").lower() != "utf-8":
@@ -204,18 +212,32 @@ def create_app(settings: Settings, *, enqueue: Enqueue | None = None) -> web.App
             body = await request.read()
             event = parse_delivery(request.headers, body, secret)
         except web.HTTPException as exc:  # there is no access log (see serve): say why here
+            metrics.deliveries.labels(kind, REFUSED.get(exc.status, f"refused_{exc.status}")).inc()
             log.info("refused delivery %s: %d %s", request.headers.get("x-github-delivery"), exc.status, exc.text)
             raise
+        started = time.perf_counter()
         try:
             new = await accept(request, event, body)
         except Exception:
+            metrics.deliveries.labels(kind, "unavailable").inc()
             log.exception("could not enqueue delivery %s", event.delivery_id)
             raise web.HTTPServiceUnavailable(text="could not enqueue; redeliver later") from None
+        metrics.enqueue_seconds.observe(time.perf_counter() - started)
         if not new:
+            metrics.deliveries.labels(kind, "duplicate").inc()
             log.info("duplicate delivery %s ignored", event.delivery_id)
             return web.json_response({"status": "duplicate"}, status=200)
+        metrics.deliveries.labels(kind, "accepted").inc()
         log.debug("enqueued %s delivery %s", event.event, event.delivery_id)
         return web.json_response({"status": "accepted", "delivery": event.delivery_id}, status=202)
+
+    async def metrics_page(request: web.Request) -> web.Response:
+        """Prometheus text format; the receiver's own series even while Redis is away."""
+        try:
+            await metrics.shared.refresh(request.app[redis_key], (EVENTS_QUEUE, TRAIN_QUEUE))
+        except Exception as exc:
+            log.warning("metrics from Redis unavailable: %s", exc)
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def healthz(_: web.Request) -> web.Response:
         """The process is up (liveness)."""
@@ -233,6 +255,7 @@ def create_app(settings: Settings, *, enqueue: Enqueue | None = None) -> web.App
     app.router.add_post("/webhook", webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
     return app
 
 

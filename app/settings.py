@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -62,6 +63,9 @@ class Settings(BaseSettings):
         default=300.0, gt=0,
         description="A running session whose lease is gone and which was quiet this long lost its whole "
         "worker; it is sent again (workers/orphans.py).",
+    )
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="Log lines as JSON objects or text; auto: text at a terminal, else JSON."
     )
     orphan_check_s: float = Field(default=60.0, gt=0, description="How often beat looks for such sessions.")
 

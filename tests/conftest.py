@@ -14,7 +14,8 @@ from tests.emulator import GitHubEmulator
 from tests.emulator.client import AppKey
 from tests.repos import repo_files
 
-TEST_REDIS_DB = 13  # a database of its own, flushed by the tests that use it
+# A database of its own, flushed by the tests that use it; two runs at once on one machine need two numbers.
+TEST_REDIS_DB = int(os.environ.get("RETRAIN_TEST_REDIS_DB", "13"))
 REPO = "octo/demo"
 APP_ID = "4242"
 INSTALLATION_ID = 42

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import math
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO
 from tests.emulator import GitHubEmulator
@@ -27,6 +29,15 @@ SESSION_TIMEOUT = 240
 def services(tmp_path: Path, github, redis_url: str, clean_redis, app_key_pair) -> Iterator[str]:
     with retrain_services(tmp_path, github[1], redis_url, app_key_pair[0]) as running:
         yield running.web
+
+
+def scrape(web: str) -> dict[tuple[str, tuple], float]:
+    """GET /metrics, parsed: (sample name, sorted labels) → value."""
+    with urllib.request.urlopen(f"{web}/metrics", timeout=10) as resp:
+        assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
+        text = resp.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def progress_commits(emu: GitHubEmulator) -> list[dict]:
@@ -99,6 +110,24 @@ def test_comments_become_committed_sessions_and_the_second_resumes_the_first(git
     assert emu.read_file(REPO, f"{RUN_DIR}/loss.svg", ref=c2["oid"]).startswith(b"<svg")
     assert len(emu.read_file(REPO, f"{RUN_DIR}/history.jsonl", ref=c2["oid"]).splitlines()) == 2
     assert emu.violations == []
+
+    # What an operator sees: the receiver's /metrics, and JSON log lines that carry the ids and no token.
+    samples = scrape(web)
+    assert samples[("retrain_deliveries_total", (("event", "issue_comment"), ("outcome", "accepted")))] == 2
+    assert samples[("retrain_deliveries_total", (("event", "issue_comment"), ("outcome", "duplicate")))] == 1
+    assert samples[("retrain_enqueue_seconds_count", ())] == 3
+    assert samples[("retrain_sessions_total", (("outcome", "committed"), ("profile", "ci")))] == 2
+    assert samples[("retrain_queue_depth", (("queue", "train"),))] == 0
+    series = (("profile", "ci"), ("repo", REPO))
+    assert samples[("retrain_training_tokens_per_second", series)] > 0
+    assert 0 < samples[("retrain_validation_loss", series)] < math.log(256)
+    assert ("retrain_training_loss", series) in samples
+    calls = {labels: v for (name, labels), v in samples.items() if name == "retrain_github_api_calls_total"}
+    assert calls[(("method", "POST"), ("status", "201"))] >= 4  # check runs, comments, reactions at least
+    assert samples[("retrain_github_rate_limit_remaining", (("resource", "core"),))] > 0
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert {s1["id"], s2["id"]} <= {line.get("session_id") for line in lines}
+    assert "ghs_" not in log.read_text() and "ghs_" not in (tmp_path / "events.log").read_text()
 
 
 def test_refused_and_forged_deliveries_start_nothing(github, services, tmp_path) -> None:

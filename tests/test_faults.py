@@ -316,3 +316,35 @@ def test_a_whole_worker_lost_is_noticed_and_its_session_resumed(github, services
     fault_report("the whole train worker (parent and pool) SIGKILLed, as when a machine is lost",
                  f"the orphan check sent the session again once; a new worker resumed it ({resumed[0].split(' (')[0]})"
                  f" and committed {commit['oid'][:8]} once")
+
+
+def test_sigterm_saves_the_session_and_the_next_worker_continues_it(github, services, tmp_path, redis_url,
+                                                                    fault_report) -> None:
+    """A deploy or node drain: the worker's session saves where it is and goes back to the queue, the worker
+    exits promptly (not hours later), and the next worker continues the session to its end."""
+    from tests.processes import celery_worker
+
+    emu, _ = github
+    live = LiveSessions(redis.Redis.from_url(redis_url))
+    assert post(services.web, comment("/retrain ci max_iters=3000", 971), delivery="sigterm") == 202
+    wait_until(lambda: any(s.status == "running" and (s.iteration or 0) > 50 for s in live.of_repo(REPO)),
+               SESSION_TIMEOUT, "the session to be training", services.train_log)
+    asked = time.monotonic()
+    services.train.send_signal(signal.SIGTERM)
+    services.train.wait(timeout=60)
+    took = time.monotonic() - asked
+    inflight = tmp_path / "store" / REPO / RUN / "inflight" / f"{session_id_for('sigterm')}.pt"
+    assert inflight.is_file() and progress_commits(emu) == []
+    [check] = emu.check_runs(REPO)
+    assert check["output"]["title"].startswith("Paused at iteration")
+
+    with celery_worker(services.env, tmp_path / "next.log", queues="train"):
+        wait_until(lambda: completed_checks(emu), SESSION_TIMEOUT, "the continued session", tmp_path / "next.log")
+    [commit] = progress_commits(emu)
+    session = file_at(emu, f"{RUN_DIR}/training_summary.json")["session"]
+    resumed = [n for n in session["notes"] if "resumed this session's own in-session checkpoint" in n]
+    assert resumed and (session["start_iteration"], session["end_iteration"]) == (0, 3000)
+    assert_registry_consistent(emu)
+    fault_report("SIGTERM to the train worker mid-session (a deploy)",
+                 f"saved and handed back; the worker exited in {took:.1f} s; the next worker "
+                 f"{resumed[0].split(' (')[0].replace('resumed', 'resumed from')} and committed {commit['oid'][:8]}")

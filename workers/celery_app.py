@@ -7,11 +7,14 @@ from the environment once, here.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from celery import Celery
+from celery.signals import setup_logging
 from kombu import Exchange, Queue
 
+from app.log_setup import configure_logging
 from app.settings import Settings
 
 EVENTS_QUEUE = "events"
@@ -78,6 +81,13 @@ def create_celery(settings: Settings) -> Celery:
         },
     )
     return app
+
+
+@setup_logging.connect
+def _logging(loglevel: int | str | None = None, **_: object) -> None:
+    """Celery's processes log like the rest of Retrain: JSON lines with delivery and session ids, redacted."""
+    level = logging.getLevelName(loglevel.upper()) if isinstance(loglevel, str) else (loglevel or logging.INFO)
+    configure_logging(level, Settings().log_format)
 
 
 celery_app = create_celery(Settings())

@@ -93,6 +93,12 @@ class SessionReporter:
             summary = f"Session `{holder_session[:8]}` is training this run; this one starts when it has committed."
         await self._check(output={"title": "Waiting for the run to be free", "summary": summary})
 
+    async def paused(self, iteration: int) -> None:
+        await self._check(status="queued", output={
+            "title": f"Paused at iteration {iteration}",
+            "summary": "Its worker is shutting down; the session continues from here on the next free worker.",
+        })
+
     async def already_committed(self, checkpoint_id: str) -> None:
         """A redelivered task whose session had committed before its worker stopped."""
         text = f"This session had already committed checkpoint `{checkpoint_id}`; nothing was trained again."

@@ -47,6 +47,7 @@ from workers.trainer.train import Progress, Snapshot, TrainConfig, TrainResult, 
 
 log = logging.getLogger(__name__)
 COMMIT_ATTEMPTS = 4
+PAUSED = "paused"
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,14 @@ class AlreadyCommitted(Exception):
         super().__init__(f"this session already committed checkpoint {checkpoint_id}")
 
 
+class SessionPaused(Exception):
+    """The worker is shutting down: the session saved an in-session checkpoint and should be sent again."""
+
+    def __init__(self, iteration: int) -> None:
+        self.iteration = iteration
+        super().__init__(f"paused at iteration {iteration}; its in-session checkpoint is saved")
+
+
 class RunLease(Protocol):
     """workers.run_lock.Lease, seen from here."""
 
@@ -229,6 +238,7 @@ class Controls:
     hold_run: Callable[[str], RunLease] | None = None  # the run's lease, or RunBusy
     on_start: Callable[[], Awaitable[None]] | None = None  # called once the lease is held
     max_time_s: float | None = None  # caps the profile's soft time limit
+    should_pause: Callable[[], bool] | None = None  # the worker is shutting down: save and hand back
 
 
 async def run_session(
@@ -316,18 +326,24 @@ async def _train(
         if controls.should_stop is not None and controls.should_stop():
             why.append(STOPPED_ON_REQUEST)
             return True
+        if controls.should_pause is not None and controls.should_pause():
+            why.append(PAUSED)
+            return True
         if time.monotonic() >= deadline:
             why.append(STOPPED_AT_TIME_LIMIT)
             return True
         return False
 
+    def so_far_with(losses: list[float], val_loss_before: float) -> SessionSoFar:
+        return SessionSoFar(
+            start_iteration=start_iteration, target_iteration=target, parent_checkpoint=parent,
+            val_loss_before=so_far.so_far.val_loss_before if so_far else val_loss_before,
+            started_at=started_at.isoformat(), losses=[*prior, *losses], resumed_times=resumed_times,
+        )
+
     def save_snapshot(snap: Snapshot) -> None:
         try:
-            save_inflight(store, inflight, snap.payload, SessionSoFar(
-                start_iteration=start_iteration, target_iteration=target, parent_checkpoint=parent,
-                val_loss_before=so_far.so_far.val_loss_before if so_far else snap.val_loss_before,
-                started_at=started_at.isoformat(), losses=[*prior, *snap.losses], resumed_times=resumed_times,
-            ))
+            save_inflight(store, inflight, snap.payload, so_far_with(snap.losses, snap.val_loss_before))
         except Exception:  # an unreachable store costs the safety net, not the session
             log.warning("could not save the in-session checkpoint of %s", request.session_id, exc_info=True)
 
@@ -337,6 +353,10 @@ async def _train(
         plan.corpus, resume=resume_state, on_progress=controls.on_progress, should_stop=stop,
         on_checkpoint=save_snapshot, checkpoint_every_s=profile.checkpoint_every_s,
     )
+    if why and why[0] == PAUSED:
+        await asyncio.to_thread(save_inflight, store, inflight, result.state,
+                                so_far_with(result.losses, result.val_loss_before or 0.0))
+        raise SessionPaused(result.end_iteration)
     if so_far is not None:  # one session, as if it had never been interrupted
         result = replace(result, start_iteration=start_iteration, losses=[*prior, *result.losses],
                          val_loss_before=so_far.so_far.val_loss_before)

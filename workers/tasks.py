@@ -16,8 +16,10 @@ from app.errors import ConfigError
 from app.features.decisions import Origin, StartTraining
 from app.github import installation_client
 from app.github_auth import EVENTS_PERMISSIONS, TokenCache
+from app.log_setup import bound
 from app.repo_config import CONFIG_PATH, parse_repo_config
 from app.settings import Settings
+from app.telemetry import configure as configure_telemetry
 from workers.celery_app import (
     EVENTS_TASK,
     RECOVER_ORPHANS_TASK,
@@ -27,6 +29,7 @@ from workers.celery_app import (
     TRAIN_QUEUE,
     celery_app,
 )
+from workers.drain import Drain
 from workers.events import EnqueueSession, Feedback, handle_event, start
 from workers.live import LiveSession, LiveSessions
 from workers.live import for_url as live_for_url
@@ -35,10 +38,11 @@ from workers.redelivery import redeliver_failed
 from workers.run_lock import RunBusy, RunLocks
 from workers.run_queue import RunQueue
 from workers.schedules import ScheduleStore, schedule_specs
-from workers.session import SessionRequest
+from workers.session import SessionPaused, SessionRequest
 from workers.train_job import run_github_session
 
 log = logging.getLogger(__name__)
+configure_telemetry(Settings().redis_url)  # workers report into Redis; the receiver's /metrics shows it
 TOKENS = TokenCache()
 SCHEDULES = ScheduleStore(celery_app)
 
@@ -68,12 +72,13 @@ def enqueue_session(message: dict[str, Any], recoveries: int = 0) -> None:
 @celery_app.task(name=EVENTS_TASK)
 def handle_event_task(event: str, delivery_id: str, payload: dict[str, Any]) -> str:
     settings = Settings()
-    outcome = asyncio.run(
-        handle_event(settings, event, delivery_id, payload, enqueue_session, TOKENS, schedules=SCHEDULES,
-                     live=live_sessions(settings.redis_url),
-                     run_queue=run_queue(settings.redis_url, settings.visibility_timeout_s))
-    )
-    log.info("delivery %s (%s): %s", delivery_id, event, outcome)
+    with bound(delivery_id=delivery_id, event=event):
+        outcome = asyncio.run(
+            handle_event(settings, event, delivery_id, payload, enqueue_session, TOKENS, schedules=SCHEDULES,
+                         live=live_sessions(settings.redis_url),
+                         run_queue=run_queue(settings.redis_url, settings.visibility_timeout_s))
+        )
+        log.info("delivery %s (%s): %s", delivery_id, event, outcome)
     return outcome
 
 
@@ -81,11 +86,12 @@ def handle_event_task(event: str, delivery_id: str, payload: dict[str, Any]) -> 
 def scheduled_session_task(self: Any, installation_id: int, repo: str, profile: str, cron: str) -> str:
     """Fired by a repository's cron entry (workers/schedules.py). The task id names the firing, so a
     redelivered message names the same session."""
-    outcome = asyncio.run(run_scheduled_session(
-        Settings(), installation_id, repo, profile, cron, firing=f"schedule-{self.request.id}",
-        enqueue=enqueue_session, store=SCHEDULES, tokens=TOKENS,
-    ))
-    log.info("schedule %r of %s (%s): %s", cron, repo, profile, outcome, extra={"repo": repo})
+    with bound(delivery_id=f"schedule-{self.request.id}", repo=repo):
+        outcome = asyncio.run(run_scheduled_session(
+            Settings(), installation_id, repo, profile, cron, firing=f"schedule-{self.request.id}",
+            enqueue=enqueue_session, store=SCHEDULES, tokens=TOKENS,
+        ))
+        log.info("schedule %r of %s (%s): %s", cron, repo, profile, outcome)
     return outcome
 
 
@@ -145,16 +151,22 @@ def train_session_task(
     While another session holds the run this task comes back every `busy_retry_s` (a Celery retry keeps
     its id, arguments and time limit)."""
     settings = Settings()
-    try:
-        return asyncio.run(run_github_session(
-            settings, Origin(**origin), SessionRequest(**request), check_run_id, tokens=TOKENS,
-            live=live_sessions(settings.redis_url), locks=run_locks(settings.redis_url, settings.lock_ttl_s),
-            run_queue=run_queue(settings.redis_url, settings.visibility_timeout_s), queue_slot=run,
-            messages=session_messages(settings.redis_url, settings.visibility_timeout_s),
-            first_attempt=self.request.retries == 0,
-        ))
-    except RunBusy as busy:
-        raise self.retry(countdown=settings.busy_retry_s, exc=busy) from busy
+    drain = Drain(redis.Redis.from_url(settings.redis_url), self.request.hostname or "")
+    ids = {"session_id": request.get("session_id"), "delivery_id": request.get("delivery_id"),
+           "repo": origin.get("repo")}
+    with bound(**ids):
+        try:
+            return asyncio.run(run_github_session(
+                settings, Origin(**origin), SessionRequest(**request), check_run_id, tokens=TOKENS,
+                live=live_sessions(settings.redis_url), locks=run_locks(settings.redis_url, settings.lock_ttl_s),
+                run_queue=run_queue(settings.redis_url, settings.visibility_timeout_s), queue_slot=run,
+                messages=session_messages(settings.redis_url, settings.visibility_timeout_s),
+                first_attempt=self.request.retries == 0, draining=drain.requested,
+            ))
+        except RunBusy as busy:
+            raise self.retry(countdown=settings.busy_retry_s, exc=busy) from busy
+        except SessionPaused as paused:  # this worker is shutting down: another one continues
+            raise self.retry(countdown=0, exc=paused) from paused
 
 
 @functools.cache

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from app.errors import RetrainError
 from app.features.decisions import Origin
 from app.github import installation_client
 from app.github_auth import SESSION_PERMISSIONS, TokenCache
 from app.settings import Settings
+from app.telemetry import TELEMETRY
 from workers.live import LiveSession, LiveSessions
 from workers.orphans import SessionMessages
+from workers.progress import STOPPED_AT_TIME_LIMIT, STOPPED_ON_REQUEST
 from workers.progress_log import ProgressLogger
 from workers.reporting import SessionReporter
 from workers.repos import GitHubRepository
 from workers.run_lock import Lease, LeaseLost, RunBusy, RunLocks
 from workers.run_queue import RunQueue
-from workers.session import AlreadyCommitted, Controls, SessionRequest, run_session
+from workers.session import AlreadyCommitted, Controls, SessionPaused, SessionRequest, run_session
 from workers.store import CheckpointStore
 from workers.trainer.train import Progress
 
@@ -35,10 +38,17 @@ async def run_github_session(
     settings: Settings, origin: Origin, request: SessionRequest, check_run_id: int | None, *,
     tokens: TokenCache, live: LiveSessions, locks: RunLocks | None = None, run_queue: RunQueue | None = None,
     queue_slot: str | None = None, first_attempt: bool = True, messages: SessionMessages | None = None,
+    draining: Callable[[], bool] | None = None,
 ) -> str:
-    """The outcome in a few words; raises RunBusy while another session holds the run (the task retries)."""
+    """The outcome in a few words. Raises RunBusy while another session holds the run, and SessionPaused
+    when the worker shuts down mid-session: the task sends itself again in both cases."""
     store = CheckpointStore(settings.store_url)
     sid = request.session_id
+    series = {"repo": origin.repo, "profile": request.profile}
+
+    def ended(outcome: str) -> None:
+        TELEMETRY.count("retrain_sessions_total", profile=request.profile, outcome=outcome)
+
     async with installation_client(
         settings, origin.installation_id, repo=origin.repo, permissions=SESSION_PERMISSIONS, tokens=tokens
     ) as gh:
@@ -47,6 +57,7 @@ async def run_github_session(
         )
         if live.cancel_requested(sid):
             _leave(live, run_queue, messages, origin.repo, queue_slot, sid)
+            ended("cancelled_before_start")
             await reporter.cancelled_before_start()
             return f"session {sid} cancelled before it started"
         queued = live.get(origin.repo, sid)
@@ -59,6 +70,8 @@ async def run_github_session(
             if time.monotonic() - last_live[0] >= LIVE_EVERY_S:
                 last_live[0] = time.monotonic()
                 rate = p.session_iteration / p.elapsed_s if p.elapsed_s > 0 else 0.0
+                TELEMETRY.gauge("retrain_training_tokens_per_second", p.tokens_per_s, **series)
+                TELEMETRY.gauge("retrain_training_loss", p.loss, **series)
                 try:
                     live.update(origin.repo, sid, iteration=p.iteration, loss=p.loss,
                                 session_iteration=p.session_iteration, max_iters=p.max_iters,
@@ -85,7 +98,7 @@ async def run_github_session(
 
         controls = Controls(
             on_progress=on_progress, should_stop=cancel_requested, hold_run=hold_run if locks else None,
-            on_start=on_start, max_time_s=settings.max_session_s,
+            on_start=on_start, max_time_s=settings.max_session_s, should_pause=draining,
         )
         busy = False
         try:
@@ -97,25 +110,38 @@ async def run_github_session(
             if first_attempt:
                 await reporter.waiting(exc.holder_session)
             raise
+        except SessionPaused as exc:
+            busy = True  # still this run's session: it keeps its queue slot and status
+            live.update(origin.repo, sid, status="queued")
+            ended("paused")
+            await reporter.paused(exc.iteration)
+            raise
         except AlreadyCommitted as exc:
+            ended("already_committed")
             await reporter.already_committed(exc.checkpoint_id)
             return f"session {sid} was already committed ({exc.checkpoint_id}); nothing to do"
         except LeaseLost as exc:
+            ended("lease_lost")
             await reporter.failed(
                 f"another session took over this run while this one was unreachable ({exc}); its checkpoint "
                 "is kept in the store and the next session commits it"
             )
             return f"session {sid} lost its lease; not committed"
         except RetrainError as exc:
+            ended("failed")
             await reporter.failed(str(exc))
             return f"session {sid} not run: {exc}"
         except Exception:
             log.exception("session %s failed", sid)
+            ended("crashed")
             await reporter.crashed()
             raise
         finally:
             if not busy:
                 _leave(live, run_queue, messages, origin.repo, queue_slot, sid)
+        ended({STOPPED_ON_REQUEST: "cancelled", STOPPED_AT_TIME_LIMIT: "time_limit"}.get(
+            result.facts.stopped or "", "committed"))
+        TELEMETRY.gauge("retrain_validation_loss", result.facts.val_loss_after, **series)
         await reporter.finished(result)
     return f"session {sid} committed {result.commit_oid}"
 
