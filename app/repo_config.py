@@ -22,23 +22,26 @@ class Profile(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    n_layer: int = Field(4, ge=1, le=96)
-    n_head: int = Field(4, ge=1, le=128)
-    n_embd: int = Field(256, ge=8, le=16384)
-    block_size: int = Field(256, ge=8, le=32768)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    max_iters: int = Field(500, ge=1)
-    batch_size: int = Field(8, ge=1)
-    learning_rate: float = Field(6e-4, gt=0)
-    min_lr: float = Field(6e-5, ge=0)
-    warmup_iters: int = Field(100, ge=0)
-    lr_decay_iters: int = Field(5000, ge=1)
-    weight_decay: float = Field(0.1, ge=0)
-    eval_iters: int = Field(20, ge=1)
-    # Soft time limit: the session stops training, then evaluates, stores and commits what it has.
-    time_limit_s: float = Field(3 * 3600, gt=0)
-    # In-session checkpoints: a session whose worker dies resumes from the last one, not from the start.
-    checkpoint_every_s: float = Field(600, gt=0)
+    n_layer: int = Field(4, ge=1, le=96, description="Transformer blocks.")
+    n_head: int = Field(4, ge=1, le=128, description="Attention heads; must divide n_embd.")
+    n_embd: int = Field(256, ge=8, le=16384, description="Embedding width.")
+    block_size: int = Field(256, ge=8, le=32768, description="Context length in bytes (the tokenizer is bytes).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout probability.")
+    max_iters: int = Field(500, ge=1, description="Iterations per session (a command's max_iters overrides).")
+    batch_size: int = Field(8, ge=1, description="Sequences per iteration.")
+    learning_rate: float = Field(6e-4, gt=0, description="Peak learning rate, reached after warmup.")
+    min_lr: float = Field(6e-5, ge=0, description="Floor of the cosine decay.")
+    warmup_iters: int = Field(100, ge=0, description="Linear warmup, in global iterations (spans sessions).")
+    lr_decay_iters: int = Field(5000, ge=1, description="Global iteration where the cosine decay ends.")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay on matrices and embeddings.")
+    eval_iters: int = Field(20, ge=1, description="Batches per split when estimating loss.")
+    time_limit_s: float = Field(
+        3 * 3600, gt=0,
+        description="Soft time limit: the session stops training, then evaluates, stores and commits what it has.",
+    )
+    checkpoint_every_s: float = Field(
+        600, gt=0, description="In-session checkpoints: a session whose worker dies resumes from the last one.",
+    )
 
 
 DEFAULT_PROFILES: dict[str, Profile] = {
@@ -51,39 +54,48 @@ DEFAULT_PROFILES: dict[str, Profile] = {
 class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    include: tuple[str, ...] = ("**/*.md", "**/*.txt")
-    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    include: tuple[str, ...] = Field(("**/*.md", "**/*.txt"), description="Globs of training text files.")
+    val_fraction: float = Field(
+        0.1, gt=0.0, lt=0.5, description="Share held out for validation, by whole file, never trained on."
+    )
 
 
 class RetentionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_checkpoints: int = Field(10, ge=1)
+    max_checkpoints: int = Field(
+        10, ge=1, description="Checkpoints kept in the registry and the store; the worst by val loss go first."
+    )
 
 
 class ScheduleEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cron: str = Field(pattern=r"^\S+(\s+\S+){4}$", description="five cron fields, UTC")
-    profile: str = "scheduled"
+    cron: str = Field(pattern=r"^\S+(\s+\S+){4}$", description="Five cron fields, UTC.")
+    profile: str = Field("scheduled", description="The profile the entry trains.")
 
 
 class RepoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    progress_dir: str = ".training-progress"
-    branch: str | None = None
-    run_prefix: str = "nanecho-cached-"
-    data: DataConfig = DataConfig()
-    profiles: dict[str, Profile] = Field(default_factory=lambda: dict(DEFAULT_PROFILES))
-    retention: RetentionConfig = RetentionConfig()
-    permission: Permission = "write"
-    # When every stored checkpoint was trained on other data or another model shape: start a fresh model
-    # (earlier checkpoints stay in the registry) or stop and say so.
-    on_incompatible: Literal["fresh", "stop"] = "fresh"
-    # Workflow files whose `workflow_dispatch` (and scheduled `workflow_run`) events start sessions.
-    workflows: tuple[str, ...] = ()
-    schedule: tuple[ScheduleEntry, ...] = ()
+    progress_dir: str = Field(".training-progress", description="Folder of the progress files in the repository.")
+    branch: str | None = Field(None, description="Branch the progress is committed to; default: the default branch.")
+    run_prefix: str = Field("nanecho-cached-", description="Run folder name is this prefix plus the profile.")
+    data: DataConfig = Field(DataConfig(), description="Which files are training text.")
+    profiles: dict[str, Profile] = Field(
+        default_factory=lambda: dict(DEFAULT_PROFILES),
+        description="Model shape and session length per profile; merged over the defaults ci, scheduled, full.",
+    )
+    retention: RetentionConfig = Field(RetentionConfig(), description="How many checkpoints are kept.")
+    permission: Permission = Field("write", description="Minimum repository permission to run `/retrain`.")
+    on_incompatible: Literal["fresh", "stop"] = Field(
+        "fresh", description="When every stored checkpoint was trained on other data or another model shape: "
+        "start a fresh model (earlier checkpoints stay) or stop and say so.",
+    )
+    workflows: tuple[str, ...] = Field(
+        (), description="Workflow files whose workflow_dispatch and scheduled workflow_run events start sessions.",
+    )
+    schedule: tuple[ScheduleEntry, ...] = Field((), description="Cron entries (UTC) that start sessions.")
 
     def run_name(self, profile: str) -> str:
         """Seed-compatible run folder name, e.g. `nanecho-cached-ci`."""

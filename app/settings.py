@@ -40,7 +40,11 @@ class Settings(BaseSettings):
     github_graphql_url: str | None = Field(
         default=None, description="GraphQL endpoint; derived from github_api_url when unset."
     )
-    store_url: str = Field(default_factory=default_store_url, description="fsspec URL of the checkpoint store.")
+    store_url: str = Field(
+        default_factory=default_store_url,
+        description="fsspec URL of the checkpoint store (s3://, gs://, file://...); "
+        "default file://$XDG_DATA_HOME/retrain/checkpoints.",
+    )
     delivery_ttl_s: int = Field(default=7 * 24 * 3600, description="How long a delivery id is remembered.")
     max_session_s: int = Field(
         default=12 * 3600, ge=60,

@@ -10,6 +10,7 @@ import pytest
 
 from app.log_setup import REDACTED, bound, configure_logging, redact
 
+
 @pytest.fixture(autouse=True)
 def root_logger_restored():
     """configure_logging replaces the root logger's handlers: give pytest's back afterwards."""

@@ -1,0 +1,24 @@
+"""docs/reference.md is rendered from the settings, config and command models: it must match them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.reference import render
+from app.repo_config import Profile, RepoConfig
+from app.settings import Settings
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
+
+
+def test_the_reference_is_up_to_date() -> None:
+    assert DOC.read_text() == render(), "regenerate: .venv/bin/python -m app.reference > docs/reference.md"
+
+
+def test_every_setting_and_config_field_is_documented() -> None:
+    text = render()
+    for name in Settings.model_fields:
+        assert f"RETRAIN_{name.upper()}" in text
+    for model in (RepoConfig, Profile):
+        for name, info in model.model_fields.items():
+            assert f"| `{name}` |" in text and info.description, f"{model.__name__}.{name} has no description"
