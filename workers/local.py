@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from workers.progress_log import ProgressLogger
+from workers.progress_log import local_progress
 from workers.repos import LocalGitRepository
 from workers.session import SessionRequest, SessionResult, run_session
 from workers.store import CheckpointStore
@@ -31,7 +31,7 @@ async def run_local_session(
     )
     return await run_session(
         repo, CheckpointStore(store_url), request, store_prefix=store_prefix_for(repo),
-        on_progress=ProgressLogger(say, request.session_id, every_s=2.0),
+        on_progress=local_progress(say, request.session_id),
     )
 
 
