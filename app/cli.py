@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import subprocess
 import sys
+import time
+from dataclasses import asdict
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from app.errors import RetrainError
+from app.log_setup import configure_logging
 from app.settings import Settings
 
 
@@ -50,6 +55,110 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _register(args: argparse.Namespace, settings: Settings) -> int:
+    from app.register import MANIFEST_PATH, Registration, load_manifest, register_app
+
+    registration = Registration(
+        api_url=settings.github_api_url, web_url=settings.web_url, webhook_url=args.webhook_url,
+        env_file=Path(args.env_file), key_file=Path(args.key_file),
+        manifest=load_manifest(Path(args.manifest) if args.manifest else MANIFEST_PATH), org=args.org,
+        name=args.name, homepage=args.homepage, force=args.force, port=args.port,
+    )
+    try:
+        asyncio.run(register_app(registration, open_browser=not args.no_browser))
+    except KeyboardInterrupt:
+        print("retrain: stopped before GitHub's redirect arrived; nothing was written", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _config_check(args: argparse.Namespace, settings: Settings) -> int:
+    from app.errors import ConfigError
+    from app.repo_config import CONFIG_PATH, parse_repo_config
+
+    try:
+        text = Path(args.path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {args.path}: {exc}") from exc
+    try:
+        config = parse_repo_config(text)
+    except ConfigError as exc:  # name the file that was checked
+        raise ConfigError(str(exc).replace(CONFIG_PATH, args.path, 1)) from exc
+    names = ", ".join(config.profiles)
+    schedule = f", schedule {len(config.schedule)} entries" if config.schedule else ""
+    print(f"ok: {len(config.profiles)} profiles ({names}), data include {', '.join(config.data.include)}, "
+          f"retention max_checkpoints={config.retention.max_checkpoints}, permission {config.permission}"
+          f"{schedule}")
+    return 0
+
+
+def _redacted(url: str) -> str:
+    """A Redis URL without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.0f}h ago"
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    import redis
+
+    from workers.live import SESSIONS_KEY, LiveSessions
+
+    prefix = SESSIONS_KEY.format(repo="")
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=10)
+    try:
+        if args.repo:
+            repos = [args.repo]
+        else:
+            repos = sorted({key.decode()[len(prefix):] for key in client.scan_iter(match=prefix + "*", count=500)})
+        live = LiveSessions(client)
+        found = [(repo, session) for repo in repos for session in live.of_repo(repo)]
+    except redis.RedisError as exc:
+        raise RetrainError(f"cannot read sessions from Redis at {_redacted(settings.redis_url)} "
+                           f"(RETRAIN_REDIS_URL): {exc}") from exc
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps([{"repo": repo, **asdict(s)} for repo, s in found], indent=2))
+        return 0
+    if not found:
+        print("no sessions queued or running" + (f" in {args.repo}" if args.repo else ""))
+        return 0
+    now = time.time()
+    header = ("REPO", "SESSION", "PROFILE", "STATUS", "ITERATION", "LOSS", "ETA", "REQUESTED BY", "UPDATED")
+    rows: list[tuple[str, ...]] = [header]
+    for repo, s in found:
+        iteration = "–" if s.iteration is None else f"{s.iteration} ({s.session_iteration}/{s.max_iters or '?'})"
+        rows.append((repo, s.session_id[:8], s.profile, s.status, iteration,
+                     "–" if s.loss is None else f"{s.loss:.4f}", _eta(s.eta_s),
+                     f"@{s.sender}" if s.sender else s.trigger, _ago(now - s.updated_at)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retrain", description="Persistent learning for GitHub repositories.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -72,16 +181,43 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", default=".retrain-demo", help="where the demo repository and store live")
     demo.add_argument("--max-iters", type=int, default=None, help="iterations for this session")
     demo.set_defaults(run=_demo)
+
+    register = sub.add_parser(
+        "register", help="register the GitHub App from deploy/app-manifest.json and store its credentials",
+        description="Serves a page on 127.0.0.1 that posts the App manifest to GitHub (RETRAIN_GITHUB_API_URL's "
+        "web host, so GitHub Enterprise works); after you confirm there, stores the App's id, webhook secret "
+        "and private key.")
+    register.add_argument("--webhook-url", required=True, help="public URL of `retrain serve`'s /webhook")
+    register.add_argument("--org", default=None, help="register the App for this organization (default: you)")
+    register.add_argument("--name", default=None, help="the App's name (default: the manifest's; unique on GitHub)")
+    register.add_argument("--homepage", default=None, help="the App's homepage URL (default: the webhook's host)")
+    register.add_argument("--port", type=int, default=8765, help="local port for the page and GitHub's redirect")
+    register.add_argument("--env-file", default=".env", help="where RETRAIN_APP_ID etc. go (default: .env)")
+    register.add_argument("--key-file", default="retrain-app-key.pem", help="where the private key goes")
+    register.add_argument("--force", action="store_true", help="overwrite an existing key file")
+    register.add_argument("--manifest", default=None, help="App manifest (default: deploy/app-manifest.json)")
+    register.add_argument("--no-browser", action="store_true", help="print the page's URL, do not open it")
+    register.set_defaults(run=_register)
+
+    config = sub.add_parser("config", help="repository config tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate a .github/retrain.yml")
+    check.add_argument("path", help="path of the file")
+    check.set_defaults(run=_config_check)
+
+    status = sub.add_parser("status", help="list queued and running sessions (from Redis)")
+    status.add_argument("--repo", default=None, help="only this OWNER/NAME")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(run=_status)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
-        return int(args.run(args, Settings()))
+        settings = Settings()
+        configure_logging(logging.DEBUG if args.verbose else logging.INFO, settings.log_format)
+        return int(args.run(args, settings))
     except (RetrainError, ValueError) as exc:
         print(f"retrain: {exc}", file=sys.stderr)
         return 2

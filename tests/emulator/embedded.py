@@ -62,6 +62,8 @@ EMBEDDED: dict[str, Any] = {
                     "repositories": {"type": "array", "items": _S},
                     "repository_ids": {"type": "array", "items": {"type": "integer"}},
                     "permissions": {"type": "object", "additionalProperties": _S}}}, False))},
+        "/app": {"get": _op("apps/apps#get-the-authenticated-app")},
+        "/app-manifests/{code}/conversions": {"post": _op("apps/apps#create-a-github-app-from-a-manifest")},
         "/app/hook/deliveries": {"get": _op("apps/webhooks#list-deliveries-for-an-app-webhook")},
         "/app/hook/deliveries/{delivery_id}/attempts": {"post": _op(
             "apps/webhooks#redeliver-a-delivery-for-an-app-webhook")},

@@ -1,6 +1,7 @@
 """GitHubEmulator: an aiohttp stand-in for api.github.com, backed by real git repositories.
 
-It serves exactly the calls the App makes (rest.py, checks.py, gitdata.py, hooks.py, graphql_api.py),
+It serves exactly the calls the App makes (rest.py, checks.py, gitdata.py, hooks.py, apps.py, graphql_api.py)
+and github.com's page for registering an App from a manifest (apps.py),
 checks every REST call against GitHub's OpenAPI description and every GraphQL document against GitHub's
 schema when those are given, and records every call so tests can assert on traffic as well as on
 resulting git history. Tests can inject faults (rate limits, server errors; faults.py), and every REST
@@ -21,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .apps import CODE_TTL_S, ManifestCode, RegisteredApp, add_code, authenticate_app, register_from_manifest
 from .auth import Installation, InstallationToken, TokenStore
 from .faults import Fault, Faults, RateLimits
 from .gitstore import GitRepo, Identity
@@ -49,6 +51,11 @@ class GitHubEmulator:
         self.bot_login = bot_login
         self.bot_id = 41_898_282 + int(self.app_id) if self.app_id.isdigit() else 41_898_282
         self.tokens = TokenStore()
+        # Every App GitHub knows, by id: this one (installed on the repositories) and any registered from a
+        # manifest (add_manifest_code, or the web flow at /settings/apps/new); their JWTs all authenticate.
+        self.apps: dict[str, RegisteredApp] = {self.app_id: RegisteredApp(self.app_id, app_public_key_pem, {})}
+        self.manifest_codes: dict[str, ManifestCode] = {}  # GitHub's one-time codes of the manifest flow
+        self.web_user = "octo"  # who is signed in to the emulated github.com (registers Apps there)
         self.installations: dict[int, Installation] = {}
         self.repos: dict[str, RepoState] = {}
         self.codeload: dict[str, tuple[str, str, float]] = {}
@@ -87,6 +94,19 @@ class GitHubEmulator:
     def set_installation_permissions(self, installation_id: int, permissions: dict[str, str]) -> None:
         """Replace what an installation was granted (tokens minted later are limited by it)."""
         self.installations[installation_id].permissions = dict(permissions)
+
+    def add_manifest_code(self, manifest: dict[str, Any], *, owner: str | None = None, org: str | None = None,
+                          name: str | None = None, ttl_s: float = CODE_TTL_S) -> str:
+        """Register an App from `manifest` as if a person confirmed it on GitHub's page (as `owner`, default
+        `web_user`, or for organization `org`); returns the one-time code GitHub would redirect with.
+        A manifest GitHub's page refuses raises ValueError."""
+        app = register_from_manifest(self, manifest, owner=org or owner or self.web_user,
+                                     owner_type="Organization" if org else "User", name=name)
+        return add_code(self, app, ttl_s)
+
+    def authenticate_app(self, token: str) -> RegisteredApp:
+        """The App an App JWT authenticates (AuthError with GitHub's wording otherwise)."""
+        return authenticate_app(self, token)
 
     def expire_tokens(self) -> None:
         """Expire every installation token minted so far (to test the App's token refresh)."""

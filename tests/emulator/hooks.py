@@ -43,9 +43,10 @@ def _page_size(raw: str | None) -> int:
 
 
 async def list_deliveries(request: web.Request, emu: GitHubEmulator, op: Operation) -> web.StreamResponse:
-    require_app_jwt(request, emu)
+    app = require_app_jwt(request, emu)
     per_page = _page_size(request.query.get("per_page"))
-    newest_first = sorted(emu.hook_deliveries, key=lambda d: d["id"], reverse=True)
+    mine = emu.hook_deliveries if app.id == emu.app_id else []  # deliveries are the emulator's own App's
+    newest_first = sorted(mine, key=lambda d: d["id"], reverse=True)
     status = request.query.get("status")
     if status is not None:
         if status not in ("success", "failure"):
@@ -67,9 +68,10 @@ async def list_deliveries(request: web.Request, emu: GitHubEmulator, op: Operati
 
 
 async def redeliver(request: web.Request, emu: GitHubEmulator, op: Operation) -> web.StreamResponse:
-    require_app_jwt(request, emu)
+    app = require_app_jwt(request, emu)
     raw = op.params["delivery_id"]
-    found = next((d for d in emu.hook_deliveries if raw.isdigit() and d["id"] == int(raw)), None)
+    mine = emu.hook_deliveries if app.id == emu.app_id else []
+    found = next((d for d in mine if raw.isdigit() and d["id"] == int(raw)), None)
     if found is None:
         raise not_found()
     emu.record_redelivery(found)

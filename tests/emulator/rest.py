@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .auth import LEVELS, AuthError, InstallationToken, bearer, verify_app_jwt
+from .auth import LEVELS, AuthError, InstallationToken, bearer
 from .openapi import Operation
 from .state import RepoState, comment_json, content_entry, file_json, permission_json, reaction_json
 
 if TYPE_CHECKING:
+    from .apps import RegisteredApp
     from .emulator import GitHubEmulator
 
 DOCS = "https://docs.github.com/rest"
@@ -52,11 +53,11 @@ def fail(op: Operation, status: int, message: str, **extra: Any) -> GitHubError:
     return GitHubError(status, message, documentation_url=docs_url(op), **extra)
 
 
-def require_app_jwt(request: web.Request, emu: GitHubEmulator) -> None:
-    """Endpoints under /app take only the App's JWT (401 with GitHub's wording otherwise)."""
+def require_app_jwt(request: web.Request, emu: GitHubEmulator) -> RegisteredApp:
+    """Endpoints under /app take only an App's JWT (401 with GitHub's wording otherwise); the App it names."""
     credential = bearer(request.headers.get("Authorization"))
     try:
-        verify_app_jwt(credential or "", public_key_pem=emu.app_public_key_pem, app_id=emu.app_id)
+        return emu.authenticate_app(credential or "")
     except AuthError as exc:
         raise GitHubError(401, exc.message) from exc
 
@@ -117,10 +118,10 @@ async def read_json(request: web.Request, emu: GitHubEmulator, op: Operation, *,
 
 
 async def create_token(request: web.Request, emu: GitHubEmulator, op: Operation) -> web.StreamResponse:
-    require_app_jwt(request, emu)
+    app = require_app_jwt(request, emu)
     raw_id = op.params["installation_id"]
     inst = emu.installations.get(int(raw_id)) if raw_id.isdigit() else None
-    if inst is None:
+    if inst is None or app.id != emu.app_id:  # installations are the emulator's own App's
         raise not_found()
     body = await read_json(request, emu, op) or {}
     repos: set[str] | None = None

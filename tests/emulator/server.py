@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import checks, gitdata, hooks, rest
+from . import apps, checks, gitdata, hooks, rest
 from .auth import AuthError, bearer
 from .faults import Fault, default_body, fault_headers, primary_limit_body, request_id
 from .graphql_api import Context, run_graphql
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 _GRAPHQL_OP: Any = web.RequestKey("graphql_operation", str) if hasattr(web, "RequestKey") else "graphql_operation"
 _TARBALL_NO_REF = re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/tarball/?$")
 HANDLERS: dict[tuple[str, str], rest.Handler] = {**rest.HANDLERS, **checks.HANDLERS, **gitdata.HANDLERS,
-                                                 **hooks.HANDLERS}
+                                                 **hooks.HANDLERS, **apps.HANDLERS}
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ class RecordedCall:
 
 
 def _rate_key(emu: GitHubEmulator, request: web.Request) -> tuple[str, str, str] | None:
-    """(kind, who, resource) GitHub counts this request against; None for codeload downloads."""
-    if request.path.startswith("/_codeload/"):
+    """(kind, who, resource) GitHub counts this request against; None for codeload downloads and web pages."""
+    if request.path.startswith("/_codeload/") or request.path.endswith("/settings/apps/new"):
         return None
     resource = "graphql" if request.path == "/graphql" else "core"
     credential = bearer(request.headers.get("Authorization"))
@@ -56,7 +56,10 @@ def _rate_key(emu: GitHubEmulator, request: web.Request) -> tuple[str, str, str]
             return "installation", str(emu.tokens.lookup(credential).installation_id), resource
         except AuthError:
             if credential.count(".") == 2:
-                return "app", emu.app_id, resource
+                try:
+                    return "app", emu.authenticate_app(credential).id, resource
+                except AuthError:
+                    return "app", emu.app_id, resource
     return "client", request.remote or "unknown", resource
 
 
@@ -131,6 +134,9 @@ def make_app(emu: GitHubEmulator) -> web.Application:
     async def codeload(request: web.Request) -> web.StreamResponse:
         return await rest.codeload(request, emu)
 
+    async def new_app(request: web.Request) -> web.StreamResponse:
+        return await apps.new_app_page(request, emu)
+
     async def graphql(request: web.Request) -> web.StreamResponse:
         credential = bearer(request.headers.get("Authorization"))
         if credential is None:
@@ -152,5 +158,8 @@ def make_app(emu: GitHubEmulator) -> web.Application:
     app = web.Application(middlewares=[record], client_max_size=64 * 1024 * 1024)
     app.router.add_post("/graphql", graphql)
     app.router.add_get("/_codeload/{owner}/{repo}/legacy.tar.gz/{sha}", codeload)
+    # github.com's pages for registering an App from a manifest (the emulator's base URL is also its web URL)
+    app.router.add_post("/settings/apps/new", new_app)
+    app.router.add_post("/organizations/{org}/settings/apps/new", new_app)
     app.router.add_route("*", "/{tail:.*}", rest_call)
     return app
