@@ -110,7 +110,9 @@ def test_new_app_urls_for_people_organizations_and_enterprise() -> None:
     assert new_app_url(ghes.web_url, "s") == "https://ghe.example.com/settings/apps/new?state=s"
 
 
-def test_write_env_updates_in_place_and_keeps_the_rest(tmp_path: Path) -> None:
+def test_write_env_updates_in_place_and_keeps_the_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REDIS_URL", "RETRAIN_REDIS_URL", "RETRAIN_APP_ID", "RETRAIN_PRIVATE_KEY", "RETRAIN_PRIVATE_KEY_PATH"):
+        monkeypatch.delenv(name, raising=False)  # the environment would win over the file (scripts/test sets one)
     env = tmp_path / ".env"
     env.write_text("# mine\nRETRAIN_REDIS_URL=redis://r:6379/0\nexport RETRAIN_APP_ID=1\n"
                    "RETRAIN_PRIVATE_KEY=\"-----BEGIN KEY-----\nabc\n-----END KEY-----\"\nOTHER='x y'\n"
