@@ -24,9 +24,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
-from gidgethub import BadRequest, ValidationFailure, sansio
+from gidgethub import ValidationFailure, sansio
 
 from app.features import PLANNERS
 from app.metrics import CONTENT_TYPE, ReceiverMetrics
@@ -148,21 +149,26 @@ class Intake:
 
 
 def parse_delivery(headers: Any, body: bytes, secret: str) -> sansio.Event:
-    """A verified event, or `web.HTTPException` with the status GitHub's delivery log should show."""
-    if not headers.get("x-hub-signature-256"):  # the SHA-1 signature alone is not accepted
+    """A verified event, or `web.HTTPException` with the status GitHub's delivery log should show.
+
+    gidgethub checks the signature (constant-time HMAC); the body is parsed with orjson, which takes a
+    16 KB payload in a third of the time `json.loads` does (bench/README.md).
+    """
+    signature = headers.get("x-hub-signature-256")
+    if not signature:  # the SHA-1 signature alone is not accepted
         raise web.HTTPUnauthorized(text="missing X-Hub-Signature-256")
-    verified_headers = {k.lower(): v for k, v in headers.items() if k.lower() != "x-hub-signature"}
     try:
-        event = sansio.Event.from_http(verified_headers, body, secret=secret)
+        sansio.validate_event(body, signature=signature, secret=secret)
     except ValidationFailure as exc:
         raise web.HTTPUnauthorized(text="signature does not match") from exc
-    except BadRequest as exc:
-        raise web.HTTPBadRequest(text=f"malformed delivery: {exc}") from exc
-    except (KeyError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(text=f"malformed delivery: missing {exc}") from exc
-    if not isinstance(event.data, dict) or not event.delivery_id or not event.event:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise web.HTTPBadRequest(text=f"malformed delivery: not JSON ({exc})") from exc
+    event, delivery_id = headers.get("x-github-event"), headers.get("x-github-delivery")
+    if not isinstance(data, dict) or not delivery_id or not event:
         raise web.HTTPBadRequest(text="malformed delivery: expected a JSON object with event and delivery id")
-    return event
+    return sansio.Event(data, event=event, delivery_id=delivery_id)
 
 
 def create_app(settings: Settings, *, enqueue: Enqueue | None = None) -> web.Application:
