@@ -133,3 +133,22 @@ def test_a_second_session_waits_for_the_run_and_a_fenced_out_one_commits_nothing
         session(settings, "f" * 32, max_iters=20, controls=Controls(
             on_progress=taken_over, hold_run=lambda run: locks.acquire(REPO, run, "f" * 32)))
     assert progress_commits(emu) == []
+
+
+def test_a_redelivered_session_has_only_the_rest_of_its_time_limit(github, settings) -> None:
+    """Interruptions do not extend a session: the clock counts what earlier deliveries spent."""
+    emu, _ = github
+    set_ci_profile(emu, time_limit_s=3.0, checkpoint_every_s=1e-9)
+
+    def die_after_2s(p: Progress) -> None:
+        if p.elapsed_s > 2.0:
+            raise WorkerDied
+
+    with pytest.raises(WorkerDied):
+        session(settings, "g" * 32, max_iters=100_000, controls=Controls(on_progress=die_after_2s))
+    resumed = session(settings, "g" * 32, max_iters=100_000)
+    note = next(n for n in resumed.facts.notes if "in-session checkpoint at iteration" in n)
+    before = int(note.split("at iteration ")[1].split(" ")[0])
+    after = resumed.facts.end_iteration - before
+    assert resumed.stopped == "time limit"
+    assert 0 < after < before, f"{after} iterations after the redelivery, {before} before: the clock restarted"

@@ -31,6 +31,7 @@ class SessionSoFar:
     started_at: str
     losses: list[float]  # every iteration's training loss since start_iteration
     resumed_times: int = 0
+    spent_s: float = 0.0  # time this session's earlier deliveries spent, counted against its time limit
 
 
 @dataclass(frozen=True)

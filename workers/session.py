@@ -319,7 +319,8 @@ async def _train(
              parent or "a fresh model")
 
     time_limit = min(plan.time_limit_s, controls.max_time_s or plan.time_limit_s)
-    deadline = clock_start + time_limit
+    spent_before = so_far.so_far.spent_s if so_far else 0.0  # a redelivery does not restart the clock
+    deadline = clock_start + time_limit - spent_before
     why: list[str] = []
 
     def stop() -> bool:
@@ -339,6 +340,7 @@ async def _train(
             start_iteration=start_iteration, target_iteration=target, parent_checkpoint=parent,
             val_loss_before=so_far.so_far.val_loss_before if so_far else val_loss_before,
             started_at=started_at.isoformat(), losses=[*prior, *losses], resumed_times=resumed_times,
+            spent_s=spent_before + time.monotonic() - clock_start,
         )
 
     def save_snapshot(snap: Snapshot) -> None:
