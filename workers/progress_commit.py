@@ -1,0 +1,72 @@
+"""Committing a session's progress: registry, summary, history and chart in one compare-and-swap commit,
+merged into what the branch holds now when it moved; then dropping from the store what retention let go."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from app.github import StaleHead
+from app.repo_config import RepoConfig
+from workers import registry as reg
+from workers.history import appended, history_line, parse_history
+from workers.loss_chart import render_svg
+from workers.progress import (
+    SessionFacts,
+    commit_message,
+    new_entry,
+    summary,
+    to_json_bytes,
+)
+from workers.repos import ProgressRepository
+from workers.session_plan import metadata_path
+from workers.store import CheckpointStore
+
+log = logging.getLogger(__name__)
+COMMIT_ATTEMPTS = 4
+
+
+async def commit_progress(
+    repo: ProgressRepository, config: RepoConfig, branch: str, head: str, facts: SessionFacts,
+    max_checkpoints: int | None = None, pending: tuple[reg.CheckpointEntry, ...] = (), fence: int | None = None,
+) -> tuple[str, str, list[reg.CheckpointEntry]]:
+    """Commit registry + summary; when the branch moved, merge into what is there now and try again."""
+    entry = new_entry(facts)
+    headline, body = commit_message(facts)
+    if fence is not None:  # which lease committed: an audit trail of one-session-at-a-time
+        body = f"{body}\n\nRetrain-Fence: {fence}"
+    path = metadata_path(config, facts.run)
+    history_path = f"{facts.run_dir}/history.jsonl"
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        current, _ = reg.parse_registry(await repo.read_file(path, head))
+        current = reg.merge(current, {e.checkpoint_id: e for e in pending})
+        kept, dropped = reg.retain(
+            reg.with_entry(current, entry), max_checkpoints or config.retention.max_checkpoints,
+            pinned=entry.checkpoint_id,
+        )
+        history = appended(await repo.read_file(history_path, head), history_line(facts))
+        files = {
+            path: reg.dump_registry(kept),
+            f"{facts.run_dir}/training_summary.json": to_json_bytes(summary(facts, kept)),
+            history_path: history,
+            f"{facts.run_dir}/loss.svg": render_svg(parse_history(history), f"{facts.run}: loss").encode(),
+        }
+        try:
+            return await repo.commit(branch, head, files, headline, body), branch, dropped
+        except StaleHead:
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+            log.info("branch %s moved; merging and retrying (attempt %d)", branch, attempt + 1)
+            await asyncio.sleep(0.2 * 2**attempt)
+            head = (await repo.head(branch)).oid
+    raise AssertionError("unreachable")
+
+
+def forget(store: CheckpointStore, dropped: list[reg.CheckpointEntry], records: tuple[str, ...]) -> None:
+    """After the commit has landed: delete the weights retention dropped, and the entry records the
+    commit now holds."""
+    for entry in dropped:
+        if entry.storage is not None:
+            store.delete(entry.storage)
+    for key in records:
+        store.remove(key)
