@@ -15,7 +15,7 @@ from app.settings import Settings
 from tests.conftest import INSTALLATION_ID, REPO
 from workers.live import LiveSession, LiveSessions
 from workers.session import SessionRequest
-from workers.train_job import run_github_session
+from workers.train_job import Coordination, run_github_session
 
 RUN_DIR = ".training-progress/nanecho-cached-ci"
 
@@ -39,7 +39,8 @@ def run_job(settings: Settings, live: LiveSessions, max_iters: int, check_run_id
             session_id: str = "s" * 32) -> str:
     request = SessionRequest(session_id=session_id, profile="ci", max_iters=max_iters, trigger="issue_comment",
                              sender="alice")
-    return asyncio.run(run_github_session(settings, origin(), request, check_run_id, tokens=TokenCache(), live=live))
+    return asyncio.run(run_github_session(settings, origin(), request, check_run_id, tokens=TokenCache(),
+                                         coordination=Coordination(live)))
 
 
 def test_cancel_stops_a_running_session_which_commits_what_it_trained(github, settings, clean_redis) -> None:

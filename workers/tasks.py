@@ -39,7 +39,7 @@ from workers.run_lock import RunBusy, RunLocks
 from workers.run_queue import RunQueue
 from workers.schedules import ScheduleStore, schedule_specs
 from workers.session import SessionPaused, SessionRequest
-from workers.train_job import run_github_session
+from workers.train_job import Coordination, run_github_session
 
 log = logging.getLogger(__name__)
 configure_telemetry(Settings().redis_url)  # workers report into Redis; the receiver's /metrics shows it
@@ -158,10 +158,12 @@ def train_session_task(
         try:
             return asyncio.run(run_github_session(
                 settings, Origin(**origin), SessionRequest(**request), check_run_id, tokens=TOKENS,
-                live=live_sessions(settings.redis_url), locks=run_locks(settings.redis_url, settings.lock_ttl_s),
-                run_queue=run_queue(settings.redis_url, settings.visibility_timeout_s), queue_slot=run,
-                messages=session_messages(settings.redis_url, settings.visibility_timeout_s),
-                first_attempt=self.request.retries == 0, draining=drain.requested,
+                coordination=Coordination(
+                    live_sessions(settings.redis_url), run_locks(settings.redis_url, settings.lock_ttl_s),
+                    run_queue(settings.redis_url, settings.visibility_timeout_s),
+                    session_messages(settings.redis_url, settings.visibility_timeout_s),
+                ),
+                queue_slot=run, first_attempt=self.request.retries == 0, draining=drain.requested,
             ))
         except RunBusy as busy:
             raise self.retry(countdown=settings.busy_retry_s, exc=busy) from busy

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from app.errors import RetrainError
 from app.features.decisions import Origin
@@ -34,15 +35,37 @@ log = logging.getLogger(__name__)
 LIVE_EVERY_S = 5.0
 
 
+@dataclass(frozen=True)
+class Coordination:
+    """Where a session meets the others, all in Redis: its live status (`/retrain status`, cancel), its
+    run's lease, its slot in the run's queue, and its kept message (for the orphan check)."""
+
+    live: LiveSessions
+    locks: RunLocks | None = None
+    run_queue: RunQueue | None = None
+    messages: SessionMessages | None = None
+
+    def leave(self, repo: str, slot: str | None, session_id: str) -> None:
+        """The session is over, one way or another: out of status, its run's queue and recovery."""
+        try:
+            self.live.remove(repo, session_id)
+            if self.messages is not None:
+                self.messages.forget(session_id)
+            if self.run_queue is not None and slot is not None:
+                self.run_queue.release(repo, slot, session_id)
+        except Exception:  # records expire on their own
+            log.warning("could not clear the records of session %s", session_id, exc_info=True)
+
+
 async def run_github_session(
     settings: Settings, origin: Origin, request: SessionRequest, check_run_id: int | None, *,
-    tokens: TokenCache, live: LiveSessions, locks: RunLocks | None = None, run_queue: RunQueue | None = None,
-    queue_slot: str | None = None, first_attempt: bool = True, messages: SessionMessages | None = None,
+    tokens: TokenCache, coordination: Coordination, queue_slot: str | None = None, first_attempt: bool = True,
     draining: Callable[[], bool] | None = None,
 ) -> str:
     """The outcome in a few words. Raises RunBusy while another session holds the run, and SessionPaused
     when the worker shuts down mid-session: the task sends itself again in both cases."""
     store = CheckpointStore(settings.store_url)
+    live, locks = coordination.live, coordination.locks
     sid = request.session_id
     series = {"repo": origin.repo, "profile": request.profile}
 
@@ -56,7 +79,7 @@ async def run_github_session(
             gh, origin, check_run_id=check_run_id, profile=request.profile, session_id=sid, web_url=settings.web_url,
         )
         if live.cancel_requested(sid):
-            _leave(live, run_queue, messages, origin.repo, queue_slot, sid)
+            coordination.leave(origin.repo, queue_slot, sid)
             ended("cancelled_before_start")
             await reporter.cancelled_before_start()
             return f"session {sid} cancelled before it started"
@@ -138,22 +161,10 @@ async def run_github_session(
             raise
         finally:
             if not busy:
-                _leave(live, run_queue, messages, origin.repo, queue_slot, sid)
+                coordination.leave(origin.repo, queue_slot, sid)
         ended({STOPPED_ON_REQUEST: "cancelled", STOPPED_AT_TIME_LIMIT: "time_limit"}.get(
             result.facts.stopped or "", "committed"))
         TELEMETRY.gauge("retrain_validation_loss", result.facts.val_loss_after, **series)
         await reporter.finished(result)
     return f"session {sid} committed {result.commit_oid}"
 
-
-def _leave(live: LiveSessions, run_queue: RunQueue | None, messages: SessionMessages | None, repo: str,
-           slot: str | None, session_id: str) -> None:
-    """The session is over, one way or another: out of `/retrain status`, its run's queue and recovery."""
-    try:
-        live.remove(repo, session_id)
-        if messages is not None:
-            messages.forget(session_id)
-        if run_queue is not None and slot is not None:
-            run_queue.release(repo, slot, session_id)
-    except Exception:  # records expire on their own
-        log.warning("could not clear the records of session %s", session_id, exc_info=True)
