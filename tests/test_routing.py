@@ -69,3 +69,25 @@ def test_beat_looks_for_orphaned_sessions_on_the_events_queue() -> None:
     app = create_celery(Settings(_env_file=None, orphan_check_s=45))
     [entry] = [e for e in app.conf.beat_schedule.values() if e["task"] == RECOVER_ORPHANS_TASK]
     assert entry["schedule"].total_seconds() == 45 and entry["options"]["queue"] == EVENTS_QUEUE
+
+
+def test_only_a_train_worker_loads_torch(redis_url: str) -> None:
+    """The events worker and beat never need the training stack; the train worker loads it once, in its parent,
+    before forking its pool (checked in fresh interpreters)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import workers.tasks\n"
+        "from types import SimpleNamespace as NS\n"
+        "print('import:', 'torch' in sys.modules)\n"
+        "worker = NS(app=NS(amqp=NS(queues=NS(consume_from={QUEUES}))))\n"
+        "workers.tasks.preload_training(worker)\n"
+        "print('after init:', 'torch' in sys.modules)\n"
+    )
+    env = {"RETRAIN_REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"}
+    for queues, loaded in (({"events": 1}, False), ({"train": 1}, True)):
+        done = subprocess.run([sys.executable, "-c", code.replace("{QUEUES}", repr(queues))], capture_output=True,
+                              text=True, timeout=120, env=env)
+        assert done.stdout.split() == ["import:", "False", "after", "init:", str(loaded)], done.stderr

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import redis
+from celery.signals import worker_init
 
 from app.errors import ConfigError
 from app.features.decisions import Origin, StartTraining
@@ -38,8 +39,6 @@ from workers.redelivery import redeliver_failed
 from workers.run_lock import RunBusy, RunLocks
 from workers.run_queue import RunQueue
 from workers.schedules import ScheduleStore, schedule_specs
-from workers.session import SessionPaused, SessionRequest
-from workers.train_job import Coordination, run_github_session
 
 log = logging.getLogger(__name__)
 configure_telemetry(Settings().redis_url)  # workers report into Redis; the receiver's /metrics shows it
@@ -150,6 +149,9 @@ def train_session_task(
 
     While another session holds the run this task comes back every `busy_retry_s` (a Celery retry keeps
     its id, arguments and time limit)."""
+    from workers.session import SessionPaused, SessionRequest  # the training stack: see preload_training
+    from workers.train_job import Coordination, run_github_session
+
     settings = Settings()
     drain = Drain(redis.Redis.from_url(settings.redis_url), self.request.hostname or "")
     ids = {"session_id": request.get("session_id"), "delivery_id": request.get("delivery_id"),
@@ -169,6 +171,17 @@ def train_session_task(
             raise self.retry(countdown=settings.busy_retry_s, exc=busy) from busy
         except SessionPaused as paused:  # this worker is shutting down: another one continues
             raise self.retry(countdown=0, exc=paused) from paused
+
+
+@worker_init.connect
+def preload_training(sender: Any = None, **_: object) -> None:
+    """Only a worker that consumes the train queue loads torch and the trainer, once, in its parent: each
+    pool process forked for a session then starts with it loaded. The events worker and beat stay small.
+    (Importing torch initialises no CUDA; see tests/test_routing.py.)"""
+    consumed = getattr(getattr(sender, "app", None), "amqp", None)
+    queues = set(consumed.queues.consume_from or ()) if consumed is not None else set()
+    if TRAIN_QUEUE in queues:
+        import workers.train_job  # noqa: F401
 
 
 @functools.cache
