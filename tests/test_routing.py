@@ -55,8 +55,11 @@ def test_the_worker_parent_never_initialises_cuda() -> None:
         "torch.cuda._lazy_init = boom; torch.cuda.init = boom; torch.cuda.is_available = boom\n"
         "torch.cuda.device_count = boom\n"
         "import workers.tasks\n"
+        "from types import SimpleNamespace as NS\n"
         "from workers.celery_app import celery_app\n"
         "celery_app.loader.import_default_modules()\n"
+        "workers.tasks.preload_training(NS(app=NS(amqp=NS(queues=NS(consume_from={'train': 1})))))\n"
+        "import workers.trainer.train, workers.session\n"
         "print('ok')\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
