@@ -102,14 +102,15 @@ def receiver(env: dict[str, str], log: Path) -> Iterator[str]:
     args = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     base = f"http://127.0.0.1:{port}"
     with process(args, env, log) as proc:
-
-        def healthy() -> bool:
-            assert proc.poll() is None, log.read_text(errors="replace")
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=1) as resp:
-                    return resp.status == 200
-            except OSError:
-                return False
-
-        wait_until(healthy, 30, "receiver /healthz", log)
+        wait_until(lambda: answers_ok(f"{base}/healthz", proc, log), 30, "receiver /healthz", log)
         yield base
+
+
+def answers_ok(url: str, proc: subprocess.Popen, log: Path) -> bool:
+    """Whether `url` answers 200 now; fails at once, with the log, if the process serving it has exited."""
+    assert proc.poll() is None, log.read_text(errors="replace")
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return resp.status == 200
+    except OSError:
+        return False

@@ -8,12 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 from tests.conftest import APP_ID, REPO
 from tests.payloads import comment_event
-from tests.processes import ROOT, free_port, wait_until
+from tests.processes import ROOT, answers_ok, free_port, wait_until
 from tests.services import SECRET, post
 
 PROCESSES = ("web", "events", "worker", "beat")
@@ -39,16 +38,7 @@ def test_honcho_runs_the_procfile_through_a_whole_session(github, redis_url, cle
                                   cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         web = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            assert honcho.poll() is None, log.read_text()
-            try:
-                with urllib.request.urlopen(f"{web}/readyz", timeout=1) as resp:
-                    return resp.status == 200
-            except OSError:
-                return False
-
-        wait_until(ready, 60, "web's /readyz", log)
+        wait_until(lambda: answers_ok(f"{web}/readyz", honcho, log), 60, "web's /readyz", log)
         wait_until(lambda: log.read_text().count(" ready.") >= 2, 90, "both celery workers", log)
         payload = comment_event("/retrain ci max_iters=20", sender="alice", repo=REPO, installation_id=42,
                                 comment_id=1201)
