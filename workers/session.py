@@ -157,7 +157,7 @@ async def _train(
     """Train (from the in-session checkpoint when an earlier delivery left one), store the weights and the
     entry record, and describe the session."""
     started_at = utcnow()
-    so_far = await asyncio.to_thread(usable_inflight, store, inflight, plan, request.fresh)
+    so_far = await asyncio.to_thread(usable_inflight, store, inflight, plan)
     if so_far is not None:
         done = len(so_far.so_far.losses)
         plan.notes.append(
@@ -177,7 +177,8 @@ async def _train(
     log.info("training %s: %d iterations from %s", request.profile, target - start_iteration - len(prior),
              parent or "a fresh model")
 
-    time_limit = min(plan.time_limit_s, controls.max_time_s or plan.time_limit_s)
+    profile = plan.config.profiles[request.profile]
+    time_limit = min(profile.time_limit_s, controls.max_time_s or profile.time_limit_s)
     spent_before = so_far.so_far.spent_s if so_far else 0.0  # a redelivery does not restart the clock
     deadline = clock_start + time_limit - spent_before
     why: list[str] = []
@@ -208,7 +209,6 @@ async def _train(
         except Exception:  # an unreachable store costs the safety net, not the session
             log.warning("could not save the in-session checkpoint of %s", request.session_id, exc_info=True)
 
-    profile = plan.config.profiles[request.profile]
     result = await asyncio.to_thread(
         train, plan.model_config, replace(plan.train_config, max_iters=target - start_iteration - len(prior)),
         plan.corpus, resume=resume_state, on_progress=controls.on_progress, should_stop=stop,
@@ -254,7 +254,7 @@ def load_finished(store: CheckpointStore, key: str, notes: list[str]) -> Session
     return replace(facts, notes=(*facts.notes, again))
 
 
-def usable_inflight(store: CheckpointStore, key: str, plan: SessionPlan, fresh: bool) -> InFlight | None:
+def usable_inflight(store: CheckpointStore, key: str, plan: SessionPlan) -> InFlight | None:
     """This session's in-session checkpoint when an earlier delivery left one that still fits the data."""
     try:
         found = load_inflight(store, key)

@@ -97,7 +97,6 @@ class SessionPlan:
     notes: list[str]
     pending: Pending
     committed: str | None  # the checkpoint this very session already committed (a redelivered task)
-    time_limit_s: float
 
 
 @dataclass(frozen=True)
@@ -150,7 +149,7 @@ async def prepare(
     return SessionPlan(
         config=config, run=run, head=head, corpus=corpus, model_config=model_config,
         train_config=train_config_for(profile, request.max_iters), fingerprint=fingerprint, resume=resume,
-        notes=notes, pending=pending, committed=committed, time_limit_s=profile.time_limit_s,
+        notes=notes, pending=pending, committed=committed,
     )
 
 

@@ -135,7 +135,7 @@ async def run_scheduled_session(
             with store.lock(repo):
                 store.replace(installation_id, repo, specs)
             return f"ignored: {cron!r} ({profile}) is no longer in {CONFIG_PATH}; entries refreshed"
-        queue = RunQueue.for_url(settings.redis_url, settings.visibility_timeout_s)
+        queue = run_queue(settings.redis_url, settings.visibility_timeout_s)
         return await start(gh, feedback, config, StartTraining(origin, profile), enqueue, queue)
 
 
