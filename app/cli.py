@@ -123,7 +123,7 @@ def _eta(seconds: float | None) -> str:
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     import redis
 
-    from workers.live import SESSIONS_KEY, LiveSessions
+    from workers.coordination.live import SESSIONS_KEY, LiveSessions
 
     prefix = SESSIONS_KEY.format(repo="")
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=10)

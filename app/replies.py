@@ -64,7 +64,7 @@ def finished(origin: Origin, summary_markdown: str) -> str:
 
 
 def status(origin: Origin, rows: list[dict[str, str]]) -> str:
-    """`rows`: one per live session, already formatted (see workers.live.status_rows)."""
+    """`rows`: one per live session, already formatted (see workers.coordination.live.status_rows)."""
     if not rows:
         return _reply(origin, "no session of this repository is queued or running.")
     columns = ("session", "profile", "status", "iteration", "loss", "eta", "by")

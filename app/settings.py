@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     orphan_after_s: float = Field(
         default=300.0, gt=0,
         description="A running session whose lease is gone and which was quiet this long lost its whole "
-        "worker; it is sent again (workers/orphans.py).",
+        "worker; it is sent again (workers/coordination/orphans.py).",
     )
     log_format: Literal["auto", "json", "text"] = Field(
         default="auto", description="Log lines as JSON objects or text; auto: text at a terminal, else JSON."

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from workers.demo import corpus
-from workers.repos import BOT_IDENTITY
+from workers.session.repos import BOT_IDENTITY
 
 TINY_CONFIG = """\
 data:

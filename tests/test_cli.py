@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from app.cli import main
-from workers.live import LiveSession, LiveSessions
+from workers.coordination.live import LiveSession, LiveSessions
 
 
 @pytest.fixture(autouse=True)

@@ -11,8 +11,8 @@ import pytest
 from app.settings import Settings
 from tests.conftest import INSTALLATION_ID, REPO
 from tests.payloads import comment_event
-from workers.events import handle_event, session_id_for
-from workers.live import LiveSession, LiveSessions
+from workers.coordination.live import LiveSession, LiveSessions
+from workers.jobs.events import handle_event, session_id_for
 
 
 def handle(

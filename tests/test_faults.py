@@ -28,8 +28,8 @@ from tests.payloads import comment_event
 from tests.processes import free_port, pool_children, redis_server, wait_until
 from tests.repos import set_ci_profile
 from tests.services import Services, post, retrain_services
-from workers.events import session_id_for
-from workers.live import LiveSessions
+from workers.coordination.live import LiveSessions
+from workers.jobs.events import session_id_for
 
 RUN = "nanecho-cached-ci"
 RUN_DIR = f".training-progress/{RUN}"
@@ -280,7 +280,7 @@ def test_a_whole_worker_lost_is_noticed_and_its_session_resumed(github, services
     from tests.processes import celery_worker
     from workers import tasks
     from workers.celery_app import create_celery
-    from workers.orphans import recover_orphans
+    from workers.coordination.orphans import recover_orphans
 
     emu, _ = github
     set_ci_profile(emu, checkpoint_every_s=0.3)

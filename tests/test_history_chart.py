@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from workers.history import appended, downsample, parse_history
-from workers.loss_chart import render_svg
+from workers.session.history import appended, downsample, parse_history
+from workers.session.loss_chart import render_svg
 
 
 def test_downsample_keeps_means_and_end_iterations() -> None:

@@ -18,7 +18,7 @@ from app.server import create_app, signature_for
 from app.settings import Settings
 from tests.conftest import INSTALLATION_ID, REPO, fixtures_dir
 from tests.payloads import comment_event
-from workers.events import handle_event
+from workers.jobs.events import handle_event
 
 SECRET = "hostile-test-secret"
 EVENTS = ("issue_comment", "workflow_dispatch", "workflow_run", "check_run", "installation",

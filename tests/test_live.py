@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from workers.live import SESSIONS_KEY, LiveSession, LiveSessions
+from workers.coordination.live import SESSIONS_KEY, LiveSession, LiveSessions
 
 
 def test_sessions_are_listed_running_first_and_removed_when_done(clean_redis: redis.Redis) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.progress_log import ProgressBar, ProgressLogger, local_progress
+from workers.session.progress_log import ProgressBar, ProgressLogger, local_progress
 from workers.trainer.train import Progress
 
 

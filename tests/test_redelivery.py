@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.settings import Settings
-from workers import redelivery
-from workers.redelivery import redeliver_failed, select_redeliveries
+from workers.jobs import redelivery
+from workers.jobs.redelivery import redeliver_failed, select_redeliveries
 
 NOW = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
 

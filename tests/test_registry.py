@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import fixtures_dir
-from workers import registry as reg
+from workers.session import registry as reg
 
 FP = reg.Fingerprint(data_sha256="d" * 64, tokenizer="bytes-v1", model_config_sha256="m" * 64)
 OTHER_FP = reg.Fingerprint(data_sha256="e" * 64, tokenizer="bytes-v1", model_config_sha256="m" * 64)

@@ -59,7 +59,7 @@ def test_the_worker_parent_never_initialises_cuda() -> None:
         "from workers.celery_app import celery_app\n"
         "celery_app.loader.import_default_modules()\n"
         "workers.tasks.preload_training(NS(app=NS(amqp=NS(queues=NS(consume_from={'train': 1})))))\n"
-        "import workers.trainer.train, workers.session\n"
+        "import workers.trainer.train, workers.session.session\n"
         "print('ok')\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from workers.run_lock import LOCK_KEY, Lease, LeaseLost, RunBusy, RunLocks
+from workers.coordination.run_lock import LOCK_KEY, Lease, LeaseLost, RunBusy, RunLocks
 
 REPO, RUN = "octo/demo", "nanecho-cached-ci"
 KEY = LOCK_KEY.format(repo=REPO, run=RUN)

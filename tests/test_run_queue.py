@@ -6,7 +6,7 @@ import time
 
 import redis
 
-from workers.run_queue import QUEUE_KEY, RunQueue
+from workers.coordination.run_queue import QUEUE_KEY, RunQueue
 
 REPO, RUN = "octo/demo", "nanecho-cached-ci"
 

@@ -23,8 +23,8 @@ from tests.conftest import APP_ID, INSTALLATION_ID, REPO, fixtures_dir
 from tests.processes import celery_worker, process, wait_until
 from tests.repos import TINY_CONFIG
 from workers.celery_app import REDELIVER_EVERY, SESSION_TASK, TRAIN_QUEUE, create_celery
-from workers.events import handle_event
-from workers.schedules import ScheduleSpec, ScheduleStore, build_entry, entry_name
+from workers.jobs.events import handle_event
+from workers.jobs.schedules import ScheduleSpec, ScheduleStore, build_entry, entry_name
 
 CONFIG = ".github/retrain.yml"
 TWO_ENTRIES = TINY_CONFIG + 'schedule:\n  - {cron: "0 */6 * * *", profile: ci}\n  - {cron: "30 2 * * 1"}\n'

@@ -15,9 +15,9 @@ from app.errors import ConfigError, SessionError
 from app.github import installation_client
 from app.settings import Settings
 from tests.conftest import INSTALLATION_ID, REPO
-from workers.repos import GitHubRepository
-from workers.session import SessionRequest, SessionResult, run_session
-from workers.store import CheckpointStore
+from workers.session.repos import GitHubRepository
+from workers.session.session import SessionRequest, SessionResult, run_session
+from workers.session.store import CheckpointStore
 
 RUN_DIR = ".training-progress/nanecho-cached-ci"
 

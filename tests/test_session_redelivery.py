@@ -13,10 +13,10 @@ from app.github import installation_client
 from app.settings import Settings
 from tests.conftest import INSTALLATION_ID, REPO
 from tests.repos import set_ci_profile
-from workers.repos import GitHubRepository
-from workers.run_lock import LeaseLost, RunBusy, RunLocks
-from workers.session import AlreadyCommitted, Controls, SessionRequest, SessionResult, run_session
-from workers.store import CheckpointStore
+from workers.coordination.run_lock import LeaseLost, RunBusy, RunLocks
+from workers.session.repos import GitHubRepository
+from workers.session.session import AlreadyCommitted, Controls, SessionRequest, SessionResult, run_session
+from workers.session.store import CheckpointStore
 from workers.trainer.train import Progress
 
 RUN_DIR = ".training-progress/nanecho-cached-ci"

@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from workers.snapshot import SnapshotError, files_from_tarball, select_files
+from workers.session.snapshot import SnapshotError, files_from_tarball, select_files
 
 
 def tarball(files: dict[str, bytes], top: str = "octo-demo-abc1234") -> bytes:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from workers.registry import StoredObject
-from workers.store import CheckpointStore, StoreError
+from workers.session.registry import StoredObject
+from workers.session.store import CheckpointStore, StoreError
 
 
 @pytest.fixture(params=["file", "memory"])

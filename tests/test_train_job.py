@@ -13,9 +13,9 @@ from app.github import installation_client
 from app.github_auth import TokenCache
 from app.settings import Settings
 from tests.conftest import INSTALLATION_ID, REPO
-from workers.live import LiveSession, LiveSessions
-from workers.session import SessionRequest
-from workers.train_job import Coordination, run_github_session
+from workers.coordination.live import LiveSession, LiveSessions
+from workers.jobs.train_job import Coordination, run_github_session
+from workers.session.session import SessionRequest
 
 RUN_DIR = ".training-progress/nanecho-cached-ci"
 

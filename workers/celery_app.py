@@ -46,7 +46,7 @@ def create_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         # Long GPU sessions, all in one place:
         # - acknowledge only when done, and hand an unfinished task back when its worker process dies
-        #   (SIGKILL, OOM): the redelivered session resumes from its in-session checkpoint (workers/session.py);
+        #   (SIGKILL, OOM): the redelivered session resumes from its in-session checkpoint (workers/session/session.py);
         # - take one task at a time: a prefetched session would wait behind a long one on a busy GPU;
         # - the visibility timeout outlasts the longest allowed session (settings.max_session_s plus the
         #   hard-limit grace), or Redis would hand a running session to a second worker; broker and result

@@ -12,7 +12,7 @@ import random
 import subprocess
 from pathlib import Path
 
-from workers.repos import BOT_IDENTITY
+from workers.session.repos import BOT_IDENTITY
 
 SUBJECTS = ["the gardener", "a small robot", "the old river", "my neighbour", "the night train", "a curious cat",
             "the lighthouse keeper", "the baker", "a quiet student", "the wind"]

@@ -8,10 +8,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from workers.progress_log import local_progress
-from workers.repos import LocalGitRepository
-from workers.session import SessionRequest, SessionResult, run_session
-from workers.store import CheckpointStore
+from workers.session.progress_log import local_progress
+from workers.session.repos import LocalGitRepository
+from workers.session.session import SessionRequest, SessionResult, run_session
+from workers.session.store import CheckpointStore
 from workers.trainer.baseline import perplexity
 
 

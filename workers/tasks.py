@@ -30,15 +30,15 @@ from workers.celery_app import (
     TRAIN_QUEUE,
     celery_app,
 )
-from workers.drain import Drain
-from workers.events import EnqueueSession, Feedback, handle_event, start
-from workers.live import LiveSession, LiveSessions
-from workers.live import for_url as live_for_url
-from workers.orphans import SessionMessages, recover_orphans
-from workers.redelivery import redeliver_failed
-from workers.run_lock import RunBusy, RunLocks
-from workers.run_queue import RunQueue
-from workers.schedules import ScheduleStore, schedule_specs
+from workers.coordination.drain import Drain
+from workers.coordination.live import LiveSession, LiveSessions
+from workers.coordination.live import for_url as live_for_url
+from workers.coordination.orphans import SessionMessages, recover_orphans
+from workers.coordination.run_lock import RunBusy, RunLocks
+from workers.coordination.run_queue import RunQueue
+from workers.jobs.events import EnqueueSession, Feedback, handle_event, start
+from workers.jobs.redelivery import redeliver_failed
+from workers.jobs.schedules import ScheduleStore, schedule_specs
 
 log = logging.getLogger(__name__)
 configure_telemetry(Settings().redis_url)  # workers report into Redis; the receiver's /metrics shows it
@@ -52,7 +52,7 @@ def live_sessions(redis_url: str) -> LiveSessions:
 
 
 def enqueue_session(message: dict[str, Any], recoveries: int = 0) -> None:
-    """Record the session as queued (for `/retrain status`) and keep its message (for workers/orphans.py),
+    """Record the session as queued (for `/retrain status`) and keep its message (for workers/coordination/orphans.py),
     then hand it to the train queue with its hard time limit: the profile's soft limit (capped by
     settings.max_session_s) plus the grace in which a session out of time evaluates, stores and commits."""
     settings = Settings()
@@ -83,7 +83,7 @@ def handle_event_task(event: str, delivery_id: str, payload: dict[str, Any]) -> 
 
 @celery_app.task(name=SCHEDULED_SESSION_TASK, bind=True)
 def scheduled_session_task(self: Any, installation_id: int, repo: str, profile: str, cron: str) -> str:
-    """Fired by a repository's cron entry (workers/schedules.py). The task id names the firing, so a
+    """Fired by a repository's cron entry (workers/jobs/schedules.py). The task id names the firing, so a
     redelivered message names the same session."""
     with bound(delivery_id=f"schedule-{self.request.id}", repo=repo):
         outcome = asyncio.run(run_scheduled_session(
@@ -149,8 +149,8 @@ def train_session_task(
 
     While another session holds the run this task comes back every `busy_retry_s` (a Celery retry keeps
     its id, arguments and time limit)."""
-    from workers.session import SessionPaused, SessionRequest  # the training stack: see preload_training
-    from workers.train_job import Coordination, run_github_session
+    from workers.jobs.train_job import Coordination, run_github_session
+    from workers.session.session import SessionPaused, SessionRequest  # the training stack: see preload_training
 
     settings = Settings()
     drain = Drain(redis.Redis.from_url(settings.redis_url), self.request.hostname or "")
@@ -181,7 +181,7 @@ def preload_training(sender: Any = None, **_: object) -> None:
     consumed = getattr(getattr(sender, "app", None), "amqp", None)
     queues = set(consumed.queues.consume_from or ()) if consumed is not None else set()
     if TRAIN_QUEUE in queues:
-        import workers.train_job  # noqa: F401
+        import workers.jobs.train_job  # noqa: F401
 
 
 @functools.cache

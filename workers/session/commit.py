@@ -8,19 +8,19 @@ import logging
 
 from app.github import StaleHead
 from app.repo_config import RepoConfig
-from workers import registry as reg
-from workers.history import appended, history_line, parse_history
-from workers.loss_chart import render_svg
-from workers.progress import (
+from workers.session import registry as reg
+from workers.session.history import appended, history_line, parse_history
+from workers.session.loss_chart import render_svg
+from workers.session.plan import metadata_path
+from workers.session.progress import (
     SessionFacts,
     commit_message,
     new_entry,
     summary,
     to_json_bytes,
 )
-from workers.repos import ProgressRepository
-from workers.session_plan import metadata_path
-from workers.store import CheckpointStore
+from workers.session.repos import ProgressRepository
+from workers.session.store import CheckpointStore
 
 log = logging.getLogger(__name__)
 COMMIT_ATTEMPTS = 4

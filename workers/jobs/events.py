@@ -29,10 +29,10 @@ from app.github import GitHubClient, installation_client
 from app.github_auth import EVENTS_PERMISSIONS, TokenCache
 from app.repo_config import CONFIG_PATH, RepoConfig, parse_repo_config
 from app.settings import Settings
-from workers.live import LiveSessions, status_rows
-from workers.live import for_url as live_for_url
-from workers.run_queue import RunQueue
-from workers.schedules import ScheduleStore, apply_schedules
+from workers.coordination.live import LiveSessions, status_rows
+from workers.coordination.live import for_url as live_for_url
+from workers.coordination.run_queue import RunQueue
+from workers.jobs.schedules import ScheduleStore, apply_schedules
 
 log = logging.getLogger(__name__)
 SESSION_NAMESPACE = uuid.UUID("0b5e3c59-8d0f-4d2b-9a55-2f1f8b6f6a10")

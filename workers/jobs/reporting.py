@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from app import check_output, replies
 from app.features.decisions import Origin
 from app.github import GitHubClient
-from workers.progress import STOPPED_AT_TIME_LIMIT, STOPPED_ON_REQUEST
-from workers.session import SessionResult
+from workers.session.progress import STOPPED_AT_TIME_LIMIT, STOPPED_ON_REQUEST
+from workers.session.session import SessionResult
 from workers.trainer.train import Progress
 
 log = logging.getLogger(__name__)

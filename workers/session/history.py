@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from workers.progress import SessionFacts
+from workers.session.progress import SessionFacts
 
 CURVE_POINTS = 50  # per session; enough for a chart, small enough for a diff
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from workers.registry import CheckpointEntry, Fingerprint, Registry, StoredObject, quality_score
+from workers.session.registry import CheckpointEntry, Fingerprint, Registry, StoredObject, quality_score
 from workers.trainer.baseline import perplexity
 
 

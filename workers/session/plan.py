@@ -12,12 +12,12 @@ from typing import Any
 from app.errors import SessionError
 from app.github import BranchHead
 from app.repo_config import CONFIG_PATH, Profile, RepoConfig, parse_repo_config
-from workers import registry as reg
-from workers.history import parse_history
-from workers.pending import Pending, find_pending
-from workers.repos import ProgressRepository
-from workers.snapshot import select_files
-from workers.store import CheckpointStore, StoreError
+from workers.session import registry as reg
+from workers.session.history import parse_history
+from workers.session.pending import Pending, find_pending
+from workers.session.repos import ProgressRepository
+from workers.session.snapshot import select_files
+from workers.session.store import CheckpointStore, StoreError
 from workers.trainer.data import TOKENIZER_ID, Corpus, build_corpus
 from workers.trainer.model import ModelConfig
 from workers.trainer.train import TrainConfig, load_state

@@ -12,7 +12,7 @@ import uuid
 import fsspec
 from fsspec.core import url_to_fs
 
-from workers.registry import StoredObject
+from workers.session.registry import StoredObject
 
 
 class StoreError(RuntimeError):

@@ -19,11 +19,18 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
-from workers import registry as reg
-from workers.history import downsample
-from workers.inflight import InFlight, SessionSoFar, inflight_key, load_inflight, save_inflight
-from workers.pending import ENTRY_RECORD
-from workers.progress import (
+from workers.session import registry as reg
+from workers.session.commit import commit_progress, forget
+from workers.session.history import downsample
+from workers.session.inflight import InFlight, SessionSoFar, inflight_key, load_inflight, save_inflight
+from workers.session.pending import ENTRY_RECORD
+from workers.session.plan import (
+    SessionPlan,
+    SessionRequest,
+    locate,
+    prepare,
+)
+from workers.session.progress import (
     STOPPED_AT_TIME_LIMIT,
     STOPPED_ON_REQUEST,
     SessionFacts,
@@ -33,15 +40,8 @@ from workers.progress import (
     new_entry,
     utcnow,
 )
-from workers.progress_commit import commit_progress, forget
-from workers.repos import ProgressRepository
-from workers.session_plan import (
-    SessionPlan,
-    SessionRequest,
-    locate,
-    prepare,
-)
-from workers.store import CheckpointStore
+from workers.session.repos import ProgressRepository
+from workers.session.store import CheckpointStore
 from workers.trainer.baseline import unigram_val_loss
 from workers.trainer.train import Progress, Snapshot, TrainResult, save_state, train
 
@@ -79,7 +79,7 @@ class SessionPaused(Exception):
 
 
 class RunLease(Protocol):
-    """workers.run_lock.Lease, seen from here."""
+    """workers.coordination.run_lock.Lease, seen from here."""
 
     @property
     def fence_value(self) -> int: ...

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from workers import registry as reg
-from workers.store import CheckpointStore
+from workers.session import registry as reg
+from workers.session.store import CheckpointStore
 
 
 @dataclass(frozen=True)

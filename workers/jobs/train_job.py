@@ -3,7 +3,7 @@ live status), honour a cancel request, train, commit, and tell the requester how
 
 Redelivered tasks are safe: the session id is the delivery's, so a second delivery of a session that
 committed reports that and trains nothing, and one whose worker died resumes its in-session checkpoint
-(workers/session.py).
+(workers/session/session.py).
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from app.github import installation_client
 from app.github_auth import SESSION_PERMISSIONS, TokenCache
 from app.settings import Settings
 from app.telemetry import TELEMETRY
-from workers.live import LiveSession, LiveSessions
-from workers.orphans import SessionMessages
-from workers.progress import STOPPED_AT_TIME_LIMIT, STOPPED_ON_REQUEST
-from workers.progress_log import ProgressLogger
-from workers.reporting import SessionReporter
-from workers.repos import GitHubRepository
-from workers.run_lock import Lease, LeaseLost, RunBusy, RunLocks
-from workers.run_queue import RunQueue
-from workers.session import AlreadyCommitted, Controls, SessionPaused, SessionRequest, run_session
-from workers.store import CheckpointStore
+from workers.coordination.live import LiveSession, LiveSessions
+from workers.coordination.orphans import SessionMessages
+from workers.coordination.run_lock import Lease, LeaseLost, RunBusy, RunLocks
+from workers.coordination.run_queue import RunQueue
+from workers.jobs.reporting import SessionReporter
+from workers.session.progress import STOPPED_AT_TIME_LIMIT, STOPPED_ON_REQUEST
+from workers.session.progress_log import ProgressLogger
+from workers.session.repos import GitHubRepository
+from workers.session.session import AlreadyCommitted, Controls, SessionPaused, SessionRequest, run_session
+from workers.session.store import CheckpointStore
 from workers.trainer.train import Progress
 
 log = logging.getLogger(__name__)

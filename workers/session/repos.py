@@ -15,7 +15,7 @@ from typing import Protocol
 
 from app.errors import RetrainError
 from app.github import BranchHead, GitHubClient, StaleHead
-from workers.snapshot import files_from_tarball
+from workers.session.snapshot import files_from_tarball
 
 
 class ProgressRepository(Protocol):

@@ -19,8 +19,8 @@ from typing import Any
 
 import redis
 
-from workers.live import SESSIONS_KEY, LiveSessions
-from workers.run_lock import LOCK_KEY
+from workers.coordination.live import SESSIONS_KEY, LiveSessions
+from workers.coordination.run_lock import LOCK_KEY
 
 log = logging.getLogger(__name__)
 MESSAGE_KEY = "retrain:message:{session_id}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from workers.store import CheckpointStore
+from workers.session.store import CheckpointStore
 from workers.trainer.checkpoint import load_state, save_state
 
 
