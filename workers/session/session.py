@@ -4,7 +4,7 @@ read config and registry at the branch head → choose the best compatible store
 store the weights → commit registry and summary in one compare-and-swap commit (re-read and merge when
 the branch moved) → drop what retention no longer keeps from the store.
 
-Planning is in session_plan.py, committing in progress_commit.py; this module runs the session and makes it
+Planning is in plan.py, committing in commit.py; this module runs the session and makes it
 safe to deliver twice (its in-session checkpoint, its finished-but-uncommitted result, its commit).
 """
 
