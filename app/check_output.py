@@ -48,9 +48,11 @@ def failed_output(reason: str) -> dict[str, Any]:
 
 def session_summary_markdown(
     *, profile: str, start: int, end: int, val_before: float, val_after: float, unigram: float,
+    bpb_before: float, bpb_after: float, unigram_bpb: float,
     elapsed_s: float, tokens_per_s: float, resumed_from: str | None, checkpoint_id: str, commit_oid: str,
     commit_url: str | None, notes: tuple[str, ...],
 ) -> str:
+    """Bits per byte first: it stays comparable if the tokenizer ever changes; the nats are the seed's figure."""
     origin = f"resumed from `{resumed_from}`" if resumed_from else "started from a fresh model"
     commit = f"[`{commit_oid[:12]}`]({commit_url})" if commit_url else f"`{commit_oid[:12]}`"
     lines = [
@@ -58,8 +60,10 @@ def session_summary_markdown(
         "",
         "| | before | after |",
         "|---|---|---|",
-        f"| validation loss | {val_before:.4f} | {val_after:.4f} |",
-        f"| unigram baseline | {unigram:.4f} | |",
+        f"| **validation bits per byte** | {bpb_before:.4f} | **{bpb_after:.4f}** |",
+        f"| validation loss (nats per token) | {val_before:.4f} | {val_after:.4f} |",
+        f"| unigram baseline (bits per byte) | {unigram_bpb:.4f} | |",
+        f"| unigram baseline (nats per token) | {unigram:.4f} | |",
         "",
         f"{elapsed_s:.0f} s, {tokens_per_s:,.0f} tokens/s. Checkpoint `{checkpoint_id}`, committed in {commit}.",
     ]

@@ -39,19 +39,23 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.demo import create_demo_repo
+    from workers.demo import add_a_note, create_demo_repo
     from workers.local import describe_result, run_local_session
 
     base = Path(args.dir).resolve()
+    existed = (base / "repo" / ".git").exists()
     repo = create_demo_repo(base / "repo")
     store_url = f"file://{base / 'checkpoints'}"
     print(f"demo repository: {repo}\ncheckpoint store: {store_url}")
+    if existed:  # a living repository: its text changes between sessions, and learning goes on
+        print(f"edited the demo repository first: {add_a_note(repo)}")
     result = asyncio.run(
         run_local_session(repo, profile="ci", max_iters=args.max_iters, fresh=False, store_url=store_url)
     )
     print(describe_result(result))
     log = subprocess.run(["git", "-C", str(repo), "log", "--oneline"], capture_output=True, text=True).stdout
-    print(f"\ngit log:\n{log}\nRun `retrain demo` again: the next session resumes from the best checkpoint.")
+    print(f"\ngit log:\n{log}\nRun `retrain demo` again: it adds a note, and the next session continues from the best "
+          "checkpoint on the edited text.")
     return 0
 
 

@@ -29,12 +29,30 @@ class Profile(BaseModel):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout probability.")
     max_iters: int = Field(500, ge=1, description="Iterations per session (a command's max_iters overrides).")
     batch_size: int = Field(8, ge=1, description="Sequences per iteration.")
-    learning_rate: float = Field(6e-4, gt=0, description="Peak learning rate, reached after warmup.")
-    min_lr: float = Field(6e-5, ge=0, description="Floor of the cosine decay.")
-    warmup_iters: int = Field(100, ge=0, description="Linear warmup, in global iterations (spans sessions).")
-    lr_decay_iters: int = Field(5000, ge=1, description="Global iteration where the cosine decay ends.")
+    learning_rate: float = Field(
+        6e-4, gt=0, description="Peak learning rate: reached after warmup, then held for as long as the lineage lives.",
+    )
+    min_lr: float = Field(6e-5, ge=0, description="Where each session's cooldown ends.")
+    warmup_iters: int = Field(
+        100, ge=0, description="Linear warmup, in global iterations: only a new lineage warms up.",
+    )
+    cooldown_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0,
+        description="Share of each session's iterations spent cooling the learning rate down to min_lr; the next "
+        "session continues from the state before the cooldown (0 turns it off).",
+    )
+    lr_decay_iters: int = Field(
+        5000, ge=1, description="Ignored: the schedule has no global decay horizon any more (kept so old files parse).",
+    )
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay on matrices and embeddings.")
-    eval_iters: int = Field(20, ge=1, description="Batches per split when estimating loss.")
+    eval_iters: int = Field(
+        20, ge=1, description="Ignored: evaluation reads fixed windows of the split (kept so old files parse).",
+    )
+    reevaluate: int = Field(
+        3, ge=0, le=16,
+        description="When the validation set changed since the best checkpoints were measured: how many of them "
+        "are measured again on today's set before choosing where to continue.",
+    )
     time_limit_s: float = Field(
         3 * 3600, gt=0,
         description="Soft time limit: the session stops training, then evaluates, stores and commits what it has.",
@@ -56,7 +74,9 @@ class DataConfig(BaseModel):
 
     include: tuple[str, ...] = Field(("**/*.md", "**/*.txt"), description="Globs of training text files.")
     val_fraction: float = Field(
-        0.1, gt=0.0, lt=0.5, description="Share held out for validation, by whole file, never trained on."
+        0.1, gt=0.0, lt=0.5,
+        description="Share of the bytes held out for validation, never trained on; which text is held out "
+        "depends on the text alone, so it stays held out as the repository changes.",
     )
 
 
@@ -64,7 +84,8 @@ class RetentionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_checkpoints: int = Field(
-        10, ge=1, description="Checkpoints kept in the registry and the store; the worst by val loss go first."
+        10, ge=1, description="Checkpoints kept in the registry and the store: entries without weights go first, "
+        "then other model shapes', then the worst; the session's own and the lineage's best always stay."
     )
 
 
@@ -89,7 +110,8 @@ class RepoConfig(BaseModel):
     retention: RetentionConfig = Field(RetentionConfig(), description="How many checkpoints are kept.")
     permission: Permission = Field("write", description="Minimum repository permission to run `/retrain`.")
     on_incompatible: Literal["fresh", "stop"] = Field(
-        "fresh", description="When every stored checkpoint was trained on other data or another model shape: "
+        "fresh", description="When every stored checkpoint has another model shape or tokenizer (edited text never "
+        "counts): "
         "start a fresh model (earlier checkpoints stay) or stop and say so.",
     )
     workflows: tuple[str, ...] = Field(

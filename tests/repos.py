@@ -15,7 +15,7 @@ data:
   val_fraction: 0.15
 profiles:
   ci: {n_layer: 2, n_head: 2, n_embd: 64, block_size: 64, batch_size: 8, max_iters: 40,
-       learning_rate: 0.003, min_lr: 0.0003, warmup_iters: 5, lr_decay_iters: 1000, eval_iters: 4}
+       learning_rate: 0.003, min_lr: 0.0003, warmup_iters: 5}
 """
 
 

@@ -9,8 +9,14 @@ import pytest
 from tests.conftest import fixtures_dir
 from workers.session import registry as reg
 
-FP = reg.Fingerprint(data_sha256="d" * 64, tokenizer="bytes-v1", model_config_sha256="m" * 64)
-OTHER_FP = reg.Fingerprint(data_sha256="e" * 64, tokenizer="bytes-v1", model_config_sha256="m" * 64)
+SHAPE = "s" * 64
+LINEAGE = reg.Lineage(tokenizer="bytes-v1", shape_sha256=SHAPE)
+TODAY, LAST_WEEK = "t" * 64, "w" * 64  # validation sets
+FP = reg.Fingerprint(data_sha256="d" * 64, tokenizer="bytes-v1", model_config_sha256="m" * 64, shape_sha256=SHAPE,
+                     val_sha256=TODAY)
+OTHER_DATA = FP.model_copy(update={"data_sha256": "e" * 64, "val_sha256": LAST_WEEK})
+OTHER_SHAPE = FP.model_copy(update={"shape_sha256": "x" * 64})
+OTHER_TOKENIZER = FP.model_copy(update={"tokenizer": "bpe-v9"})
 
 
 def entry(cid: str, val_loss: float | None, iteration: int = 0, stored: bool = True, fp=FP) -> dict:
@@ -27,15 +33,61 @@ def registry_of(*entries: dict) -> reg.Registry:
     return parsed
 
 
-def test_best_is_lowest_val_loss_among_stored_compatible_entries() -> None:
+def ids(entries) -> list[str]:
+    return [e.checkpoint_id for e in entries]
+
+
+def test_best_is_lowest_val_loss_among_stored_entries_of_the_lineage() -> None:
     registry = registry_of(
         entry("a", 2.0, 100),
         entry("b", 1.5, 50),
         entry("c", 0.1, 900, stored=False),  # the seed's kind: no weights, never chosen
-        entry("d", 0.5, 10, fp=OTHER_FP),  # other data
+        entry("d", 0.5, 10, fp=OTHER_SHAPE),  # another model shape
+        entry("e", 0.4, 10, fp=OTHER_TOKENIZER),
     )
-    assert [e.checkpoint_id for e in reg.resume_candidates(registry, FP)] == ["b", "a"]
-    assert reg.incompatible_count(registry, FP) == 1
+    assert ids(reg.resume_candidates(registry, LINEAGE, TODAY)) == ["b", "a"]
+    assert reg.incompatible_count(registry, LINEAGE) == 2
+
+
+def test_other_training_text_or_dropout_is_still_the_same_lineage() -> None:
+    old_style = entry("old", 1.0, fp=reg.Fingerprint(data_sha256="z" * 64, tokenizer="bytes-v1",
+                                                     model_config_sha256="m" * 64))
+    shape = {"n_layer": 4, "n_head": 4, "n_embd": 256, "block_size": 256, "vocab_size": 256, "bias": True}
+    old_style["model_config"] = {**shape, "dropout": 0.1}  # written before shapes were recorded
+    registry = registry_of(entry("text", 1.2, fp=OTHER_DATA), old_style)
+    lineage = reg.Lineage(tokenizer="bytes-v1", shape_sha256=reg.shape_sha256({**shape, "dropout": 0.0}))
+    assert ids(reg.resume_candidates(registry, lineage)) == ["old"]
+    assert ids(reg.resume_candidates(registry, LINEAGE)) == ["text"]
+    assert reg.lineage_of(registry_of(entry("seed", 1.0, stored=False))["seed"]) is None
+
+
+def test_figures_on_another_validation_set_are_measured_again_before_they_count() -> None:
+    registry = registry_of(entry("a", 1.0, fp=OTHER_DATA), entry("b", 1.2), entry("c", 1.1, fp=OTHER_DATA))
+    # b was measured on today's set; a and c only on last week's, whatever their figures say
+    assert ids(reg.resume_candidates(registry, LINEAGE, TODAY)) == ["b", "a", "c"]
+    assert ids(reg.to_reevaluate(registry, LINEAGE, TODAY, budget=1)) == ["a"]
+    assert ids(reg.to_reevaluate(registry, LINEAGE, TODAY, budget=5)) == ["a", "c"]
+    assert reg.to_reevaluate(registry, LINEAGE, TODAY, budget=0) == []
+    measured = reg.with_evaluations(registry, TODAY, {"a": 1.15, "c": 1.3, "gone": 0.1})
+    assert set(measured) == {"a", "b", "c"}
+    assert ids(reg.resume_candidates(measured, LINEAGE, TODAY)) == ["a", "b", "c"]
+    assert reg.to_reevaluate(measured, LINEAGE, TODAY, budget=5) == []
+    assert measured["a"].val_loss == 1.0  # the session's own figure stays as it was written
+    again, _ = reg.parse_registry(reg.dump_registry(measured))
+    assert again["a"].evaluation == reg.Evaluation(val_sha256=TODAY, val_loss=1.15)
+
+
+def test_retention_keeps_the_best_of_the_lineage_through_a_shape_change() -> None:
+    registry = registry_of(
+        entry("old1", 0.5, fp=OTHER_SHAPE), entry("old2", 0.6, fp=OTHER_SHAPE), entry("old3", 0.7, fp=OTHER_SHAPE),
+        entry("best", 2.0), entry("worse", 3.0), entry("regressed", 2.5),
+    )
+    kept, dropped = reg.retain(registry, 2, pinned="regressed", lineage=LINEAGE, val_sha256=TODAY)
+    assert sorted(kept) == ["best", "regressed"]
+    # other shapes go before this lineage's worst, whatever their old figures
+    kept, dropped = reg.retain(registry, 4, pinned="regressed", lineage=LINEAGE, val_sha256=TODAY)
+    assert sorted(kept) == ["best", "old1", "regressed", "worse"]
+    assert ids(dropped) == ["old2", "old3"]
 
 
 def test_bad_files_and_entries_never_raise() -> None:
@@ -73,7 +125,7 @@ def test_every_seed_metadata_file_reads_and_none_is_restorable() -> None:
         assert problems == [], (path, problems)
         assert registry, path
         # The seed never stored weights durably: nothing there may be chosen for resuming.
-        assert reg.resume_candidates(registry, FP) == []
+        assert reg.resume_candidates(registry, LINEAGE) == []
         assert not any(e.restorable for e in registry.values())
 
 
@@ -120,9 +172,9 @@ def as_if_stored(registry: reg.Registry) -> reg.Registry:
 def test_seed_registry_best_is_lowest_val_loss_not_highest_quality_score() -> None:
     registry, problems = reg.parse_registry(seed_file(SEED_CI))
     assert problems == [] and len(registry) == 17
-    assert reg.resume_candidates(registry, FP) == []  # as written, nothing has stored weights
+    assert reg.resume_candidates(registry, LINEAGE) == []  # as written, nothing has stored weights
     stored = as_if_stored(registry)
-    best = reg.resume_candidates(stored, FP)[0]
+    best = reg.resume_candidates(stored, LINEAGE)[0]
     assert best.checkpoint_id == SEED_LOWEST_VAL != SEED_HIGHEST_QUALITY
     assert max(registry.values(), key=lambda e: e.model_extra["quality_score"]).checkpoint_id == SEED_HIGHEST_QUALITY
 
@@ -138,7 +190,7 @@ def test_seed_registry_retention_drops_the_worst_seven() -> None:
 def test_seed_test_persistence_registry() -> None:
     registry, problems = reg.parse_registry(seed_file("test-persistence.metadata.json"))
     assert problems == [] and len(registry) == 10
-    best = reg.resume_candidates(as_if_stored(registry), FP)[0]
+    best = reg.resume_candidates(as_if_stored(registry), LINEAGE)[0]
     assert best.checkpoint_id == "ckpt_20260321_033801_0_93fa9bf4_9470fbb7"  # val 10.8048, iteration 0
     kept, _ = reg.retain(registry, 3)
     assert sorted(kept) == sorted([

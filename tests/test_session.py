@@ -85,13 +85,79 @@ def test_a_damaged_best_checkpoint_falls_back_to_the_next_best(github, settings,
     assert any(second.checkpoint_id in note and reason in note for note in third.facts.notes)
 
 
-def test_changed_training_text_starts_fresh_and_says_why(github, settings) -> None:
+METADATA = f"{RUN_DIR}/cache/metadata.json"
+ADDED = b"# Harbour lights\n\n" + b"The lighthouse keeper counts the harbour bells before dawn. " * 30 + b"\n"
+
+
+def edit_config(emu, old: bytes, new: bytes) -> None:
+    config = emu.read_file(REPO, ".github/retrain.yml")
+    assert old in config
+    emu.commit_files(REPO, {".github/retrain.yml": config.replace(old, new)})
+
+
+def test_edited_and_added_text_continues_the_previous_session(github, settings) -> None:
     emu, _ = github
-    session(settings)
-    emu.commit_files(REPO, {"notes/new.md": b"# New\n\n" + b"Fresh words for a new model. " * 40})
-    second = session(settings)
-    assert second.facts.parent_checkpoint is None
-    assert any("other data or another model shape" in note for note in second.facts.notes)
+    first = session(settings, max_iters=40)
+    garden = emu.read_file(REPO, "notes/garden.md")
+    emu.commit_files(REPO, {
+        "notes/garden.md": garden.replace(b"the", b"a", 3) + b"\nA paragraph added later, about the garden gate.\n",
+        "notes/harbour-lights.md": ADDED,
+    })
+    second = session(settings, max_iters=8)
+    assert second.facts.parent_checkpoint == first.checkpoint_id
+    assert second.facts.start_iteration > 0
+    assert any("training text changed since" in note for note in second.facts.notes)
+    assert second.facts.fingerprint.data_sha256 != first.facts.fingerprint.data_sha256
+    fresh = session(settings, max_iters=8, fresh=True)  # the same edited text, from a new model
+    # It starts near where the first ended (its state before the cooldown), far from a fresh model.
+    gap_to_first = abs(second.facts.val_loss_before - first.facts.val_loss_after)
+    assert gap_to_first < 0.25 * (fresh.facts.val_loss_before - first.facts.val_loss_after), (
+        first.facts.val_loss_after, second.facts.val_loss_before, fresh.facts.val_loss_before)
+
+
+def test_two_sessions_from_one_parent_explore_different_trajectories(github, settings) -> None:
+    emu, _ = github
+    first = session(settings, max_iters=10)
+    registry_after_first = emu.read_file(REPO, METADATA)
+    second = session(settings, max_iters=10)
+    emu.commit_files(REPO, {METADATA: registry_after_first})  # someone reverts the second session's progress
+    third = session(settings, max_iters=10)
+    assert second.facts.parent_checkpoint == third.facts.parent_checkpoint == first.checkpoint_id
+    assert second.facts.val_loss_before == third.facts.val_loss_before  # the same starting weights
+    assert second.facts.loss_curve != third.facts.loss_curve  # but not the same batches
+    assert second.facts.val_loss_after != third.facts.val_loss_after
+
+
+def test_a_changed_validation_set_measures_the_candidates_again_before_choosing(github, settings) -> None:
+    emu, _ = github
+    first = session(settings, max_iters=20)
+    second = session(settings, max_iters=6)
+    edit_config(emu, b"val_fraction: 0.15", b"val_fraction: 0.2")  # another validation set
+    third = session(settings, max_iters=6)
+    measured = third.facts.evaluations
+    assert set(measured) == {first.checkpoint_id, second.checkpoint_id}
+    assert third.facts.parent_checkpoint == min(measured, key=measured.get)
+    assert any("validation set changed" in note for note in third.facts.notes)
+    today = third.facts.fingerprint.val_sha256
+    assert today not in (first.facts.fingerprint.val_sha256, second.facts.fingerprint.val_sha256)
+    registry = registry_at(emu, third.commit_oid)
+    for cid, loss in measured.items():
+        assert registry[cid]["evaluation"] == {"val_sha256": today, "val_loss": loss}
+    summary = json.loads(emu.read_file(REPO, f"{RUN_DIR}/training_summary.json", ref=third.commit_oid))
+    assert set(summary["session"]["reevaluated"]["checkpoints"]) == set(measured)
+    # Once measured on today's set, nothing is measured twice.
+    assert session(settings, max_iters=4).facts.evaluations == {}
+
+
+def test_only_a_new_model_shape_starts_a_new_lineage(github, settings) -> None:
+    emu, _ = github
+    first = session(settings, max_iters=6)
+    config = emu.read_file(REPO, ".github/retrain.yml").replace(b"learning_rate: 0.003", b"learning_rate: 0.002")
+    emu.commit_files(REPO, {".github/retrain.yml": config + b"on_incompatible: stop\n",
+                            "notes/harbour-lights.md": ADDED})
+    # other optimiser settings and other text: the same lineage, so `stop` does not stop it
+    second = session(settings, max_iters=6)
+    assert second.facts.parent_checkpoint == first.checkpoint_id
 
 
 def test_an_invalid_config_names_the_field_and_commits_nothing(github, settings) -> None:
@@ -137,9 +203,9 @@ def test_incompatible_checkpoints_can_be_made_to_stop_the_session(github, settin
     emu, _ = github
     session(settings)
     config = emu.read_file(REPO, ".github/retrain.yml") + b"on_incompatible: stop\n"
-    emu.commit_files(REPO, {".github/retrain.yml": config, "notes/new.md": b"# New\n\n" + b"More words. " * 50})
+    emu.commit_files(REPO, {".github/retrain.yml": config.replace(b"n_embd: 64", b"n_embd: 32")})
     head = emu.head(REPO)
-    with pytest.raises(SessionError, match="trained on other data or another model shape"):
+    with pytest.raises(SessionError, match="another model shape or tokenizer"):
         session(settings)
     assert emu.head(REPO) == head
     assert session(settings, fresh=True).facts.parent_checkpoint is None
@@ -168,3 +234,17 @@ def test_a_session_whose_commit_failed_is_committed_by_the_next(github, settings
     assert second.facts.parent_checkpoint == lost_id  # the recovered checkpoint was the best there was
     assert set(registry_at(emu, second.commit_oid)) == {lost_id, second.checkpoint_id}
     assert list((tmp_path / "store").rglob("*.entry.json")) == []
+
+
+def test_entries_written_before_lineages_and_validation_sets_are_measured_again(github, settings) -> None:
+    emu, _ = github
+    first = session(settings, max_iters=10)
+    registry = json.loads(emu.read_file(REPO, METADATA))
+    old = registry[first.checkpoint_id]
+    for key in ("shape_sha256", "val_sha256"):  # as an earlier Retrain wrote its entries
+        del old["fingerprint"][key]
+    old.pop("evaluation", None)
+    emu.commit_files(REPO, {METADATA: json.dumps(registry).encode()})
+    second = session(settings, max_iters=4)
+    assert second.facts.parent_checkpoint == first.checkpoint_id  # its shape read from its model_config
+    assert set(second.facts.evaluations) == {first.checkpoint_id}  # its figure measured again

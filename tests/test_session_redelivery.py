@@ -63,11 +63,12 @@ def test_a_killed_session_resumes_its_in_session_checkpoint_and_matches_an_unint
     assert any("resumed this session's own in-session checkpoint at iteration 30" in n for n in resumed.facts.notes)
     assert not inflight.exists(), "the in-session checkpoint is dropped once the commit has landed"
 
-    # The same 60 iterations without an interruption, in a repository of its own: the very same model.
+    # The same session (so the same stream) without an interruption, with a store and registry of its own:
+    # the very same model.
     uninterrupted_settings = settings.model_copy(update={"store_url": f"file://{tmp_path / 'other-store'}"})
     emu.commit_files(REPO, {f"{RUN_DIR}/cache/metadata.json": None, f"{RUN_DIR}/history.jsonl": None},
                      message="forget the registry")
-    clean = session(uninterrupted_settings, "b" * 32)
+    clean = session(uninterrupted_settings, "a" * 32)
     assert clean.facts.val_loss_after == resumed.facts.val_loss_after
     assert clean.facts.loss_curve == resumed.facts.loss_curve
 

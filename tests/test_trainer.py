@@ -5,23 +5,33 @@ Everything runs on the CPU with tiny configs; the whole module takes a few secon
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 from collections.abc import Iterator
 from dataclasses import replace
+from pydoc_data.topics import topics as TOPICS
 
 import pytest
 import torch
 
-from workers.trainer.data import SPLIT_BY_FILE, SPLIT_TAIL_BLOCK, TOKENIZER_ID, build_corpus
+from workers.trainer.data import (
+    EVAL_WINDOWS,
+    SPLIT_PIECES,
+    TOKENIZER_ID,
+    build_corpus,
+    eval_starts,
+    held_out,
+)
 from workers.trainer.model import GPT, ModelConfig
 from workers.trainer.train import (
     Progress,
     TrainConfig,
     TrainResult,
+    continuation,
+    evaluate,
     get_lr,
     load_state,
+    same_stream,
     save_state,
     train,
 )
@@ -39,15 +49,9 @@ def tiny_train_config(max_iters: int, **overrides: object) -> TrainConfig:
         learning_rate=3e-3,
         min_lr=3e-4,
         warmup_iters=5,
-        lr_decay_iters=200,
-        eval_iters=4,
         device="cpu",
     )
     return TrainConfig(**{**base, **overrides})  # type: ignore[arg-type]
-
-
-def rank(path: str) -> str:
-    return hashlib.sha256(path.encode()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -103,66 +107,76 @@ def test_model_config_dict_roundtrip_ignores_unknown_keys() -> None:
 # --- corpus ------------------------------------------------------------------------------------------
 
 
-def make_files(n: int, size: int = 1000) -> dict[str, bytes]:
-    return {f"notes/{i:02d}.md": bytes([65 + i]) * size for i in range(n)}
+def topic_files(names: list[str], prefix: str = "docs/") -> dict[str, bytes]:
+    """Real prose that nobody here wrote: CPython's documentation topics, one file each."""
+    return {f"{prefix}{name}.md": TOPICS[name].encode() for name in names}
 
 
-def test_by_file_split_is_disjoint_deterministic_and_big_enough() -> None:
-    files = make_files(10)
+def held_text(files: dict[str, bytes], **kw: object) -> set[bytes]:
+    ranges = held_out(files, val_fraction=kw.get("val_fraction", 0.1), block_size=kw.get("block_size", BLOCK))
+    return {files[path][s:e] for path, spans in ranges.items() for s, e in spans}
+
+
+def test_split_is_disjoint_deterministic_and_near_val_fraction() -> None:
+    files = topic_files(sorted(TOPICS)[:40])
+    total = sum(map(len, files.values()))
     c = build_corpus(files, block_size=BLOCK)
-    assert c.split == SPLIT_BY_FILE
-    assert set(c.train_files).isdisjoint(c.val_files)
+    assert c.split == SPLIT_PIECES
+    assert c.train.numel() + c.val.numel() == total  # every byte on exactly one side
+    assert 0.05 <= c.val.numel() / total <= 0.15
     assert set(c.train_files) | set(c.val_files) == set(files)
-    assert c.val.numel() >= 0.1 * sum(map(len, files.values()))
-    assert c.val.numel() == sum(len(files[p]) for p in c.val_files)
-    # val is the shortest prefix of the sha256(path) order that holds val_fraction of the bytes
-    ranked = sorted(files, key=rank)
-    assert set(c.val_files) == set(ranked[: len(c.val_files)])
     again = build_corpus(dict(reversed(list(files.items()))), block_size=BLOCK)
-    assert (again.train_files, again.val_files) == (c.train_files, c.val_files)
     assert again.fingerprint() == c.fingerprint()
 
 
-def test_adding_an_unrelated_file_keeps_the_split_of_existing_files() -> None:
-    files = make_files(10)
-    ranked = sorted(files, key=rank)
-    files[ranked[0]] = b"x" * 3000  # the first-ranked file alone is 25% of the bytes: slack above 10%
-    before = build_corpus(files, block_size=BLOCK)
-    assert before.val_files == (ranked[0],)
-    new = next(p for p in (f"new/{i}.md" for i in range(100)) if rank(p) > rank(ranked[0]))
-    after = build_corpus(files | {new: b"y" * 500}, block_size=BLOCK)
-    assert after.val_files == before.val_files
-    assert set(after.train_files) == set(before.train_files) | {new}
+def test_adding_files_keeps_every_held_out_piece_held_out() -> None:
+    names = sorted(TOPICS)
+    before = topic_files(names[:30])
+    after = before | topic_files(names[30:80], prefix="more/")
+    assert held_text(before) <= held_text(after)
+    # and no file that had text in validation loses it
+    ranges = held_out(after, val_fraction=0.1, block_size=BLOCK)
+    assert set(held_out(before, val_fraction=0.1, block_size=BLOCK)) <= set(ranges)
 
 
-def test_new_file_ranked_after_the_cut_never_moves_a_val_file_to_train() -> None:
-    files = make_files(10)
-    before = build_corpus(files, block_size=BLOCK)
-    last_val = max(before.val_files, key=rank)
-    for i in range(20):
-        path = f"extra/{i}.md"
-        after = build_corpus(files | {path: b"z" * (300 * (i + 1))}, block_size=BLOCK)
-        if rank(path) > rank(last_val):
-            assert set(before.val_files) <= set(after.val_files)
+def test_an_edit_moves_at_most_the_piece_it_falls_in() -> None:
+    files = topic_files(sorted(TOPICS)[:40])
+    path = max(files, key=lambda p: len(files[p]))
+    text = files[path]
+    middle = text.index(b"\n\n", len(text) // 2)
+    edited = files | {path: text[:middle] + b" An added sentence." + text[middle:]}
+    kept = held_text(files) & held_text(edited)
+    assert len(held_text(files) - kept) <= 1
 
 
-def test_single_file_holds_out_its_tail() -> None:
+def test_one_huge_file_keeps_the_share_near_val_fraction() -> None:
+    changelog = b"".join(TOPICS[name].encode() for name in sorted(TOPICS))[:200_000]
+    files = {"CHANGELOG.md": changelog, "README.md": TOPICS["if"].encode()}
+    c = build_corpus(files, val_fraction=0.1, block_size=256)
+    total = c.train.numel() + c.val.numel()
+    assert 0.05 <= c.val.numel() / total <= 0.15, c.val.numel() / total
+
+
+def test_text_without_paragraphs_is_split_inside_to_the_exact_share() -> None:
     c = build_corpus({"fox.txt": TEXT}, val_fraction=0.1, block_size=BLOCK)
-    assert c.split == SPLIT_TAIL_BLOCK
     assert c.train_files == c.val_files == ("fox.txt",)
     n_val = math.ceil(0.1 * len(TEXT))
     assert c.val.numel() == n_val and c.train.numel() == len(TEXT) - n_val
-    assert bytes(c.train.tolist()) + bytes(c.val.tolist()) == TEXT
     assert c.train.dtype == torch.uint8
 
 
-def test_tiny_held_out_files_fall_back_to_a_tail_split() -> None:
-    # Whichever file is held out, one of the two sides would be shorter than block_size + 2 bytes.
-    files = {"big.md": b"a" * 5000, "small.md": b"b" * 10}
-    c = build_corpus(files, block_size=BLOCK)
-    assert c.split == SPLIT_TAIL_BLOCK
+def test_identical_text_never_lands_on_both_sides() -> None:
+    files = topic_files(sorted(TOPICS)[:40])
+    copies = files | {f"copy/{p}": data for p, data in files.items()}
+    ranges = held_out(copies, val_fraction=0.1, block_size=BLOCK)
+    for path in files:
+        assert ranges.get(path, []) == ranges.get(f"copy/{path}", []), path
+
+
+def test_tiny_corpora_still_hold_out_enough_for_one_block() -> None:
+    c = build_corpus({"big.md": b"a" * 5000, "small.md": b"b" * 10}, block_size=BLOCK)
     assert c.val.numel() > BLOCK + 1 and c.train.numel() > BLOCK + 1
-    assert bytes(c.train.tolist()) + bytes(c.val.tolist()) == b"a" * 5000 + b"b" * 10
+    assert c.val.numel() + c.train.numel() == 5010
 
 
 @pytest.mark.parametrize(
@@ -191,6 +205,25 @@ def test_fingerprint_covers_bytes_split_and_tokenizer() -> None:
     assert TOKENIZER_ID == "bytes-v1"
 
 
+def test_val_fingerprint_follows_the_held_out_bytes_only() -> None:
+    files = topic_files(sorted(TOPICS)[:40])
+    base = build_corpus(files, block_size=BLOCK)
+    held = held_out(files, val_fraction=0.1, block_size=BLOCK)
+    path = next(p for p in files if p not in held)  # a file wholly in train
+    edited = build_corpus(files | {path: files[path] + b"\n\nMore training text.\n"}, block_size=BLOCK)
+    assert edited.fingerprint() != base.fingerprint()
+    assert edited.val_fingerprint(BLOCK) == base.val_fingerprint(BLOCK)
+    assert base.val_fingerprint(BLOCK) != base.val_fingerprint(2 * BLOCK)  # other windows, other figure
+
+
+def test_eval_windows_cover_a_small_split_and_sample_a_large_one_evenly() -> None:
+    assert eval_starts(10 * BLOCK + 1, BLOCK) == [i * BLOCK for i in range(10)]
+    assert eval_starts(BLOCK, BLOCK) == []
+    starts = eval_starts(10_000 * BLOCK, BLOCK)
+    assert len(starts) == EVAL_WINDOWS and starts[0] == 0 and starts[-1] == 10_000 * BLOCK - BLOCK - 1
+    assert starts == sorted(set(starts))
+
+
 # --- training ----------------------------------------------------------------------------------------
 
 
@@ -200,7 +233,7 @@ def test_loss_goes_down_on_a_repetitive_corpus(first: TrainResult) -> None:
     assert sum(first.losses[-10:]) / 10 < sum(first.losses[:10]) / 10 - 1.5
     assert first.val_loss_after < first.val_loss_before - 1.5
     assert first.train_loss < LN_VOCAB - 1.5
-    assert first.learning_rate == get_lr(59, tiny_train_config(60))
+    assert first.learning_rate == get_lr(59, tiny_train_config(60), 60)
     assert first.tokens_per_s > 0 and first.elapsed_s > 0
 
 
@@ -212,7 +245,7 @@ def test_resumed_session_continues_and_runs_all_its_iterations(corpus, first: Tr
     assert second.losses[0] < LN_VOCAB - 2 and abs(second.losses[0] - last) < 0.5
     # the same weights and the same fixed eval batches give the same estimate in both sessions
     assert second.val_loss_before == first.val_loss_after
-    assert second.learning_rate == get_lr(84, tiny_train_config(25))  # schedule uses the global iteration
+    assert second.learning_rate == get_lr(84, tiny_train_config(25), 85)  # schedule uses the global iteration
 
 
 def test_progress_is_reported_every_n_iterations_and_at_the_end(corpus) -> None:
@@ -277,16 +310,19 @@ def test_resume_leaves_the_callers_payload_and_global_rng_alone(corpus, first: T
 def test_bad_train_config_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="max_iters must be a positive integer"):
         tiny_train_config(0)
-    with pytest.raises(ValueError, match="warmup_iters <= lr_decay_iters"):
-        tiny_train_config(5, warmup_iters=10, lr_decay_iters=5)
+    with pytest.raises(ValueError, match="must not be negative"):
+        tiny_train_config(5, cooldown_iters=-1)
 
 
-def test_lr_schedule_warms_up_then_decays_to_min_lr() -> None:
-    cfg = TrainConfig(max_iters=1, learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, lr_decay_iters=100)
-    warm = [get_lr(i, cfg) for i in range(10)]
+def test_lr_warms_up_once_stays_at_the_peak_and_cools_down_at_each_sessions_end() -> None:
+    cfg = TrainConfig(max_iters=1, learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, cooldown_iters=20)
+    warm = [get_lr(i, cfg, 1000) for i in range(10)]
     assert warm == sorted(warm) and warm[-1] < cfg.learning_rate
-    assert get_lr(10, cfg) == pytest.approx(cfg.learning_rate)
-    assert get_lr(100, cfg) == get_lr(10_000, cfg) == cfg.min_lr
+    assert get_lr(10, cfg, 1000) == get_lr(979, cfg, 1000) == pytest.approx(cfg.learning_rate)
+    cool = [get_lr(i, cfg, 1000) for i in range(980, 1000)]
+    assert cool == sorted(cool, reverse=True) and cool[-1] == pytest.approx(cfg.min_lr)
+    # a month later the lineage is still at the peak: no global decay horizon
+    assert get_lr(10_000_000, cfg, 20_000_000) == pytest.approx(cfg.learning_rate)
 
 
 @pytest.fixture
@@ -320,9 +356,70 @@ def test_should_stop_ends_early_with_a_checkpoint_that_resumes(corpus) -> None:
         calls.append(1)
         return len(calls) >= 2
 
-    stopped = train(TINY, TrainConfig(max_iters=50, batch_size=4, eval_iters=2), corpus, progress_every=5,
+    stopped = train(TINY, TrainConfig(max_iters=50, batch_size=4), corpus, progress_every=5,
                     should_stop=stop_after_two_reports)
     assert stopped.stopped_early and stopped.end_iteration == 10 and len(stopped.losses) == 10
     assert stopped.state["iteration"] == 10
-    resumed = train(TINY, TrainConfig(max_iters=5, batch_size=4, eval_iters=2), corpus, resume=stopped.state)
+    resumed = train(TINY, TrainConfig(max_iters=5, batch_size=4), corpus, resume=stopped.state)
     assert (resumed.start_iteration, resumed.end_iteration, resumed.stopped_early) == (10, 15, False)
+
+
+def stop_at(iteration: int):
+    """A should_stop that ends the call once `iteration` session iterations are done (progress_every=5)."""
+    calls: list[int] = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) * 5 >= iteration
+
+    return should_stop
+
+
+def test_a_session_interrupted_in_its_cooldown_resumes_bit_identically(corpus, deterministic: None) -> None:
+    cfg = tiny_train_config(20, cooldown_iters=8)
+    whole = train(TINY, cfg, corpus)
+    a = train(TINY, cfg, corpus, progress_every=5, should_stop=stop_at(15))
+    assert a.end_iteration == 15 and a.state["stable"]["iteration"] == 12
+    b = train(TINY, replace(cfg, max_iters=5), corpus, resume=load_state(save_state(a.state)))
+    assert a.losses + b.losses == whole.losses
+    for part in ("model",):
+        for key, tensor in whole.state[part].items():
+            assert torch.equal(b.state[part][key], tensor), key
+    for key, tensor in whole.state["stable"]["model"].items():
+        assert torch.equal(b.state["stable"]["model"][key], tensor), key
+    assert b.learning_rate == pytest.approx(cfg.min_lr)
+
+
+def test_the_next_session_continues_from_the_state_before_the_cooldown(corpus) -> None:
+    cooled = train(TINY, tiny_train_config(40, cooldown_iters=10), corpus)
+    stable = cooled.state["stable"]
+    assert stable["iteration"] == 30 and cooled.state["iteration"] == 40
+    assert any(not torch.equal(stable["model"][k], v) for k, v in cooled.state["model"].items())
+    going_on = continuation(cooled.state)
+    assert "stable" not in going_on and going_on["iteration"] == 30
+    assert all(torch.equal(going_on["model"][k], v) for k, v in stable["model"].items())
+    assert continuation(going_on) == going_on  # a payload without a cooldown goes on from itself
+    nxt = train(TINY, tiny_train_config(20, cooldown_iters=5, seed=7), corpus, resume=going_on)
+    assert (nxt.start_iteration, nxt.end_iteration) == (30, 50)
+    assert nxt.learning_rate == pytest.approx(3e-4)  # cooled to min_lr at its own end
+
+
+def test_another_seed_or_other_text_starts_a_new_stream(corpus, first: TrainResult) -> None:
+    same = train(TINY, tiny_train_config(10), corpus, resume=first.state)
+    again = train(TINY, tiny_train_config(10), corpus, resume=first.state)
+    other = train(TINY, tiny_train_config(10, seed=99), corpus, resume=first.state)
+    assert same.losses == again.losses  # one stream, restored exactly
+    assert other.losses != same.losses  # another session's seed: another trajectory from the same parent
+    assert same_stream(first.state, tiny_train_config(10), corpus)
+    edited = build_corpus({"fox.txt": TEXT + b"and a new sentence at the end. "}, block_size=BLOCK)
+    assert not same_stream(first.state, tiny_train_config(10), edited)  # a sampler position of other bytes
+    warm = train(TINY, tiny_train_config(10), edited, resume=first.state)
+    assert warm.val_loss_before < LN_VOCAB - 1.5  # the weights carry over all the same
+
+
+def test_evaluate_reproduces_the_reported_val_loss_whatever_the_batch_size(corpus, first: TrainResult) -> None:
+    assert evaluate(TINY, first.state, corpus.val, device="cpu") == pytest.approx(first.val_loss_after, abs=1e-6)
+    wider = train(TINY, tiny_train_config(1, batch_size=16), corpus, resume=first.state)
+    assert wider.val_loss_before == pytest.approx(first.val_loss_after, abs=1e-6)
+    with pytest.raises(ValueError, match="model config differs"):
+        evaluate(replace(TINY, n_embd=64), first.state, corpus.val, device="cpu")

@@ -2,7 +2,8 @@
 whole pipeline runs with no GitHub App, no network and no Redis.
 
 The corpus is generated from templates with a fixed seed: varied enough that validation loss means
-something, regular enough that a small model visibly learns it within a CPU session.
+something, regular enough that a small model visibly learns it within a CPU session. Every later run
+first commits a new note, as a living repository would, so a newcomer sees learning go on across edits.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ PLACES = ["by the sea", "under the bridge", "in the valley", "before dawn", "aft
           "beside the old mill", "on the hill", "in the library", "along the canal"]
 TOPICS = ["Seasons", "Harbour", "Workshop", "Garden", "Night", "Market", "Library", "Valley", "Mill", "Canal",
           "Stars", "Letters"]
+LATER_TOPICS = ["Bridges", "Bells", "Boats", "Maps", "Windows", "Bread", "Rain", "Hills", "Stones", "Grass"]
 
 CONFIG = """\
 # Retrain's repository config (see the README's configuration reference).
@@ -32,7 +34,7 @@ data:
   val_fraction: 0.15
 profiles:
   ci: {n_layer: 4, n_head: 4, n_embd: 128, block_size: 128, batch_size: 16, max_iters: 150,
-       learning_rate: 0.002, min_lr: 0.0002, warmup_iters: 20, lr_decay_iters: 2000, eval_iters: 10}
+       learning_rate: 0.002, min_lr: 0.0002, warmup_iters: 20}
 retention: {max_checkpoints: 5}
 """
 
@@ -58,10 +60,34 @@ def create_demo_repo(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     files = {**corpus(), ".github/retrain.yml": CONFIG,
              "README.md": "# Retrain demo\n\nNotes that a small GPT learns, session after session.\n"}
+    _commit(path, files, "Demo corpus and config", ["init", "-q", "-b", "main"])
+    return path
+
+
+def add_a_note(path: Path) -> str:
+    """Commit one more note (or, once every topic is written, one more paragraph to a note): the edit a
+    living repository makes between sessions. Returns what was done, for the user."""
+    notes = path / "notes"
+    written = {p.stem for p in notes.glob("*.md")}
+    rng = random.Random(len(written) * 7919 + sum(p.stat().st_size for p in notes.glob("*.md")))
+    fresh = [t for t in LATER_TOPICS if t.lower() not in written]
+    if fresh:
+        rel, text = f"notes/{fresh[0].lower()}.md", note(fresh[0], rng)
+        done = f"added {rel}"
+    else:
+        target = sorted(notes.glob("*.md"))[rng.randrange(len(written))]
+        rel = f"notes/{target.name}"
+        text = target.read_text() + "\n" + note("", rng, paragraphs=1).removeprefix("# \n\n")
+        done = f"added a paragraph to {rel}"
+    _commit(path, {rel: text}, f"Demo: {done}")
+    return done
+
+
+def _commit(path: Path, files: dict[str, str], message: str, first: list[str] | None = None) -> None:
     for rel, text in files.items():
         (path / rel).parent.mkdir(parents=True, exist_ok=True)
         (path / rel).write_text(text)
     env = {**os.environ, **BOT_IDENTITY}
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "Demo corpus and config"]):
+    for args in ([first] if first else []) + [["add", "-A", "notes", ".github", "README.md"],
+                                             ["commit", "-q", "-m", message]]:
         subprocess.run(["git", "-C", str(path), *args], check=True, env=env, capture_output=True)
-    return path

@@ -13,6 +13,7 @@ from workers.session.repos import LocalGitRepository
 from workers.session.session import SessionRequest, SessionResult, run_session
 from workers.session.store import CheckpointStore
 from workers.trainer.baseline import perplexity
+from workers.trainer.data import bits_per_byte
 
 
 def store_prefix_for(repo: LocalGitRepository) -> str:
@@ -41,8 +42,9 @@ def describe_result(result: SessionResult) -> str:
     lines = [
         f"{f.profile} session: {f.iterations} iterations ({f.start_iteration} → {f.end_iteration}), {origin}",
         f"  first step loss {f.first_loss:.4f}, last step loss {f.last_loss:.4f}",
-        f"  val loss {f.val_loss_before:.4f} → {f.val_loss_after:.4f} (perplexity {perplexity(f.val_loss_after):.2f});"
-        f" unigram baseline {f.unigram_val_loss:.4f}",
+        f"  val {f.val_bpb_before:.4f} → {f.val_bpb_after:.4f} bits per byte"
+        f" (loss {f.val_loss_before:.4f} → {f.val_loss_after:.4f} nats, perplexity {perplexity(f.val_loss_after):.2f});"
+        f" unigram baseline {bits_per_byte(f.unigram_val_loss):.4f} bits per byte",
         f"  {f.tokens_per_s:,.0f} tokens/s",
         f"  checkpoint {f.checkpoint_id} stored at {f.storage.uri}",
         f"  committed {result.commit_oid[:12]} on {result.branch}: {f.run_dir}/cache/metadata.json",

@@ -19,6 +19,7 @@ from app.features.decisions import Origin
 from app.github import GitHubClient
 from workers.session.progress import STOPPED_AT_TIME_LIMIT, STOPPED_ON_REQUEST
 from workers.session.session import SessionResult
+from workers.trainer.data import bits_per_byte
 from workers.trainer.train import Progress
 
 log = logging.getLogger(__name__)
@@ -73,11 +74,14 @@ class SessionReporter:
         summary = check_output.session_summary_markdown(
             profile=facts.profile, start=facts.start_iteration, end=facts.end_iteration,
             val_before=facts.val_loss_before, val_after=facts.val_loss_after, unigram=facts.unigram_val_loss,
+            bpb_before=facts.val_bpb_before, bpb_after=facts.val_bpb_after,
+            unigram_bpb=bits_per_byte(facts.unigram_val_loss),
             elapsed_s=(facts.finished_at - facts.started_at).total_seconds(), tokens_per_s=facts.tokens_per_s,
             resumed_from=facts.parent_checkpoint, checkpoint_id=facts.checkpoint_id, commit_oid=result.commit_oid,
             commit_url=commit_url, notes=facts.notes,
         )
-        title = f"val loss {facts.val_loss_before:.4f} → {facts.val_loss_after:.4f} in {facts.iterations} iterations"
+        title = (f"val {facts.val_bpb_before:.4f} → {facts.val_bpb_after:.4f} bits/byte "
+                 f"in {facts.iterations} iterations")
         if facts.stopped == STOPPED_ON_REQUEST:
             title = f"Cancelled after {facts.iterations} iterations; {title.split(' in ')[0]}"
         elif facts.stopped == STOPPED_AT_TIME_LIMIT:

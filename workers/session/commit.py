@@ -40,9 +40,11 @@ async def commit_progress(
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         current, _ = reg.parse_registry(await repo.read_file(path, head))
         current = reg.merge(current, {e.checkpoint_id: e for e in pending})
+        if facts.fingerprint.val_sha256 is not None:  # what this session measured of earlier checkpoints
+            current = reg.with_evaluations(current, facts.fingerprint.val_sha256, facts.evaluations)
         kept, dropped = reg.retain(
             reg.with_entry(current, entry), max_checkpoints or config.retention.max_checkpoints,
-            pinned=entry.checkpoint_id,
+            pinned=entry.checkpoint_id, lineage=facts.lineage, val_sha256=facts.fingerprint.val_sha256,
         )
         history = appended(await repo.read_file(history_path, head), history_line(facts))
         files = {

@@ -31,6 +31,8 @@ def history_line(facts: SessionFacts) -> dict[str, Any]:
         "finished_at": facts.finished_at.isoformat(),
         "start_iteration": facts.start_iteration,
         "end_iteration": facts.end_iteration,
+        "val_bpb_before": facts.val_bpb_before,
+        "val_bpb_after": facts.val_bpb_after,
         "val_loss_before": facts.val_loss_before,
         "val_loss_after": facts.val_loss_after,
         "unigram_val_loss": facts.unigram_val_loss,

@@ -1,4 +1,4 @@
-"""`loss.svg`: training and validation loss across sessions, drawn as plain SVG (renders on GitHub,
+"""`loss.svg`: training and validation bits per byte across sessions, drawn as plain SVG (renders on GitHub,
 no plotting library in the worker). Pure: history in, SVG text out."""
 
 from __future__ import annotations
@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from html import escape
 from typing import Any
+
+from workers.trainer.data import bits_per_byte
 
 WIDTH, HEIGHT = 720, 360
 LEFT, RIGHT, TOP, BOTTOM = 64, 24, 36, 48
@@ -15,20 +17,23 @@ Points = list[tuple[float, float]]
 
 
 def _points(history: list[dict[str, Any]]) -> tuple[list[Points], Points]:
-    """One training curve per session (a fresh start begins again at 0), and each session's val loss."""
+    """One training curve per session (a fresh start begins again at 0), and each session's val figure,
+    in bits per byte (lines written before bpb was recorded are converted: their tokenizer was bytes)."""
     curves: list[Points] = []
     val: Points = []
     for session in history:
         curve = [
-            (float(pair[0]), float(pair[1]))
+            (float(pair[0]), bits_per_byte(float(pair[1])))
             for pair in session.get("train_loss_curve") or []
             if isinstance(pair, list | tuple) and len(pair) == 2 and math.isfinite(float(pair[1]))
         ]
         if curve:
             curves.append(curve)
-        loss, end = session.get("val_loss_after"), session.get("end_iteration")
-        if isinstance(loss, int | float) and isinstance(end, int | float) and math.isfinite(loss):
-            val.append((float(end), float(loss)))
+        bpb, loss, end = session.get("val_bpb_after"), session.get("val_loss_after"), session.get("end_iteration")
+        if not isinstance(bpb, int | float) and isinstance(loss, int | float):
+            bpb = bits_per_byte(loss)
+        if isinstance(bpb, int | float) and isinstance(end, int | float) and math.isfinite(bpb):
+            val.append((float(end), float(bpb)))
     return curves, val
 
 
@@ -68,8 +73,8 @@ def render_svg(history: list[dict[str, Any]], title: str) -> str:
         *(polyline(curve, "#1c7ed6", 1.5) for curve in curves),
         polyline(val, "#d9480f", 2) if len(val) > 1 else "",
         dots,
-        f'<text x="{WIDTH - RIGHT}" y="22" text-anchor="end"><tspan fill="#1c7ed6">training loss</tspan> · '
-        f'<tspan fill="#d9480f">validation loss per session</tspan></text>',
+        f'<text x="{WIDTH - RIGHT}" y="22" text-anchor="end"><tspan fill="#1c7ed6">training</tspan> · '
+        f'<tspan fill="#d9480f">validation per session</tspan> (bits per byte)</text>',
         "</svg>",
         "",
     ])

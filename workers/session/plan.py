@@ -5,8 +5,10 @@ checkpoint, or a fresh model). Reads through ProgressRepository and the store; t
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import SessionError
@@ -18,9 +20,9 @@ from workers.session.pending import Pending, find_pending
 from workers.session.repos import ProgressRepository
 from workers.session.snapshot import select_files
 from workers.session.store import CheckpointStore, StoreError
-from workers.trainer.data import TOKENIZER_ID, Corpus, build_corpus
+from workers.trainer.data import TOKENIZER_ID, Corpus, bits_per_byte, build_corpus
 from workers.trainer.model import ModelConfig
-from workers.trainer.train import TrainConfig, load_state
+from workers.trainer.train import TrainConfig, continuation, evaluate, load_state
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,15 @@ class SessionRequest:
 @dataclass(frozen=True)
 class Resume:
     entry: reg.CheckpointEntry
-    state: dict[str, Any]
+    state: dict[str, Any]  # what training goes on from: the parent's state before its cooldown
+
+
+@dataclass(frozen=True)
+class Reevaluation:
+    """Checkpoints measured on today's validation set before choosing, because it changed since."""
+
+    losses: dict[str, float] = field(default_factory=dict)  # checkpoint id -> val loss on today's set
+    seconds: float = 0.0
 
 
 def model_config_for(profile: Profile) -> ModelConfig:
@@ -53,12 +63,24 @@ def model_config_for(profile: Profile) -> ModelConfig:
     )
 
 
-def train_config_for(profile: Profile, max_iters: int | None) -> TrainConfig:
+def train_config_for(profile: Profile, max_iters: int | None, session_id: str) -> TrainConfig:
+    iters = max_iters or profile.max_iters
     return TrainConfig(
-        max_iters=max_iters or profile.max_iters, batch_size=profile.batch_size,
+        max_iters=iters, batch_size=profile.batch_size,
         learning_rate=profile.learning_rate, min_lr=profile.min_lr, warmup_iters=profile.warmup_iters,
-        lr_decay_iters=profile.lr_decay_iters, weight_decay=profile.weight_decay, eval_iters=profile.eval_iters,
+        cooldown_iters=round(profile.cooldown_fraction * iters), weight_decay=profile.weight_decay,
+        seed=session_seed(session_id),
     )
+
+
+def session_seed(session_id: str) -> int:
+    """Each session its own stream (sampler, dropout): two sessions from one parent never replay one
+    trajectory, so a retry after a regression can do better; a redelivered session keeps its seed."""
+    return int.from_bytes(hashlib.sha256(f"retrain-seed:{session_id}".encode()).digest()[:6], "big")
+
+
+def lineage_for(model_config: ModelConfig) -> reg.Lineage:
+    return reg.Lineage(tokenizer=TOKENIZER_ID, shape_sha256=reg.shape_sha256(model_config.to_dict()))
 
 
 def metadata_path(config: RepoConfig, run: str) -> str:
@@ -66,20 +88,61 @@ def metadata_path(config: RepoConfig, run: str) -> str:
 
 
 def choose_resume(
-    store: CheckpointStore, registry: reg.Registry, fingerprint: reg.Fingerprint, notes: list[str]
-) -> Resume | None:
-    """The best compatible checkpoint whose stored weights verify; a bad object is skipped, not fatal."""
-    for entry in reg.resume_candidates(registry, fingerprint):
-        assert entry.storage is not None
+    store: CheckpointStore, registry: reg.Registry, model_config: ModelConfig, corpus: Corpus, budget: int,
+    notes: list[str],
+) -> tuple[Resume | None, Reevaluation]:
+    """The best checkpoint of this lineage on today's validation set, whose stored weights verify.
+
+    Candidates measured on another validation set are measured again first (at most `budget` of them,
+    best by their old figure; the time counts against the session's limit, which started before this).
+    A bad object is skipped with a note, never fatal.
+    """
+    lineage = lineage_for(model_config)
+    val_sha256 = corpus.val_fingerprint(model_config.block_size)
+    started = time.monotonic()
+    losses: dict[str, float] = {}
+    bad: set[str] = set()
+    best: tuple[float, str, dict[str, Any]] | None = None  # keep one loaded payload, not all of them
+    for entry in reg.to_reevaluate(registry, lineage, val_sha256, budget):
         try:
-            return Resume(entry, load_state(store.get(entry.storage)))
+            payload = _load(store, entry)
+            losses[entry.checkpoint_id] = evaluate(model_config, payload, corpus.val)
         except (StoreError, ValueError) as exc:
-            notes.append(f"skipped {entry.checkpoint_id}: {exc}")
-            log.warning("checkpoint not usable", extra={"checkpoint": entry.checkpoint_id, "reason": str(exc)})
-    skipped = reg.incompatible_count(registry, fingerprint)
+            _skip(entry, exc, notes, bad)
+            continue
+        if best is None or losses[entry.checkpoint_id] < best[0]:
+            best = (losses[entry.checkpoint_id], entry.checkpoint_id, payload)
+    again = Reevaluation(losses, time.monotonic() - started)
+    if losses:
+        figures = ", ".join(f"{cid} {bits_per_byte(loss):.4f}" for cid, loss in losses.items())
+        notes.append(
+            f"the validation set changed since {len(losses)} checkpoint(s) were measured; measured them again "
+            f"in {again.seconds:.1f} s (bits per byte: {figures})"
+        )
+    for entry in reg.resume_candidates(reg.with_evaluations(registry, val_sha256, losses), lineage, val_sha256):
+        if entry.checkpoint_id in bad:
+            continue
+        try:
+            payload = best[2] if best is not None and best[1] == entry.checkpoint_id else _load(store, entry)
+        except (StoreError, ValueError) as exc:
+            _skip(entry, exc, notes, bad)
+            continue
+        return Resume(entry, continuation(payload)), again
+    skipped = reg.incompatible_count(registry, lineage)
     if skipped:
-        notes.append(f"{skipped} stored checkpoint(s) were trained on other data or another model shape")
-    return None
+        notes.append(f"{skipped} stored checkpoint(s) have another model shape or tokenizer")
+    return None, again
+
+
+def _load(store: CheckpointStore, entry: reg.CheckpointEntry) -> dict[str, Any]:
+    assert entry.storage is not None
+    return load_state(store.get(entry.storage))
+
+
+def _skip(entry: reg.CheckpointEntry, exc: Exception, notes: list[str], bad: set[str]) -> None:
+    bad.add(entry.checkpoint_id)
+    notes.append(f"skipped {entry.checkpoint_id}: {exc}")
+    log.warning("checkpoint not usable", extra={"checkpoint": entry.checkpoint_id, "reason": str(exc)})
 
 
 @dataclass(frozen=True)
@@ -97,6 +160,7 @@ class SessionPlan:
     notes: list[str]
     pending: Pending
     committed: str | None  # the checkpoint this very session already committed (a redelivered task)
+    reevaluation: Reevaluation = Reevaluation()
 
 
 @dataclass(frozen=True)
@@ -132,24 +196,36 @@ async def prepare(
     registry = reg.merge(registry, {e.checkpoint_id: e for e in pending.entries})
     corpus = load_corpus(await repo.files(head.oid), config, profile)
     model_config = model_config_for(profile)
+    lineage = lineage_for(model_config)
     fingerprint = reg.Fingerprint(
         data_sha256=corpus.fingerprint(), tokenizer=TOKENIZER_ID,
-        model_config_sha256=reg.model_config_sha256(model_config.to_dict()),
+        model_config_sha256=reg.model_config_sha256(model_config.to_dict()), shape_sha256=lineage.shape_sha256,
+        val_sha256=corpus.val_fingerprint(model_config.block_size),
     )
+    reevaluation = Reevaluation()
     if request.fresh:
         resume = None
         notes.append(f"fresh start requested; the {len(registry)} earlier checkpoint(s) are kept")
     else:
-        resume = await asyncio.to_thread(choose_resume, store, registry, fingerprint, notes)
-        if resume is None and config.on_incompatible == "stop" and reg.incompatible_count(registry, fingerprint):
+        resume, reevaluation = await asyncio.to_thread(
+            choose_resume, store, registry, model_config, corpus, profile.reevaluate, notes
+        )
+        if resume is None and config.on_incompatible == "stop" and reg.incompatible_count(registry, lineage):
             raise SessionError(
-                "every stored checkpoint was trained on other data or another model shape, and "
+                "every stored checkpoint has another model shape or tokenizer, and "
                 f"`on_incompatible: stop` is set in {CONFIG_PATH}; start a fresh model explicitly to continue"
+            )
+        if resume is not None and resume.entry.fingerprint is not None and (
+            resume.entry.fingerprint.data_sha256 != fingerprint.data_sha256
+        ):
+            notes.append(
+                f"the training text changed since {resume.entry.checkpoint_id}: continuing its weights and "
+                "optimizer on today's text (a warm start; the sampler starts a new stream)"
             )
     return SessionPlan(
         config=config, run=run, head=head, corpus=corpus, model_config=model_config,
-        train_config=train_config_for(profile, request.max_iters), fingerprint=fingerprint, resume=resume,
-        notes=notes, pending=pending, committed=committed,
+        train_config=train_config_for(profile, request.max_iters, request.session_id), fingerprint=fingerprint,
+        resume=resume, notes=notes, pending=pending, committed=committed, reevaluation=reevaluation,
     )
 
 

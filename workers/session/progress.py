@@ -5,15 +5,23 @@ message. Pure functions of the session's facts; the seed's field names are kept 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from workers.session.registry import CheckpointEntry, Fingerprint, Registry, StoredObject, quality_score
+from workers.session.registry import (
+    CheckpointEntry,
+    Fingerprint,
+    Lineage,
+    Registry,
+    StoredObject,
+    best_entry,
+    quality_score,
+)
 from workers.trainer.baseline import perplexity
+from workers.trainer.data import bits_per_byte
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,21 @@ class SessionFacts:
     notes: tuple[str, ...] = field(default_factory=tuple)
     loss_curve: tuple[tuple[int, float], ...] = ()  # downsampled training loss of this session
     stopped: str | None = None  # why it ended before max_iters: STOPPED_ON_REQUEST or STOPPED_AT_TIME_LIMIT
+    evaluations: dict[str, float] = field(default_factory=dict)  # earlier checkpoints measured on today's val set
+    reevaluation_s: float = 0.0  # the time those measurements took
+
+    @property
+    def val_bpb_before(self) -> float:
+        return bits_per_byte(self.val_loss_before)
+
+    @property
+    def val_bpb_after(self) -> float:
+        return bits_per_byte(self.val_loss_after)
+
+    @property
+    def lineage(self) -> Lineage | None:
+        shape = self.fingerprint.shape_sha256
+        return Lineage(tokenizer=self.fingerprint.tokenizer, shape_sha256=shape) if shape else None
 
     @property
     def iterations(self) -> int:
@@ -102,6 +125,7 @@ def new_entry(facts: SessionFacts) -> CheckpointEntry:
             "data_config": facts.data_config,
             "metrics": {
                 "val_loss": facts.val_loss_after,
+                "val_bpb": facts.val_bpb_after,
                 "val_perplexity": perplexity(facts.val_loss_after),
                 "val_loss_before": facts.val_loss_before,
                 "unigram_val_loss": facts.unigram_val_loss,
@@ -133,7 +157,7 @@ def new_entry(facts: SessionFacts) -> CheckpointEntry:
 def summary(facts: SessionFacts, registry: Registry) -> dict[str, Any]:
     """`training_summary.json`: the seed's shape, plus the session's own before/after figures."""
     restorable = [e for e in registry.values() if e.restorable]
-    best = min(restorable, key=lambda e: e.val_loss or math.inf, default=None)
+    best = best_entry(registry, facts.lineage, facts.fingerprint.val_sha256)
     sizes = [e.storage.bytes for e in restorable if e.storage is not None]
     return {
         "workflow_run": facts.session_id,
@@ -158,8 +182,8 @@ def summary(facts: SessionFacts, registry: Registry) -> dict[str, Any]:
         },
         "best_checkpoint": None
         if best is None
-        else {"id": best.checkpoint_id, "val_loss": best.val_loss, "iteration": best.iteration,
-              "created_at": best.created_at},
+        else {"id": best.checkpoint_id, "val_loss": best.val_loss, "val_bpb": bits_per_byte(best.latest_loss),
+              "iteration": best.iteration, "created_at": best.created_at},
         "session": {
             "id": facts.session_id,
             "trigger": facts.trigger,
@@ -169,10 +193,18 @@ def summary(facts: SessionFacts, registry: Registry) -> dict[str, Any]:
             "start_iteration": facts.start_iteration,
             "end_iteration": facts.end_iteration,
             "iterations": facts.iterations,
+            "val_bpb_before": facts.val_bpb_before,
+            "val_bpb_after": facts.val_bpb_after,
+            "unigram_val_bpb": bits_per_byte(facts.unigram_val_loss),
             "val_loss_before": facts.val_loss_before,
             "val_loss_after": facts.val_loss_after,
             "val_perplexity": perplexity(facts.val_loss_after),
             "unigram_val_loss": facts.unigram_val_loss,
+            "validation_set": facts.fingerprint.val_sha256,
+            "reevaluated": {
+                "checkpoints": {cid: bits_per_byte(loss) for cid, loss in facts.evaluations.items()},
+                "seconds": facts.reevaluation_s,
+            },
             "first_loss": facts.first_loss,
             "last_loss": facts.last_loss,
             "tokens_per_s": facts.tokens_per_s,
@@ -188,7 +220,7 @@ def commit_message(facts: SessionFacts) -> tuple[str, str]:
     """(headline, body): what a person scanning `git log` wants to know."""
     headline = (
         f"retrain({facts.profile}): +{facts.iterations} iters to {facts.end_iteration}, "
-        f"val loss {facts.val_loss_before:.4f} → {facts.val_loss_after:.4f}"
+        f"val {facts.val_bpb_before:.4f} → {facts.val_bpb_after:.4f} bits/byte"
     )
     lines = [
         f"Trigger: {facts.trigger}" + (f" by @{facts.sender}" if facts.sender else ""),

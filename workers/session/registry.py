@@ -1,8 +1,13 @@
 """The checkpoint registry (`metadata.json`): parse, choose, add, retain, dump. Pure: no I/O.
 
 It reads files written by the seed workflow (entries without stored weights, scores dominated by
-`tokens_processed`) and never chooses such an entry for resuming: best means lowest validation loss
-among entries whose weights are stored and whose fingerprint matches this session's data and model.
+`tokens_processed`) and never chooses such an entry for resuming.
+
+Compatibility is what the weights need: a checkpoint continues wherever its lineage (tokenizer and model
+shape) matches, whatever the text became since; the data's fingerprint is kept as provenance. "Best"
+means the lowest validation loss measured on today's validation set: each figure carries the
+fingerprint of the set it was measured on (`val_sha256`), and figures on another set do not compare
+(plan.choose_resume re-evaluates those first and records the result as the entry's `evaluation`).
 """
 
 from __future__ import annotations
@@ -27,13 +32,38 @@ class StoredObject(BaseModel):
 
 
 class Fingerprint(BaseModel):
-    """What must match for a checkpoint to be resumable: the data bytes, the tokenizer, the model shape."""
+    """Where a checkpoint came from: its data, tokenizer and model, and the validation set it was measured on.
+
+    Only the tokenizer and the shape decide compatibility (see Lineage); entries written before
+    `shape_sha256` and `val_sha256` existed lack them and are handled (shape from their model_config,
+    their figure re-evaluated).
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
     data_sha256: str
     tokenizer: str
     model_config_sha256: str
+    shape_sha256: str | None = None
+    val_sha256: str | None = None
+
+
+class Lineage(BaseModel):
+    """What weights need to be continued: the same tokenizer and the same network shape."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tokenizer: str
+    shape_sha256: str
+
+
+class Evaluation(BaseModel):
+    """A later measurement of a checkpoint's weights, on the validation set named by `val_sha256`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    val_sha256: str
+    val_loss: float = Field(allow_inf_nan=False)
 
 
 class CheckpointEntry(BaseModel):
@@ -49,17 +79,56 @@ class CheckpointEntry(BaseModel):
     parent_checkpoint: str | None = None
     storage: StoredObject | None = None
     fingerprint: Fingerprint | None = None
+    evaluation: Evaluation | None = None
 
     @property
     def restorable(self) -> bool:
         return self.storage is not None and self.val_loss is not None and math.isfinite(self.val_loss)
 
+    @property
+    def latest_loss(self) -> float:
+        """Its most recent figure, on whatever set: for ordering when no figure on today's set exists."""
+        loss = self.evaluation.val_loss if self.evaluation is not None else self.val_loss
+        return loss if loss is not None and math.isfinite(loss) else math.inf
+
 
 Registry = dict[str, CheckpointEntry]
 
 
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias")  # not dropout: no weight depends on it
+
+
 def model_config_sha256(model_config: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(dict(model_config), sort_keys=True).encode()).hexdigest()
+
+
+def shape_sha256(model_config: Mapping[str, Any]) -> str:
+    """The network's shape: what decides whether weights load."""
+    return model_config_sha256({k: model_config.get(k) for k in SHAPE_KEYS})
+
+
+def lineage_of(entry: CheckpointEntry) -> Lineage | None:
+    """The entry's lineage; None when it does not say (the seed's entries), which matches nothing."""
+    if entry.fingerprint is None:
+        return None
+    shape = entry.fingerprint.shape_sha256
+    if shape is None:  # written before shapes were recorded: derive it from the entry's model_config
+        model_config = (entry.model_extra or {}).get("model_config")
+        if not isinstance(model_config, dict):
+            return None
+        shape = shape_sha256(model_config)
+    return Lineage(tokenizer=entry.fingerprint.tokenizer, shape_sha256=shape)
+
+
+def loss_on(entry: CheckpointEntry, val_sha256: str | None) -> float | None:
+    """The entry's val loss on the validation set `val_sha256`, when it was measured there."""
+    if val_sha256 is None:
+        return None
+    if entry.evaluation is not None and entry.evaluation.val_sha256 == val_sha256:
+        return entry.evaluation.val_loss
+    if entry.fingerprint is not None and entry.fingerprint.val_sha256 == val_sha256 and entry.restorable:
+        return entry.val_loss
+    return None
 
 
 def quality_score(val_loss: float) -> float:
@@ -92,15 +161,45 @@ def parse_registry(raw: bytes | str | None) -> tuple[Registry, list[str]]:
     return registry, problems
 
 
-def resume_candidates(registry: Registry, fingerprint: Fingerprint) -> list[CheckpointEntry]:
-    """Restorable, compatible entries, best (lowest val loss) first; callers fall back down the list."""
-    usable = [e for e in registry.values() if e.restorable and e.fingerprint == fingerprint]
-    return sorted(usable, key=lambda e: (e.val_loss, -e.iteration, e.checkpoint_id))
+def _rank(entry: CheckpointEntry, val_sha256: str | None) -> tuple[bool, float, int, str]:
+    """Figures on today's set first, lowest first; then the rest by their latest figure."""
+    today = loss_on(entry, val_sha256)
+    return (today is None, today if today is not None else entry.latest_loss, -entry.iteration, entry.checkpoint_id)
 
 
-def incompatible_count(registry: Registry, fingerprint: Fingerprint) -> int:
-    """Restorable entries that cannot be resumed because the data, tokenizer or model shape changed."""
-    return sum(1 for e in registry.values() if e.restorable and e.fingerprint != fingerprint)
+def resume_candidates(
+    registry: Registry, lineage: Lineage, val_sha256: str | None = None
+) -> list[CheckpointEntry]:
+    """Restorable entries of this lineage, best first (see _rank); callers fall back down the list."""
+    usable = [e for e in registry.values() if e.restorable and lineage_of(e) == lineage]
+    return sorted(usable, key=lambda e: _rank(e, val_sha256))
+
+
+def to_reevaluate(registry: Registry, lineage: Lineage, val_sha256: str, budget: int) -> list[CheckpointEntry]:
+    """The candidates not measured on today's validation set, best by their latest figure first, at most
+    `budget` of them: what to measure before choosing."""
+    unmeasured = [e for e in resume_candidates(registry, lineage, val_sha256) if loss_on(e, val_sha256) is None]
+    return unmeasured[: max(budget, 0)]
+
+
+def with_evaluations(registry: Registry, val_sha256: str, losses: Mapping[str, float]) -> Registry:
+    """Record figures measured on today's set (checkpoint id -> val loss) on the entries still there."""
+    out = dict(registry)
+    for cid, loss in losses.items():
+        if cid in out:
+            out[cid] = out[cid].model_copy(update={"evaluation": Evaluation(val_sha256=val_sha256, val_loss=loss)})
+    return out
+
+
+def incompatible_count(registry: Registry, lineage: Lineage) -> int:
+    """Restorable entries of another lineage: another model shape or tokenizer."""
+    return sum(1 for e in registry.values() if e.restorable and lineage_of(e) != lineage)
+
+
+def best_entry(registry: Registry, lineage: Lineage | None, val_sha256: str | None) -> CheckpointEntry | None:
+    """What a later session of this lineage would resume from, on the figures known now."""
+    usable = [e for e in registry.values() if e.restorable and (lineage is None or lineage_of(e) == lineage)]
+    return min(usable, key=lambda e: _rank(e, val_sha256), default=None)
 
 
 def with_entry(registry: Registry, entry: CheckpointEntry) -> Registry:
@@ -121,20 +220,30 @@ def merge(ours: Registry, theirs: Registry) -> Registry:
 
 
 def retain(
-    registry: Registry, max_checkpoints: int, *, pinned: str | None = None
+    registry: Registry, max_checkpoints: int, *, pinned: str | None = None, lineage: Lineage | None = None,
+    val_sha256: str | None = None,
 ) -> tuple[Registry, list[CheckpointEntry]]:
-    """Keep the best `max_checkpoints` entries, dropping unrestorable ones, then the worst, first.
+    """Keep the best `max_checkpoints` entries; what goes first: unrestorable entries, then other lineages'
+    (another shape or tokenizer), then this lineage's worst.
 
-    `pinned` (the session's own new entry) is always kept, so a session's reply never names a checkpoint
-    that its own commit dropped.
+    Always kept: `pinned` (the session's own new entry, so a reply never names a checkpoint its own commit
+    dropped) and the best entry of `lineage` (a regressed session never costs the lineage its best).
+    Without a lineage every restorable entry counts as compatible.
     """
+    best = best_entry(registry, lineage, val_sha256)
+
+    def standing(e: CheckpointEntry) -> int:
+        if not e.restorable:
+            return 2
+        return 0 if lineage is None or lineage_of(e) == lineage else 1
+
     ranked = sorted(
         registry.values(),
         key=lambda e: (
             e.checkpoint_id != pinned,
-            not e.restorable,
-            e.val_loss if e.val_loss is not None else math.inf,
-            -e.iteration,
+            best is None or e.checkpoint_id != best.checkpoint_id,
+            standing(e),
+            *_rank(e, val_sha256)[:3],
         ),
     )
     kept, dropped = ranked[:max_checkpoints], ranked[max_checkpoints:]

@@ -295,4 +295,5 @@ def session_facts(
         },
         storage=stored, fingerprint=plan.fingerprint, notes=tuple(plan.notes), stopped=stopped,
         loss_curve=tuple((int(i), loss) for i, loss in downsample(result.losses, result.start_iteration)),
+        evaluations=dict(plan.reevaluation.losses), reevaluation_s=plan.reevaluation.seconds,
     )

@@ -1,16 +1,20 @@
-"""Byte-level tokenizer and an honest train/validation split.
+"""Byte-level tokenizer and a validation split that stays put while the repository lives.
 
-The old workflow validated on its training text (val loss 0.0003 was memorisation). Here the
-validation split is disjoint from the training split: whole files when there are several, else the
-tail of the text. Tokens are bytes, so nothing is ever downloaded and any text (or binary) works.
+The old workflow validated on its training text (val loss 0.0003 was memorisation). Here the split is
+disjoint, and it is stable as the text is edited and grows, because which side a piece of text lands on
+is a property of that text alone:
 
-Split by file: every path gets a stable rank, sha256(path). Files are taken into validation in rank
-order until at least `val_fraction` of the bytes are there (at least one file in each split). The
-validation set is therefore always a prefix of one fixed order of paths: adding a file never reorders
-the others, and while the split stays by-file, a new file that ranks after the cut-off moves no
-validation file back into training (it can only pull the next-ranked training files into validation,
-when the byte target grows past the current validation bytes). The fingerprint changes whenever the
-split changes, so callers can tell.
+- Each file is cut into pieces at content-defined points: paragraph breaks chosen by the paragraph's own
+  hash (a long paragraph is cut at lines, a long line at fixed lengths). An edit changes only the piece it
+  falls in, never where the other pieces of the file begin.
+- A piece is held out when the hash of its bytes falls below `val_fraction`. So a held-out piece stays
+  held out for as long as its text exists, whatever other files are added, edited, renamed or removed,
+  and identical text (a copied file, a repeated licence) always lands on one side.
+- When the pieces are too few for that rule to come near `val_fraction` (a small corpus, or one file that
+  is most of the bytes), pieces are held out in order of their hash until the share is met exactly, the
+  last one split inside: the share never overshoots because one file is large.
+
+Tokens are bytes, so nothing is ever downloaded and any text (or binary) works.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -25,8 +30,14 @@ import torch
 from torch import Tensor
 
 TOKENIZER_ID = "bytes-v1"  # vocab 256; token = byte value
-SPLIT_BY_FILE = "by-file"
-SPLIT_TAIL_BLOCK = "tail-block"
+SPLIT_PIECES = "pieces-v1"
+MAX_UNIT = 4096  # a paragraph longer than this is cut at lines, a longer line at this length
+MAX_PIECE = 8192  # a piece ends at a chosen paragraph break, or here at the latest
+BREAK_EVERY = 4  # a paragraph ends its piece when its hash is 0 mod this: pieces of ~4 paragraphs
+SHARE_BAND = (0.5, 1.5)  # the hash rule is kept while the held-out share is within this times val_fraction
+EVAL_WINDOWS = 128  # most windows an evaluation reads (see eval_starts)
+EVAL_PROTOCOL = f"windows-v1:{EVAL_WINDOWS}"
+_PARAGRAPH_END = re.compile(rb"\n(?:[ \t]*\n)+")
 
 
 @dataclass(frozen=True)
@@ -35,15 +46,15 @@ class Corpus:
 
     train: Tensor  # 1-D uint8 token ids (bytes); batches widen them to int64
     val: Tensor
-    train_files: tuple[str, ...]  # files with bytes in train (a file can be in both for "tail-block")
+    train_files: tuple[str, ...]  # files with bytes in train (a file can have pieces on both sides)
     val_files: tuple[str, ...]
-    split: str = SPLIT_BY_FILE  # "by-file" or "tail-block"
+    split: str = SPLIT_PIECES
 
     def fingerprint(self) -> str:
         """sha256 over the tokenizer, the split (which files where, split sizes) and the bytes.
 
-        Two corpora with the same fingerprint give the same batches, so val losses compare and a
-        checkpoint's sampler position means the same thing.
+        Two corpora with the same fingerprint give the same batches, so a checkpoint's sampler position
+        means the same thing: provenance, and the condition for restoring the sampler exactly.
         """
         h = hashlib.sha256()
         h.update(f"tokenizer={TOKENIZER_ID}\nsplit={self.split}\n".encode())
@@ -58,12 +69,42 @@ class Corpus:
             _hash_tensor(h, tokens)
         return h.hexdigest()
 
+    def val_fingerprint(self, block_size: int) -> str:
+        """What a validation figure was measured on: the held-out bytes, the tokenizer and the windows read.
+
+        Two val losses compare only when this matches; the training text does not enter it.
+        """
+        h = hashlib.sha256(f"tokenizer={TOKENIZER_ID}\neval={EVAL_PROTOCOL}\nblock={block_size}\n".encode())
+        _hash_tensor(h, self.val)
+        return h.hexdigest()
+
+
+def eval_starts(n_tokens: int, block_size: int) -> list[int]:
+    """Where the evaluation windows (block_size + 1 tokens each) start: fixed by the split's length alone.
+
+    The whole split in consecutive windows when it has at most EVAL_WINDOWS of them, else EVAL_WINDOWS
+    windows spread evenly. No seed, batch size or eval_iters is involved, so editing those never changes
+    a figure, and figures on one validation set always compare.
+    """
+    last = n_tokens - block_size - 1  # the last start that leaves a full window
+    if last < 0:
+        return []
+    consecutive = last // block_size + 1
+    if consecutive <= EVAL_WINDOWS:
+        return [i * block_size for i in range(consecutive)]
+    return [round(i * last / (EVAL_WINDOWS - 1)) for i in range(EVAL_WINDOWS)]
+
+
+def bits_per_byte(loss: float) -> float:
+    """Nats per token to bits per byte: comparable across tokenizers (here a token is one byte)."""
+    return loss / math.log(2)
+
 
 def _hash_tensor(h: hashlib._Hash, t: Tensor) -> None:
     """Feed a uint8 tensor's bytes to `h` in chunks.
 
-    numpy is not a dependency and bytes(storage) goes element by element (over a minute for 50 MB),
-    so read the CPU memory directly; the tensor is made contiguous and kept alive meanwhile.
+    bytes(storage) goes element by element (over a minute for 50 MB), so read the CPU memory directly;
+    the tensor is made contiguous and kept alive meanwhile.
     """
     data = t.detach().to("cpu", torch.uint8).contiguous()
     ptr, n, chunk = data.data_ptr(), data.numel(), 1 << 24
@@ -75,22 +116,69 @@ def _tokens(data: bytes) -> Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
 
 
-def _path_rank(path: str) -> str:
-    """A stable per-path rank: it depends on the path only, never on which other files exist."""
-    return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()
+def _digest(data: bytes, person: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8, person=person).digest(), "big")
 
 
 def min_corpus_bytes(block_size: int, val_fraction: float) -> int:
-    """Fewest bytes for which a tail split leaves both splits more than block_size + 1 tokens."""
+    """Fewest bytes for which both splits hold more than block_size + 1 tokens."""
     need = block_size + 2
     total = 2 * need
-    while total - _tail_size(total, val_fraction, block_size) < need:
+    while total - _val_target(total, val_fraction, block_size) < need:
         total += 1
     return total
 
 
-def _tail_size(total: int, val_fraction: float, block_size: int) -> int:
+def _val_target(total: int, val_fraction: float, block_size: int) -> int:
     return max(math.ceil(total * val_fraction), block_size + 2)
+
+
+def _units(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of paragraphs (with their trailing blank lines); long ones cut at lines, then lengths."""
+    out: list[tuple[int, int]] = []
+    start = 0
+    ends = [m.end() for m in _PARAGRAPH_END.finditer(data)] + [len(data)]
+    for end in ends:
+        if end > start:
+            out.extend(_cut_long(data, start, end))
+        start = end
+    return out
+
+
+def _cut_long(data: bytes, start: int, end: int) -> list[tuple[int, int]]:
+    if end - start <= MAX_UNIT:
+        return [(start, end)]
+    out: list[tuple[int, int]] = []
+    while start < end:
+        cut = data.rfind(b"\n", start, min(start + MAX_UNIT, end) - 1) + 1
+        if cut <= start or end - start <= MAX_UNIT:
+            cut = min(start + MAX_UNIT, end)
+        out.append((start, cut))
+        start = cut
+    return out
+
+
+@dataclass(frozen=True)
+class _Piece:
+    path: str
+    start: int
+    end: int
+    rank: int  # blake2b of the piece's bytes: decides its side
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+def _pieces(path: str, data: bytes) -> list[_Piece]:
+    pieces: list[_Piece] = []
+    start = 0
+    for unit_start, unit_end in _units(data):
+        chosen = _digest(data[unit_start:unit_end], b"retrain-break") % BREAK_EVERY == 0
+        if chosen or unit_end - start >= MAX_PIECE or unit_end == len(data):
+            pieces.append(_Piece(path, start, unit_end, _digest(data[start:unit_end], b"retrain-side")))
+            start = unit_end
+    return pieces
 
 
 def build_corpus(files: Mapping[str, bytes], *, val_fraction: float = 0.1, block_size: int) -> Corpus:
@@ -98,6 +186,29 @@ def build_corpus(files: Mapping[str, bytes], *, val_fraction: float = 0.1, block
 
     Empty files carry no tokens and are left out. Raises ValueError when there is too little text.
     """
+    held = held_out(files, val_fraction=val_fraction, block_size=block_size)
+    train: dict[str, list[bytes]] = {}
+    val: dict[str, list[bytes]] = {}
+    for path in sorted(p for p, data in files.items() if data):  # each side reads in file order
+        data, at = files[path], 0
+        for start, end in held.get(path, []):
+            if start > at:
+                train.setdefault(path, []).append(data[at:start])
+            val.setdefault(path, []).append(data[start:end])
+            at = end
+        if at < len(data):
+            train.setdefault(path, []).append(data[at:])
+    return Corpus(
+        train=_tokens(b"".join(b"".join(parts) for parts in train.values())),
+        val=_tokens(b"".join(b"".join(parts) for parts in val.values())),
+        train_files=tuple(train),
+        val_files=tuple(val),
+        split=SPLIT_PIECES,
+    )
+
+
+def held_out(files: Mapping[str, bytes], *, val_fraction: float, block_size: int) -> dict[str, list[tuple[int, int]]]:
+    """The byte ranges of each file that validation holds, in order (see the module docstring)."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}")
     if block_size < 1:
@@ -112,61 +223,31 @@ def build_corpus(files: Mapping[str, bytes], *, val_fraction: float = 0.1, block
             f"and validation splits hold more than block_size + 1 = {block_size + 1} tokens "
             f"(val_fraction={val_fraction})"
         )
-    if len(paths) >= 2:
-        corpus = _split_by_file(files, paths, val_fraction, block_size)
-        if corpus is not None:
-            return corpus
-    return _split_tail(files, paths, val_fraction, block_size)
+    pieces = [piece for path in paths for piece in _pieces(path, files[path])]
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    for piece, n in sorted(_held_out(pieces, total, val_fraction, block_size).items(),
+                           key=lambda item: (item[0].path, item[0].start)):
+        ranges.setdefault(piece.path, []).append((piece.end - n, piece.end))  # a partly held piece: its tail
+    return ranges
 
 
-def _split_by_file(
-    files: Mapping[str, bytes], paths: list[str], val_fraction: float, block_size: int
-) -> Corpus | None:
-    """Hold out whole files; None when either side would be shorter than one block plus its target."""
-    total = sum(len(files[p]) for p in paths)
-    ranked = sorted(paths, key=_path_rank)
-    held: list[str] = []
+def _held_out(pieces: list[_Piece], total: int, val_fraction: float, block_size: int) -> dict[_Piece, int]:
+    """Held-out bytes per piece (its tail): by the hash rule when that lands near the share, else filled."""
+    threshold = int(val_fraction * 2**64)
+    by_rule = {p: p.size for p in pieces if p.rank < threshold}
+    held_bytes = sum(by_rule.values())
+    low, high = SHARE_BAND
+    if (
+        low * val_fraction * total <= held_bytes <= high * val_fraction * total
+        and min(held_bytes, total - held_bytes) >= block_size + 2
+    ):
+        return by_rule
+    target = _val_target(total, val_fraction, block_size)
+    filled: dict[_Piece, int] = {}
     held_bytes = 0
-    for path in ranked[:-1]:  # the last-ranked file always stays in train
-        if held and held_bytes >= val_fraction * total:
+    for piece in sorted(pieces, key=lambda p: (p.rank, p.path, p.start)):
+        if held_bytes >= target:
             break
-        held.append(path)
-        held_bytes += len(files[path])
-    held_set = set(held)
-    val_files = tuple(p for p in paths if p in held_set)
-    train_files = tuple(p for p in paths if p not in held_set)
-    if min(held_bytes, total - held_bytes) < block_size + 2:
-        return None
-    return Corpus(
-        train=_tokens(b"".join(files[p] for p in train_files)),
-        val=_tokens(b"".join(files[p] for p in val_files)),
-        train_files=train_files,
-        val_files=val_files,
-        split=SPLIT_BY_FILE,
-    )
-
-
-def _split_tail(files: Mapping[str, bytes], paths: list[str], val_fraction: float, block_size: int) -> Corpus:
-    """Hold out the last contiguous bytes of all files concatenated in path order.
-
-    Used for a single file, and for several files when the held-out files would be too small.
-    """
-    data = b"".join(files[p] for p in paths)
-    cut = len(data) - _tail_size(len(data), val_fraction, block_size)
-    train_files: list[str] = []
-    val_files: list[str] = []
-    start = 0
-    for path in paths:
-        end = start + len(files[path])
-        if start < cut:
-            train_files.append(path)
-        if end > cut:
-            val_files.append(path)
-        start = end
-    return Corpus(
-        train=_tokens(data[:cut]),
-        val=_tokens(data[cut:]),
-        train_files=tuple(train_files),
-        val_files=tuple(val_files),
-        split=SPLIT_TAIL_BLOCK,
-    )
+        filled[piece] = min(piece.size, target - held_bytes)
+        held_bytes += filled[piece]
+    return filled

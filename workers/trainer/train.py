@@ -1,11 +1,22 @@
 """The training loop: one session of `max_iters` iterations, fresh or resumed from a payload.
 
 Importable and free of I/O: data comes in as a Corpus, the checkpoint goes out as a dict (see
-checkpoint.py; `save_state` / `load_state` turn it into bytes and back). Everything a later session
-needs to continue exactly where this one stopped is in the payload: weights, optimizer moments, the
-global iteration (which drives the learning-rate schedule), the RNG state used by dropout and the
-batch sampler's generator. So on the CPU with deterministic algorithms, two sessions of N iterations
-give the same weights and losses as one session of 2N.
+checkpoint.py; `save_state` / `load_state` turn it into bytes and back). The payload holds weights,
+optimizer moments, the global iteration, the RNG state used by dropout and the batch sampler's generator.
+
+Streams: a resumed call restores the RNG and the sampler only when it continues the same stream (same
+data fingerprint and same seed); otherwise it draws new ones from its own seed. So an interrupted session
+resumed from its own in-session checkpoint continues bit for bit (on the CPU with deterministic
+algorithms, two calls of N iterations equal one of 2N), while two different sessions, which get
+different seeds, never replay one trajectory, and a session on edited text never reuses a sampler
+position that meant other bytes.
+
+Schedule, for training that never ends (warmup-stable-decay; Hägele et al. 2024): a linear warmup over
+the first `warmup_iters` global iterations, then the peak rate for good, and a short cooldown to `min_lr`
+over the last `cooldown_iters` of each session. The cooled weights are the session's model; the state
+at the start of the cooldown is kept beside them in the payload ("stable"), and the next session
+continues from that (`continuation`), so the lineage stays in the stable phase while every committed
+checkpoint is a cooled one.
 """
 
 from __future__ import annotations
@@ -27,13 +38,18 @@ from workers.trainer.checkpoint import (
     save_state,
     to_cpu,
 )
-from workers.trainer.data import TOKENIZER_ID, Corpus
+from workers.trainer.data import TOKENIZER_ID, Corpus, eval_starts
 from workers.trainer.device import autocast, cuda_speedups, peak_flops, resolve_device
 from workers.trainer.model import GPT, ModelConfig
 
-__all__ = ["Progress", "Snapshot", "TrainConfig", "TrainResult", "get_lr", "load_state", "save_state", "train"]
+__all__ = [
+    "Progress", "Snapshot", "TrainConfig", "TrainResult", "continuation", "evaluate", "get_lr", "load_state",
+    "save_state", "train",
+]
 
 SAMPLER_KIND = "uniform-random-blocks"
+EVAL_BATCH = 16  # windows per forward pass when evaluating; fixed, so figures never depend on batch_size
+STREAM_KEYS = ("model", "optimizer", "iteration", "rng", "sampler")  # what "stable" holds: a state to go on from
 
 
 @dataclass(frozen=True)
@@ -42,27 +58,26 @@ class TrainConfig:
 
     max_iters: int  # iterations for THIS session, counted from the resume point
     batch_size: int = 8
-    learning_rate: float = 6e-4  # peak, reached after warmup
-    min_lr: float = 6e-5  # floor of the cosine decay (~learning_rate / 10, per Chinchilla)
-    warmup_iters: int = 100  # the schedule is a function of the GLOBAL iteration, so it spans sessions
-    lr_decay_iters: int = 5000
+    learning_rate: float = 6e-4  # peak, reached after warmup and held while the lineage goes on
+    min_lr: float = 6e-5  # where each session's cooldown ends (~learning_rate / 10)
+    warmup_iters: int = 100  # in GLOBAL iterations: only a new lineage warms up
+    cooldown_iters: int = 0  # the session's last iterations, decaying to min_lr; counted to the session's end
     weight_decay: float = 0.1  # applied to 2-D weights only
     grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
     beta1: float = 0.9
     beta2: float = 0.95
-    eval_iters: int = 20  # batches per split when estimating loss
-    seed: int = 1337
+    seed: int = 1337  # initial weights, dropout and the sampler of a new stream; sessions derive their own
     device: str = "auto"  # "auto" -> cuda if available else cpu
 
     def __post_init__(self) -> None:
-        for name in ("max_iters", "batch_size", "eval_iters"):
+        for name in ("max_iters", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"train config: {name} must be a positive integer, got {value!r}")
-        if self.warmup_iters < 0 or self.lr_decay_iters < self.warmup_iters:
+        if self.warmup_iters < 0 or self.cooldown_iters < 0:
             raise ValueError(
-                f"train config: need 0 <= warmup_iters <= lr_decay_iters, got "
-                f"{self.warmup_iters} and {self.lr_decay_iters}"
+                f"train config: warmup_iters and cooldown_iters must not be negative, got "
+                f"{self.warmup_iters} and {self.cooldown_iters}"
             )
         if not 0 <= self.min_lr <= self.learning_rate:
             raise ValueError(
@@ -112,14 +127,36 @@ class TrainResult:
     stopped_early: bool = False  # `should_stop` ended the session before max_iters
 
 
-def get_lr(iteration: int, cfg: TrainConfig) -> float:
-    """Linear warmup, then cosine decay to min_lr at lr_decay_iters, then flat (nanoGPT)."""
+def _stable_lr(iteration: int, cfg: TrainConfig) -> float:
     if iteration < cfg.warmup_iters:
         return cfg.learning_rate * (iteration + 1) / (cfg.warmup_iters + 1)
-    if iteration >= cfg.lr_decay_iters:
-        return cfg.min_lr
-    ratio = (iteration - cfg.warmup_iters) / (cfg.lr_decay_iters - cfg.warmup_iters)
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
+    return cfg.learning_rate
+
+
+def get_lr(iteration: int, cfg: TrainConfig, session_end: int) -> float:
+    """Warmup, then the peak for good; over the last `cooldown_iters` before `session_end`, 1 - sqrt decay
+    from the stable rate to min_lr (the shape Hägele et al. found best), reaching it at the last step."""
+    cool_from = session_end - cfg.cooldown_iters
+    if cfg.cooldown_iters <= 0 or iteration < cool_from:
+        return _stable_lr(iteration, cfg)
+    top = _stable_lr(cool_from, cfg)
+    done = (iteration - cool_from + 1) / cfg.cooldown_iters
+    return cfg.min_lr + (top - cfg.min_lr) * (1.0 - math.sqrt(min(done, 1.0)))
+
+
+def continuation(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The state a later session goes on from: the one before the cooldown when the payload kept it.
+
+    Continuing from the cooled weights would start every session from a decayed rate's end point and warm
+    it up again; continuing from the stable state makes N sessions one stable run with a cooldown at the
+    end, which is what one uninterrupted run is.
+    """
+    stable = payload.get("stable")
+    if not isinstance(stable, Mapping):
+        return dict(payload)
+    out = {k: v for k, v in payload.items() if k != "stable"}
+    out.update({k: stable[k] for k in STREAM_KEYS})
+    return out
 
 
 def _get_batch(
@@ -146,21 +183,38 @@ def _configure_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> 
 
 
 @torch.no_grad()
-def _estimate_loss(model: GPT, data: Tensor, cfg: TrainConfig, device: torch.device) -> float:
-    """Mean loss over `eval_iters` batches drawn with a fixed seed: the same windows every call, so
-    losses before and after a session (and across sessions on one corpus) compare like for like."""
-    gen = torch.Generator().manual_seed(cfg.seed)
+def _estimate_loss(model: GPT, data: Tensor, device: torch.device) -> float:
+    """Mean loss per token over the split's fixed windows (data.eval_starts): deterministic, and the same
+    windows for any batch size or seed, so figures on one validation set compare like for like."""
     block = model.config.block_size
+    starts = torch.tensor(eval_starts(data.numel(), block), dtype=torch.long)
     was_training = model.training
     model.eval()
     total = torch.zeros((), device=device)
-    for _ in range(cfg.eval_iters):
-        x, y = _get_batch(data, block, cfg.batch_size, gen, device)
+    for batch in starts.split(EVAL_BATCH):
+        chunk = data[batch.unsqueeze(1) + torch.arange(block + 1)].long().to(device)
         with autocast(device):
-            _, loss = model(x, y)
-        total += loss.float()
+            _, loss = model(chunk[:, :-1], chunk[:, 1:])
+        total += loss.float() * batch.numel()
     model.train(was_training)
-    return total.item() / cfg.eval_iters
+    return total.item() / starts.numel()
+
+
+def evaluate(model_config: ModelConfig, payload: Mapping[str, Any], data: Tensor, *, device: str = "auto") -> float:
+    """The val loss of a stored checkpoint's weights on `data` (the windows `train` reports on).
+
+    For choosing between checkpoints measured on an older validation set: it costs one forward pass per
+    EVAL_BATCH windows and leaves the global RNG alone.
+    """
+    check_payload(payload)
+    check_model_config(payload, model_config)
+    where = resolve_device(device)
+    if data.numel() <= model_config.block_size + 1:
+        raise ValueError(f"evaluation needs more than {model_config.block_size + 1} tokens, got {data.numel()}")
+    with torch.random.fork_rng(devices=[where] if where.type == "cuda" else []), cuda_speedups(where):
+        model = GPT(model_config)
+        model.load_state_dict(payload["model"])
+        return _estimate_loss(model.to(where), data, where)
 
 
 def train(
@@ -220,23 +274,36 @@ class _Hooks:
     checkpoint_every_s: float
 
 
-def _payload(
-    model: GPT, optimizer: torch.optim.Optimizer, model_config: ModelConfig, cfg: TrainConfig, corpus: Corpus,
-    iteration: int, rng: dict[str, Any], sampler: torch.Generator, batches: int,
+def _stream(
+    model: GPT, optimizer: torch.optim.Optimizer, iteration: int, rng: dict[str, Any], sampler: torch.Generator,
+    batches: int,
 ) -> dict[str, Any]:
-    """Everything a later session needs to continue exactly here (see the module docstring)."""
+    """The part of a payload that training goes on from (STREAM_KEYS)."""
     return {
-        "format": CHECKPOINT_FORMAT,
         "model": to_cpu(model.state_dict()),
         "optimizer": to_cpu(optimizer.state_dict()),
-        "model_config": model_config.to_dict(),
-        "train_config": cfg.to_dict(),
         "iteration": iteration,
-        "tokenizer": TOKENIZER_ID,
         "rng": rng,
         "sampler": {"kind": SAMPLER_KIND, "generator": sampler.get_state(), "batches": batches},
+    }
+
+
+def _payload(
+    stream: dict[str, Any], model_config: ModelConfig, cfg: TrainConfig, corpus: Corpus,
+    stable: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Everything a later call needs (see the module docstring); `stable` once the cooldown began."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        **stream,
+        "model_config": model_config.to_dict(),
+        "train_config": cfg.to_dict(),
+        "tokenizer": TOKENIZER_ID,
         "corpus_fingerprint": corpus.fingerprint(),
     }
+    if stable is not None:
+        payload["stable"] = stable
+    return payload
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -244,6 +311,15 @@ def _rng_state(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         rng["cuda"] = [torch.cuda.get_rng_state(device)]
     return rng
+
+
+def same_stream(resume: Mapping[str, Any], cfg: TrainConfig, corpus: Corpus) -> bool:
+    """Whether `resume` continues this call's stream: same bytes in the same split, and the same seed."""
+    saved = resume.get("train_config")
+    return (
+        resume.get("corpus_fingerprint") == corpus.fingerprint()
+        and isinstance(saved, Mapping) and saved.get("seed") == cfg.seed
+    )
 
 
 def _run(
@@ -263,13 +339,16 @@ def _run(
     model = GPT(model_config)
     sampler = torch.Generator().manual_seed(cfg.seed)
     start, batches = 0, 0
+    stable: dict[str, Any] | None = None
     if resume is not None:
         model.load_state_dict(resume["model"])
         start, batches = int(resume["iteration"]), int(resume["sampler"].get("batches", 0))
-        sampler.set_state(resume["sampler"]["generator"])
-        torch.set_rng_state(resume["rng"]["torch_cpu"])
-        if device.type == "cuda" and resume["rng"].get("cuda"):
-            torch.cuda.set_rng_state(resume["rng"]["cuda"][0], device)
+        if same_stream(resume, cfg, corpus):
+            sampler.set_state(resume["sampler"]["generator"])
+            torch.set_rng_state(resume["rng"]["torch_cpu"])
+            if device.type == "cuda" and resume["rng"].get("cuda"):
+                torch.cuda.set_rng_state(resume["rng"]["cuda"][0], device)
+            stable = resume.get("stable")  # an in-session checkpoint taken during the cooldown
     model.to(device)
     model.train()
     optimizer = _configure_optimizer(model, cfg, device)
@@ -282,15 +361,19 @@ def _run(
                 group[key] = ours[key]
         optimizer.load_state_dict(saved)
 
-    val_loss_before = _estimate_loss(model, corpus.val, cfg, device)
+    val_loss_before = _estimate_loss(model, corpus.val, device)
     # Losses stay on the device: one conversion at the end instead of a host sync per iteration.
     losses = torch.zeros(cfg.max_iters, dtype=torch.float32, device=device)
     tokens_per_iter = cfg.batch_size * model_config.block_size
-    lr = get_lr(start, cfg)
+    session_end = start + cfg.max_iters
+    cool_from = session_end - cfg.cooldown_iters if cfg.cooldown_iters > 0 else None
+    lr = get_lr(start, cfg, session_end)
     t_loop = last_checkpoint = time.perf_counter()
     ran = cfg.max_iters
     for k in range(cfg.max_iters):
-        lr = get_lr(start + k, cfg)
+        if cool_from is not None and stable is None and start + k >= cool_from:
+            stable = _stream(model, optimizer, start + k, _rng_state(device), sampler, batches + k)
+        lr = get_lr(start + k, cfg, session_end)
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = _get_batch(corpus.train, model_config.block_size, cfg.batch_size, sampler, device)
@@ -320,20 +403,19 @@ def _run(
                 hooks.on_checkpoint is not None and done < cfg.max_iters
                 and time.perf_counter() - last_checkpoint >= hooks.checkpoint_every_s
             ):
+                stream = _stream(model, optimizer, start + done, _rng_state(device), sampler, batches + done)
                 hooks.on_checkpoint(Snapshot(
-                    _payload(model, optimizer, model_config, cfg, corpus, start + done, _rng_state(device),
-                             sampler, batches + done),
-                    losses[:done].tolist(), val_loss_before,
+                    _payload(stream, model_config, cfg, corpus, stable), losses[:done].tolist(), val_loss_before,
                 ))
                 last_checkpoint = time.perf_counter()
     loss_list = losses[:ran].tolist()  # waits for the device, so the timing below is honest
     loop_s = time.perf_counter() - t_loop
     # Capture the RNG states before evaluating, where a continuing single session would be.
     rng = _rng_state(device)
-    train_loss = _estimate_loss(model, corpus.train, cfg, device)
-    val_loss_after = _estimate_loss(model, corpus.val, cfg, device)
+    train_loss = _estimate_loss(model, corpus.train, device)
+    val_loss_after = _estimate_loss(model, corpus.val, device)
     end = start + ran
-    state = _payload(model, optimizer, model_config, cfg, corpus, end, rng, sampler, batches + ran)
+    state = _payload(_stream(model, optimizer, end, rng, sampler, batches + ran), model_config, cfg, corpus, stable)
     tokens_per_s = ran * tokens_per_iter / loop_s
     peak = peak_flops(device)
     return TrainResult(
