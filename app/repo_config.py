@@ -38,8 +38,8 @@ class Profile(BaseModel):
     )
     cooldown_fraction: float = Field(
         0.1, ge=0.0, lt=1.0,
-        description="Share of each session's iterations spent cooling the learning rate down to min_lr; the next "
-        "session continues from the state before the cooldown (0 turns it off).",
+        description="Share of each session's iterations spent cooling the learning rate down to min_lr, so every "
+        "committed checkpoint is a cooled one; the next session goes on at the peak rate (0 turns it off).",
     )
     lr_decay_iters: int = Field(
         5000, ge=1, description="Ignored: the schedule has no global decay horizon any more (kept so old files parse).",

@@ -27,7 +27,6 @@ from workers.trainer.train import (
     Progress,
     TrainConfig,
     TrainResult,
-    continuation,
     evaluate,
     get_lr,
     load_state,
@@ -378,29 +377,24 @@ def stop_at(iteration: int):
 def test_a_session_interrupted_in_its_cooldown_resumes_bit_identically(corpus, deterministic: None) -> None:
     cfg = tiny_train_config(20, cooldown_iters=8)
     whole = train(TINY, cfg, corpus)
-    a = train(TINY, cfg, corpus, progress_every=5, should_stop=stop_at(15))
-    assert a.end_iteration == 15 and a.state["stable"]["iteration"] == 12
+    a = train(TINY, cfg, corpus, progress_every=5, should_stop=stop_at(15))  # 3 iterations into the cooldown
+    assert a.end_iteration == 15 and a.learning_rate < cfg.learning_rate
     b = train(TINY, replace(cfg, max_iters=5), corpus, resume=load_state(save_state(a.state)))
     assert a.losses + b.losses == whole.losses
-    for part in ("model",):
-        for key, tensor in whole.state[part].items():
-            assert torch.equal(b.state[part][key], tensor), key
-    for key, tensor in whole.state["stable"]["model"].items():
-        assert torch.equal(b.state["stable"]["model"][key], tensor), key
-    assert b.learning_rate == pytest.approx(cfg.min_lr)
+    for key, tensor in whole.state["model"].items():
+        assert torch.equal(b.state["model"][key], tensor), key
+    assert b.learning_rate == whole.learning_rate == pytest.approx(cfg.min_lr)
 
 
-def test_the_next_session_continues_from_the_state_before_the_cooldown(corpus) -> None:
+def test_the_next_session_goes_on_from_the_cooled_weights_at_the_peak_rate(corpus) -> None:
     cooled = train(TINY, tiny_train_config(40, cooldown_iters=10), corpus)
-    stable = cooled.state["stable"]
-    assert stable["iteration"] == 30 and cooled.state["iteration"] == 40
-    assert any(not torch.equal(stable["model"][k], v) for k, v in cooled.state["model"].items())
-    going_on = continuation(cooled.state)
-    assert "stable" not in going_on and going_on["iteration"] == 30
-    assert all(torch.equal(going_on["model"][k], v) for k, v in stable["model"].items())
-    assert continuation(going_on) == going_on  # a payload without a cooldown goes on from itself
-    nxt = train(TINY, tiny_train_config(20, cooldown_iters=5, seed=7), corpus, resume=going_on)
-    assert (nxt.start_iteration, nxt.end_iteration) == (30, 50)
+    assert cooled.state["iteration"] == 40 and cooled.learning_rate == pytest.approx(3e-4)
+    seen: list[Progress] = []
+    nxt = train(TINY, tiny_train_config(20, cooldown_iters=5, seed=7), corpus, resume=cooled.state,
+                on_progress=seen.append, progress_every=1)
+    assert (nxt.start_iteration, nxt.end_iteration) == (40, 60)
+    assert seen[0].lr == pytest.approx(3e-3)  # no second warmup, no decay horizon: the peak again
+    assert nxt.val_loss_before == cooled.val_loss_after  # the very weights that were committed
     assert nxt.learning_rate == pytest.approx(3e-4)  # cooled to min_lr at its own end
 
 

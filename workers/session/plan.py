@@ -22,7 +22,7 @@ from workers.session.snapshot import select_files
 from workers.session.store import CheckpointStore, StoreError
 from workers.trainer.data import TOKENIZER_ID, Corpus, bits_per_byte, build_corpus
 from workers.trainer.model import ModelConfig
-from workers.trainer.train import TrainConfig, continuation, evaluate, load_state
+from workers.trainer.train import TrainConfig, evaluate, load_state
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class SessionRequest:
 @dataclass(frozen=True)
 class Resume:
     entry: reg.CheckpointEntry
-    state: dict[str, Any]  # what training goes on from: the parent's state before its cooldown
+    state: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def choose_resume(
         except (StoreError, ValueError) as exc:
             _skip(entry, exc, notes, bad)
             continue
-        return Resume(entry, continuation(payload)), again
+        return Resume(entry, payload), again
     skipped = reg.incompatible_count(registry, lineage)
     if skipped:
         notes.append(f"{skipped} stored checkpoint(s) have another model shape or tokenizer")

@@ -7,11 +7,7 @@ loads with `torch.load(weights_only=True)`: a checkpoint from the store can neve
      "model_config": dict, "train_config": dict, "iteration": int, "tokenizer": str,
      "rng": {"torch_cpu": ByteTensor, "cuda": [ByteTensor, ...]},
      "sampler": {"kind": str, "generator": ByteTensor, "batches": int},
-     "corpus_fingerprint": str,
-     "stable": {"model", "optimizer", "iteration", "rng", "sampler"}}  # optional: before the cooldown
-
-`stable`, when present, is the state at the start of the session's cooldown: a later session goes on
-from it (train.continuation), while "model" holds the cooled weights that were evaluated and committed.
+     "corpus_fingerprint": str}
 """
 
 from __future__ import annotations
