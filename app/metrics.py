@@ -4,8 +4,8 @@ worker processes keep in Redis (app/telemetry.py).
 Per receiver process: retrain_deliveries_total{event,outcome}, retrain_enqueue_seconds.
 Deployment-wide, the same on every receiver replica (aggregate them with max, not sum):
 retrain_queue_depth{queue}, retrain_sessions_total{profile,outcome}, retrain_training_tokens_per_second,
-retrain_training_loss, retrain_validation_loss, retrain_github_api_calls_total{method,status},
-retrain_github_rate_limit_remaining{resource}.
+retrain_training_loss, retrain_validation_loss, retrain_validation_bits_per_byte,
+retrain_github_api_calls_total{method,status}, retrain_github_rate_limit_remaining{resource}.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ HELP = {
     "retrain_sessions_total": "Training sessions that ended, by profile and outcome.",
     "retrain_training_tokens_per_second": "Training throughput of the latest progress report.",
     "retrain_training_loss": "Training loss of the latest progress report.",
-    "retrain_validation_loss": "Validation loss after the latest session.",
+    "retrain_validation_loss": "Validation loss after the latest session (nats per token).",
+    "retrain_validation_bits_per_byte": "Validation bits per byte after the latest session: the headline figure.",
     "retrain_github_api_calls_total": "GitHub API calls made by workers, by method and HTTP status.",
     "retrain_github_rate_limit_remaining": "Requests left in the current GitHub rate-limit window.",
     "retrain_queue_depth": "Messages waiting on a Celery queue.",

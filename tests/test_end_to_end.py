@@ -121,6 +121,8 @@ def test_comments_become_committed_sessions_and_the_second_resumes_the_first(git
     series = (("profile", "ci"), ("repo", REPO))
     assert samples[("retrain_training_tokens_per_second", series)] > 0
     assert 0 < samples[("retrain_validation_loss", series)] < math.log(256)
+    assert samples[("retrain_validation_bits_per_byte", series)] == pytest.approx(
+        samples[("retrain_validation_loss", series)] / math.log(2))
     assert ("retrain_training_loss", series) in samples
     calls = {labels: v for (name, labels), v in samples.items() if name == "retrain_github_api_calls_total"}
     assert calls[(("method", "POST"), ("status", "201"))] >= 4  # check runs, comments, reactions at least

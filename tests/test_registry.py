@@ -197,3 +197,17 @@ def test_seed_test_persistence_registry() -> None:
         "ckpt_20260321_033801_0_93fa9bf4_9470fbb7", "ckpt_20260321_033851_5_93fa9bf4_9470fbb7",
         "ckpt_20260321_034243_20_93fa9bf4_9470fbb7",
     ])
+
+
+def test_at_one_checkpoint_both_the_sessions_own_and_the_lineages_best_stay() -> None:
+    registry = registry_of(entry("best", 1.0), entry("regressed", 2.0), entry("old", 3.0))
+    kept, dropped = reg.retain(registry, 1, pinned="regressed", lineage=LINEAGE, val_sha256=TODAY)
+    assert sorted(kept) == ["best", "regressed"] and ids(dropped) == ["old"]
+
+
+@pytest.mark.parametrize("bad", [{"val_sha256": TODAY, "val_loss": -1e9}, {"val_sha256": TODAY, "val_loss": "NaN"},
+                                 {"val_sha256": TODAY, "val_loss": "x"}, "not an object", {"val_loss": 1.0}])
+def test_a_malformed_evaluation_is_forgotten_not_its_entry(bad) -> None:
+    registry, problems = reg.parse_registry(json.dumps({"a": {**entry("a", 1.0), "evaluation": bad}}))
+    assert problems == [] and registry["a"].evaluation is None and registry["a"].restorable
+    assert reg.with_evaluations(registry, TODAY, {"a": float("nan")})["a"].evaluation is None

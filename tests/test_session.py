@@ -106,10 +106,10 @@ def test_edited_and_added_text_continues_the_previous_session(github, settings) 
     second = session(settings, max_iters=8)
     assert second.facts.parent_checkpoint == first.checkpoint_id
     assert second.facts.start_iteration > 0
-    assert any("training text changed since" in note for note in second.facts.notes)
+    assert any("training data (its text or its split) changed since" in note for note in second.facts.notes)
     assert second.facts.fingerprint.data_sha256 != first.facts.fingerprint.data_sha256
     fresh = session(settings, max_iters=8, fresh=True)  # the same edited text, from a new model
-    # It starts near where the first ended (its state before the cooldown), far from a fresh model.
+    # It starts near where the first ended, far from a fresh model.
     gap_to_first = abs(second.facts.val_loss_before - first.facts.val_loss_after)
     assert gap_to_first < 0.25 * (fresh.facts.val_loss_before - first.facts.val_loss_after), (
         first.facts.val_loss_after, second.facts.val_loss_before, fresh.facts.val_loss_before)
@@ -152,10 +152,11 @@ def test_a_changed_validation_set_measures_the_candidates_again_before_choosing(
 def test_only_a_new_model_shape_starts_a_new_lineage(github, settings) -> None:
     emu, _ = github
     first = session(settings, max_iters=6)
-    config = emu.read_file(REPO, ".github/retrain.yml").replace(b"learning_rate: 0.003", b"learning_rate: 0.002")
+    config = emu.read_file(REPO, ".github/retrain.yml").replace(b"learning_rate: 0.003",
+                                                                b"learning_rate: 0.002, dropout: 0.1")
     emu.commit_files(REPO, {".github/retrain.yml": config + b"on_incompatible: stop\n",
                             "notes/harbour-lights.md": ADDED})
-    # other optimiser settings and other text: the same lineage, so `stop` does not stop it
+    # other optimiser settings, dropout and text: the same lineage, so `stop` does not stop it
     second = session(settings, max_iters=6)
     assert second.facts.parent_checkpoint == first.checkpoint_id
 

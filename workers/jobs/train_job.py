@@ -165,6 +165,7 @@ async def run_github_session(
         ended({STOPPED_ON_REQUEST: "cancelled", STOPPED_AT_TIME_LIMIT: "time_limit"}.get(
             result.facts.stopped or "", "committed"))
         TELEMETRY.gauge("retrain_validation_loss", result.facts.val_loss_after, **series)
+        TELEMETRY.gauge("retrain_validation_bits_per_byte", result.facts.val_bpb_after, **series)
         await reporter.finished(result)
     return f"session {sid} committed {result.commit_oid}"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from workers.session.pending import Pending, find_pending
 from workers.session.repos import ProgressRepository
 from workers.session.snapshot import select_files
 from workers.session.store import CheckpointStore, StoreError
+from workers.trainer.checkpoint import check_model_config
 from workers.trainer.data import TOKENIZER_ID, Corpus, bits_per_byte, build_corpus
 from workers.trainer.model import ModelConfig
 from workers.trainer.train import TrainConfig, evaluate, load_state
@@ -105,11 +107,14 @@ def choose_resume(
     best: tuple[float, str, dict[str, Any]] | None = None  # keep one loaded payload, not all of them
     for entry in reg.to_reevaluate(registry, lineage, val_sha256, budget):
         try:
-            payload = _load(store, entry)
-            losses[entry.checkpoint_id] = evaluate(model_config, payload, corpus.val)
+            payload = _load(store, entry, model_config)
+            loss = evaluate(model_config, payload, corpus.val)
+            if not math.isfinite(loss):
+                raise ValueError(f"its val loss on today's validation set is {loss}")
         except (StoreError, ValueError) as exc:
             _skip(entry, exc, notes, bad)
             continue
+        losses[entry.checkpoint_id] = loss
         if best is None or losses[entry.checkpoint_id] < best[0]:
             best = (losses[entry.checkpoint_id], entry.checkpoint_id, payload)
     again = Reevaluation(losses, time.monotonic() - started)
@@ -123,7 +128,8 @@ def choose_resume(
         if entry.checkpoint_id in bad:
             continue
         try:
-            payload = best[2] if best is not None and best[1] == entry.checkpoint_id else _load(store, entry)
+            loaded = best is not None and best[1] == entry.checkpoint_id
+            payload = best[2] if best is not None and loaded else _load(store, entry, model_config)
         except (StoreError, ValueError) as exc:
             _skip(entry, exc, notes, bad)
             continue
@@ -134,9 +140,13 @@ def choose_resume(
     return None, again
 
 
-def _load(store: CheckpointStore, entry: reg.CheckpointEntry) -> dict[str, Any]:
+def _load(store: CheckpointStore, entry: reg.CheckpointEntry, model_config: ModelConfig) -> dict[str, Any]:
+    """The entry's payload, verified, and refused (ValueError) when its weights do not fit today's shape:
+    the registry says what an entry is, but only the payload can be trusted to."""
     assert entry.storage is not None
-    return load_state(store.get(entry.storage))
+    payload = load_state(store.get(entry.storage))
+    check_model_config(payload, model_config)
+    return payload
 
 
 def _skip(entry: reg.CheckpointEntry, exc: Exception, notes: list[str], bad: set[str]) -> None:
@@ -219,8 +229,8 @@ async def prepare(
             resume.entry.fingerprint.data_sha256 != fingerprint.data_sha256
         ):
             notes.append(
-                f"the training text changed since {resume.entry.checkpoint_id}: continuing its weights and "
-                "optimizer on today's text (a warm start; the sampler starts a new stream)"
+                f"the training data (its text or its split) changed since {resume.entry.checkpoint_id}: continuing "
+                "its weights and optimizer on today's data (a warm start; the sampler starts a new stream)"
             )
     return SessionPlan(
         config=config, run=run, head=head, corpus=corpus, model_config=model_config,

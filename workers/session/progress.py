@@ -182,8 +182,10 @@ def summary(facts: SessionFacts, registry: Registry) -> dict[str, Any]:
         },
         "best_checkpoint": None
         if best is None
-        else {"id": best.checkpoint_id, "val_loss": best.val_loss, "val_bpb": bits_per_byte(best.latest_loss),
-              "iteration": best.iteration, "created_at": best.created_at},
+        else {"id": best.checkpoint_id, "val_loss": best.val_loss,
+              "val_bpb": bits_per_byte(best.val_loss) if best.val_loss is not None else None,
+              "latest_val_bpb": bits_per_byte(best.latest_loss), "iteration": best.iteration,
+              "created_at": best.created_at},
         "session": {
             "id": facts.session_id,
             "trigger": facts.trigger,

@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidatorFunctionWrapHandler, field_validator
 
 
 class StoredObject(BaseModel):
@@ -63,7 +63,7 @@ class Evaluation(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     val_sha256: str
-    val_loss: float = Field(allow_inf_nan=False)
+    val_loss: float = Field(ge=0, allow_inf_nan=False)  # a cross-entropy: never negative
 
 
 class CheckpointEntry(BaseModel):
@@ -80,6 +80,15 @@ class CheckpointEntry(BaseModel):
     storage: StoredObject | None = None
     fingerprint: Fingerprint | None = None
     evaluation: Evaluation | None = None
+
+    @field_validator("evaluation", mode="wrap")
+    @classmethod
+    def _drop_bad_evaluation(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Evaluation | None:
+        """A malformed figure is forgotten (the entry is measured again), never the entry and its weights."""
+        try:
+            return handler(value)
+        except ValidationError:
+            return None
 
     @property
     def restorable(self) -> bool:
@@ -186,7 +195,7 @@ def with_evaluations(registry: Registry, val_sha256: str, losses: Mapping[str, f
     """Record figures measured on today's set (checkpoint id -> val loss) on the entries still there."""
     out = dict(registry)
     for cid, loss in losses.items():
-        if cid in out:
+        if cid in out and math.isfinite(loss) and loss >= 0:
             out[cid] = out[cid].model_copy(update={"evaluation": Evaluation(val_sha256=val_sha256, val_loss=loss)})
     return out
 
@@ -226,11 +235,13 @@ def retain(
     """Keep the best `max_checkpoints` entries; what goes first: unrestorable entries, then other lineages'
     (another shape or tokenizer), then this lineage's worst.
 
-    Always kept: `pinned` (the session's own new entry, so a reply never names a checkpoint its own commit
-    dropped) and the best entry of `lineage` (a regressed session never costs the lineage its best).
-    Without a lineage every restorable entry counts as compatible.
+    Always kept, even past `max_checkpoints`: `pinned` (the session's own new entry, so a reply never names
+    a checkpoint its own commit dropped) and the best entry of `lineage` (a regressed session never costs
+    the lineage its best). Without a lineage every restorable entry counts as compatible.
     """
     best = best_entry(registry, lineage, val_sha256)
+    must = {cid for cid in (pinned, best.checkpoint_id if best else None) if cid in registry}
+    max_checkpoints = max(max_checkpoints, len(must))
 
     def standing(e: CheckpointEntry) -> int:
         if not e.restorable:

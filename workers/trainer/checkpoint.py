@@ -65,13 +65,19 @@ def check_payload(state: Mapping[str, Any]) -> None:
         raise ValueError(f"checkpoint could not be read: missing {', '.join(missing)}")
 
 
+NOT_SHAPE = ("dropout",)  # settings of the network that no weight depends on: today's config wins
+
+
 def check_model_config(state: Mapping[str, Any], model_config: ModelConfig) -> None:
     """Weights only fit the network they were trained in: refuse to resume into another shape."""
-    saved = ModelConfig.from_dict(state["model_config"])
-    if saved != model_config:
-        ours = model_config.to_dict()
-        diffs = ", ".join(f"{k} {v!r} -> {ours[k]!r}" for k, v in saved.to_dict().items() if ours[k] != v)
-        raise ValueError(f"cannot resume: the checkpoint's model config differs ({diffs})")
+    try:
+        saved = ModelConfig.from_dict(state["model_config"]).to_dict()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cannot resume: the checkpoint's model config is not valid ({exc})") from exc
+    ours = model_config.to_dict()
+    diffs = ", ".join(f"{k} {v!r} -> {ours[k]!r}" for k, v in saved.items() if k not in NOT_SHAPE and ours[k] != v)
+    if diffs:
+        raise ValueError(f"cannot resume: the checkpoint's model shape differs ({diffs})")
 
 
 def to_cpu(obj: Any, _memo: dict[tuple[Any, ...], Tensor] | None = None) -> Any:

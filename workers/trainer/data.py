@@ -9,10 +9,13 @@ is a property of that text alone:
   falls in, never where the other pieces of the file begin.
 - A piece is held out when the hash of its bytes falls below `val_fraction`. So a held-out piece stays
   held out for as long as its text exists, whatever other files are added, edited, renamed or removed,
-  and identical text (a copied file, a repeated licence) always lands on one side.
-- When the pieces are too few for that rule to come near `val_fraction` (a small corpus, or one file that
-  is most of the bytes), pieces are held out in order of their hash until the share is met exactly, the
-  last one split inside: the share never overshoots because one file is large.
+  and identical text (a copied file, a repeated licence) always lands on one side. The share comes out
+  near `val_fraction` by the law of large numbers, however the bytes are spread over files: one large
+  file is many pieces.
+- A corpus of fewer than MIN_RULE_PIECES pieces (about 40 KB of prose) is too small for that: its pieces
+  are held out in order of their hash until the share is met exactly, the last one split inside (never
+  one with a twin elsewhere). That order is fixed too, but a growing small corpus can move pieces across;
+  from MIN_RULE_PIECES on, the hash rule alone decides, and no piece ever moves while it exists.
 
 Tokens are bytes, so nothing is ever downloaded and any text (or binary) works.
 """
@@ -31,13 +34,13 @@ from torch import Tensor
 
 TOKENIZER_ID = "bytes-v1"  # vocab 256; token = byte value
 SPLIT_PIECES = "pieces-v1"
-MAX_UNIT = 4096  # a paragraph longer than this is cut at lines, a longer line at this length
-MAX_PIECE = 8192  # a piece ends at a chosen paragraph break, or here at the latest
-BREAK_EVERY = 4  # a paragraph ends its piece when its hash is 0 mod this: pieces of ~4 paragraphs
-SHARE_BAND = (0.5, 1.5)  # the hash rule is kept while the held-out share is within this times val_fraction
+MAX_UNIT = 2048  # a paragraph longer than this is cut at lines, a longer line at this length
+MAX_PIECE = 4096  # a piece ends at a chosen paragraph break, or here at the latest
+BREAK_EVERY = 3  # a paragraph ends its piece when its hash is 0 mod this: pieces of ~3 paragraphs (~500 bytes)
+MIN_RULE_PIECES = 64  # from here on the hash rule alone decides (see the module docstring)
 EVAL_WINDOWS = 128  # most windows an evaluation reads (see eval_starts)
 EVAL_PROTOCOL = f"windows-v1:{EVAL_WINDOWS}"
-_PARAGRAPH_END = re.compile(rb"\n(?:[ \t]*\n)+")
+_PARAGRAPH_END = re.compile(rb"\r?\n(?:[ \t]*\r?\n)+")
 
 
 @dataclass(frozen=True)
@@ -232,22 +235,22 @@ def held_out(files: Mapping[str, bytes], *, val_fraction: float, block_size: int
 
 
 def _held_out(pieces: list[_Piece], total: int, val_fraction: float, block_size: int) -> dict[_Piece, int]:
-    """Held-out bytes per piece (its tail): by the hash rule when that lands near the share, else filled."""
+    """Held-out bytes per piece (its tail): by the hash rule, or filled in hash order for a small corpus."""
     threshold = int(val_fraction * 2**64)
     by_rule = {p: p.size for p in pieces if p.rank < threshold}
     held_bytes = sum(by_rule.values())
-    low, high = SHARE_BAND
-    if (
-        low * val_fraction * total <= held_bytes <= high * val_fraction * total
-        and min(held_bytes, total - held_bytes) >= block_size + 2
-    ):
+    if len(pieces) >= MIN_RULE_PIECES and min(held_bytes, total - held_bytes) >= block_size + 2:
         return by_rule
     target = _val_target(total, val_fraction, block_size)
+    twins: dict[int, int] = {}
+    for piece in pieces:
+        twins[piece.rank] = twins.get(piece.rank, 0) + 1
     filled: dict[_Piece, int] = {}
-    held_bytes = 0
+    held_bytes, last_rank = 0, None
     for piece in sorted(pieces, key=lambda p: (p.rank, p.path, p.start)):
-        if held_bytes >= target:
-            break
-        filled[piece] = min(piece.size, target - held_bytes)
-        held_bytes += filled[piece]
+        if held_bytes >= target and piece.rank != last_rank:
+            break  # twins of the last piece taken go with it: identical text stays on one side
+        whole = twins[piece.rank] > 1 or target - held_bytes >= piece.size
+        filled[piece] = piece.size if whole else target - held_bytes
+        held_bytes, last_rank = held_bytes + filled[piece], piece.rank
     return filled
