@@ -115,8 +115,8 @@ def choose_resume(
             _skip(entry, exc, notes, bad)
             continue
         losses[entry.checkpoint_id] = loss
-        if best is None or losses[entry.checkpoint_id] < best[0]:
-            best = (losses[entry.checkpoint_id], entry.checkpoint_id, payload)
+        if best is None or loss < best[0]:
+            best = (loss, entry.checkpoint_id, payload)
     again = Reevaluation(losses, time.monotonic() - started)
     if losses:
         figures = ", ".join(f"{cid} {bits_per_byte(loss):.4f}" for cid, loss in losses.items())
@@ -128,8 +128,8 @@ def choose_resume(
         if entry.checkpoint_id in bad:
             continue
         try:
-            loaded = best is not None and best[1] == entry.checkpoint_id
-            payload = best[2] if best is not None and loaded else _load(store, entry, model_config)
+            payload = best[2] if best is not None and best[1] == entry.checkpoint_id else (
+                _load(store, entry, model_config))
         except (StoreError, ValueError) as exc:
             _skip(entry, exc, notes, bad)
             continue
