@@ -177,10 +177,11 @@ def _rank(entry: CheckpointEntry, val_sha256: str | None) -> tuple[bool, float, 
 
 
 def resume_candidates(
-    registry: Registry, lineage: Lineage, val_sha256: str | None = None
+    registry: Registry, lineage: Lineage | None, val_sha256: str | None = None
 ) -> list[CheckpointEntry]:
-    """Restorable entries of this lineage, best first (see _rank); callers fall back down the list."""
-    usable = [e for e in registry.values() if e.restorable and lineage_of(e) == lineage]
+    """Restorable entries of this lineage (any, without one), best first (see _rank); callers fall back
+    down the list."""
+    usable = [e for e in registry.values() if e.restorable and (lineage is None or lineage_of(e) == lineage)]
     return sorted(usable, key=lambda e: _rank(e, val_sha256))
 
 
@@ -207,8 +208,7 @@ def incompatible_count(registry: Registry, lineage: Lineage) -> int:
 
 def best_entry(registry: Registry, lineage: Lineage | None, val_sha256: str | None) -> CheckpointEntry | None:
     """What a later session of this lineage would resume from, on the figures known now."""
-    usable = [e for e in registry.values() if e.restorable and (lineage is None or lineage_of(e) == lineage)]
-    return min(usable, key=lambda e: _rank(e, val_sha256), default=None)
+    return next(iter(resume_candidates(registry, lineage, val_sha256)), None)
 
 
 def with_entry(registry: Registry, entry: CheckpointEntry) -> Registry:
