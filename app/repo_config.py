@@ -32,14 +32,21 @@ class Profile(BaseModel):
     learning_rate: float = Field(
         6e-4, gt=0, description="Peak learning rate: reached after warmup, then held for as long as the lineage lives.",
     )
-    min_lr: float = Field(6e-5, ge=0, description="Where each session's cooldown ends.")
+    min_lr: float = Field(6e-5, ge=0, description="Where a cooldown ends (see cooldown_fraction).")
     warmup_iters: int = Field(
         100, ge=0, description="Linear warmup, in global iterations: only a new lineage warms up.",
     )
     cooldown_fraction: float = Field(
-        0.1, ge=0.0, lt=1.0,
-        description="Share of each session's iterations spent cooling the learning rate down to min_lr, so every "
-        "committed checkpoint is a cooled one; the next session goes on at the peak rate (0 turns it off).",
+        0.0, ge=0.0, lt=1.0,
+        description="Share of each session's last iterations spent cooling the learning rate down to min_lr; the "
+        "next session goes on at the peak rate. Off by default: the running average (average_horizon) does "
+        "what a cooldown does without undoing it at every session's start.",
+    )
+    average_horizon: int = Field(
+        20, ge=0, le=100_000,
+        description="The weights a session commits are a running average of the live ones over about this many "
+        "recent iterations (over about a ninth of the lineage's age while that is shorter), so there is no "
+        "cooldown to repeat in every session and the lineage trains on as if in one run (0: the live weights).",
     )
     lr_decay_iters: int = Field(
         5000, ge=1, description="Ignored: the schedule has no global decay horizon any more (kept so old files parse).",

@@ -30,6 +30,7 @@ from workers.trainer.train import (
     Progress,
     TrainConfig,
     TrainResult,
+    average_decay,
     evaluate,
     get_lr,
     load_state,
@@ -350,15 +351,19 @@ def deterministic() -> Iterator[None]:
     torch.use_deterministic_algorithms(was)
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.1])
-def test_two_sessions_of_n_equal_one_session_of_2n(corpus, deterministic: None, dropout: float) -> None:
+@pytest.mark.parametrize(("dropout", "horizon"), [(0.0, 0), (0.1, 0), (0.1, 8)])
+def test_two_sessions_of_n_equal_one_session_of_2n(corpus, deterministic: None, dropout: float,
+                                                   horizon: int) -> None:
     config = replace(TINY, n_layer=2, dropout=dropout)
-    whole = train(config, tiny_train_config(20), corpus)
-    a = train(config, tiny_train_config(10), corpus)
-    b = train(config, tiny_train_config(10), corpus, resume=load_state(save_state(a.state)))
+    whole = train(config, tiny_train_config(20, average_horizon=horizon), corpus)
+    a = train(config, tiny_train_config(10, average_horizon=horizon), corpus)
+    b = train(config, tiny_train_config(10, average_horizon=horizon), corpus, resume=load_state(save_state(a.state)))
     assert a.losses + b.losses == whole.losses
-    for key, tensor in whole.state["model"].items():
-        assert torch.equal(b.state["model"][key], tensor), key
+    for part in ("model", "online") if horizon else ("model",):
+        weights = whole.state["model"] if part == "model" else whole.state["online"]["model"]
+        theirs = b.state["model"] if part == "model" else b.state["online"]["model"]
+        for key, tensor in weights.items():
+            assert torch.equal(theirs[key], tensor), (part, key)
     for i, moments in whole.state["optimizer"]["state"].items():
         for key, tensor in moments.items():
             assert torch.equal(b.state["optimizer"]["state"][i][key], tensor), (i, key)
@@ -442,3 +447,37 @@ def test_another_dropout_goes_on_from_the_same_weights(corpus, first: TrainResul
     assert evaluate(wetter, first.state, corpus.val, device="cpu") == pytest.approx(first.val_loss_after, abs=1e-6)
     going_on = train(wetter, tiny_train_config(5), corpus, resume=first.state)
     assert going_on.start_iteration == 60 and going_on.state["model_config"]["dropout"] == 0.1
+
+
+# --- served weights: a running average -----------------------------------------------------------------
+
+
+def test_average_decay_follows_the_lineage_age_then_the_horizon() -> None:
+    assert average_decay(0, 0) == average_decay(10**6, 0) == 0.0  # no average: the live weights
+    assert average_decay(0, 50) == pytest.approx(0.1)  # a young lineage: the average is nearly the live weights
+    assert average_decay(80, 50) == pytest.approx(81 / 90)
+    assert average_decay(10**6, 50) == pytest.approx(1 - 1 / 50)
+    with pytest.raises(ValueError, match="average_horizon"):
+        tiny_train_config(5, average_horizon=-1)
+
+
+def test_the_served_weights_are_the_average_and_training_goes_on_from_the_live_ones(corpus) -> None:
+    averaged = train(TINY, tiny_train_config(40, average_horizon=10), corpus)
+    served, live = averaged.state["model"], averaged.state["online"]["model"]
+    assert any(not torch.equal(served[k], live[k]) for k in served)
+    # what is reported, evaluated and compared is the average
+    assert evaluate(TINY, averaged.state, corpus.val, device="cpu") == pytest.approx(averaged.val_loss_after, abs=1e-6)
+    nxt = train(TINY, tiny_train_config(1, average_horizon=10, learning_rate=1e-12, min_lr=0.0), corpus,
+                resume=averaged.state)
+    assert nxt.val_loss_before == pytest.approx(averaged.val_loss_after, abs=1e-6)
+    for key, tensor in nxt.state["online"]["model"].items():  # a step of ~0 from the live weights, not the served
+        assert torch.allclose(tensor, live[key], atol=1e-6), key
+    # turning the average off goes on from the served weights: nothing published is lost
+    off = train(TINY, tiny_train_config(1, learning_rate=1e-12, min_lr=0.0), corpus, resume=averaged.state)
+    assert "online" not in off.state
+    assert off.val_loss_before == pytest.approx(averaged.val_loss_after, abs=1e-6)
+
+
+def test_a_payload_whose_live_weights_are_not_a_state_is_refused(first: TrainResult) -> None:
+    with pytest.raises(ValueError, match="'online' holds no model state"):
+        load_state(save_state({**first.state, "online": {"model": 3}}))

@@ -71,7 +71,7 @@ def train_config_for(profile: Profile, max_iters: int | None, session_id: str) -
         max_iters=iters, batch_size=profile.batch_size,
         learning_rate=profile.learning_rate, min_lr=profile.min_lr, warmup_iters=profile.warmup_iters,
         cooldown_iters=round(profile.cooldown_fraction * iters), weight_decay=profile.weight_decay,
-        seed=session_seed(session_id),
+        seed=session_seed(session_id), average_horizon=profile.average_horizon,
     )
 
 

@@ -7,7 +7,12 @@ loads with `torch.load(weights_only=True)`: a checkpoint from the store can neve
      "model_config": dict, "train_config": dict, "iteration": int, "tokenizer": str,
      "rng": {"torch_cpu": ByteTensor, "cuda": [ByteTensor, ...]},
      "sampler": {"kind": str, "generator": ByteTensor, "batches": int},
+     "online": {"model": state_dict},
      "corpus_fingerprint": str}
+
+"model" is what is served: evaluated, compared, published (the running average of the weights when the
+profile keeps one). "online" holds the live weights that training goes on from, and the optimizer's
+moments are theirs; without it (no average, or an older payload) training goes on from "model".
 """
 
 from __future__ import annotations
@@ -63,6 +68,9 @@ def check_payload(state: Mapping[str, Any]) -> None:
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise ValueError(f"checkpoint could not be read: missing {', '.join(missing)}")
+    online = state.get("online")
+    if online is not None and not (isinstance(online, Mapping) and isinstance(online.get("model"), Mapping)):
+        raise ValueError("checkpoint could not be read: 'online' holds no model state")
 
 
 NOT_SHAPE = ("dropout",)  # settings of the network that no weight depends on: today's config wins
