@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -38,8 +39,29 @@ def _default(info: FieldInfo) -> str:
     return f"`{json.dumps(value) if isinstance(value, tuple | list | str) else value}`"
 
 
+def _plain(annotation: Any) -> Any:
+    """The annotation without its validators (Annotated[str, AfterValidator(...)] reads as str)."""
+    if get_origin(annotation) is Annotated:
+        return _plain(get_args(annotation)[0])
+    args = get_args(annotation)
+    origin = get_origin(annotation)
+    if not args or origin is None:
+        return annotation
+    if origin is Literal:
+        return f"Literal[{', '.join(repr(a) for a in args)}]"
+    if origin in (Union, UnionType):
+        return " | ".join(str(_type_text(_plain(a))) for a in args)
+    return f"{getattr(origin, '__name__', origin)}[{', '.join(str(_type_text(_plain(a))) for a in args)}]"
+
+
+def _type_text(annotation: Any) -> str:
+    if annotation is Ellipsis:
+        return "..."
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
+
+
 def _type(info: FieldInfo) -> str:
-    text = re.sub(r"<class '([\w.]+)'>", r"\1", str(info.annotation)).replace("NoneType", "None")
+    text = re.sub(r"<class '([\w.]+)'>", r"\1", str(_plain(info.annotation))).replace("NoneType", "None")
     text = re.sub(r"\b(?:[a-z_]+\.)+([A-Za-z_]\w*)", r"\1", text)  # pydantic.types.SecretStr -> SecretStr
     return text.replace("|", "\\|")  # inside a table cell
 

@@ -5,14 +5,54 @@ Defaults reproduce the seed workflow's three profiles, so a repository without t
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app.errors import ConfigError
+from app.globs import MAX_PATTERNS, check_pattern
 
 CONFIG_PATH = ".github/retrain.yml"
+
+# Names from the repository end up in store keys, file paths and API paths: one strict shape each, so none
+# can climb out of its folder (`..`), start at the root, or carry a separator, a scheme or a control code.
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
+RUN_PREFIX = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?")
+PROGRESS_DIR = re.compile(rf"\.?{_SEGMENT}(?:/\.?{_SEGMENT}){{0,7}}")
+WORKFLOW_PATH = re.compile(r"\.github/workflows/[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.ya?ml")
+_BAD_REF = re.compile(r"\.\.|@\{|//|[\x00-\x20\x7f~^:?*\[\\]|^[-/.]|[/.]$|\.lock$|/\.")
+
+
+def _shaped(kind: str, pattern: re.Pattern[str], hint: str):
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value) or ".." in value or len(value) > 200:
+            raise ValueError(f"{value!r} is not a valid {kind}: {hint}")
+        return value
+    return check
+
+
+ProfileName = Annotated[str, AfterValidator(_shaped(
+    "profile name", PROFILE_NAME, "1-40 letters, digits, '-' or '_', starting with a letter or digit"))]
+RunPrefix = Annotated[str, AfterValidator(_shaped(
+    "run_prefix", RUN_PREFIX, "up to 64 letters, digits, '.', '-' or '_', starting with a letter or digit (it is "
+    "the start of a folder name, never a path)"))]
+ProgressDir = Annotated[str, AfterValidator(_shaped(
+    "progress_dir", PROGRESS_DIR, "a relative folder of up to 8 parts of letters, digits, '.', '-' or '_' (no "
+    "'..', no leading '/')"))]
+WorkflowPath = Annotated[str, AfterValidator(_shaped(
+    "workflow file", WORKFLOW_PATH, "a file in .github/workflows/ ending in .yml or .yaml"))]
+
+
+def _branch_name(value: str) -> str:
+    if not value or len(value) > 200 or _BAD_REF.search(value):
+        raise ValueError(f"{value!r} is not a valid branch name (git check-ref-format rules)")
+    return value
+
+
+BranchName = Annotated[str, AfterValidator(_branch_name)]
 Permission = Literal["read", "triage", "write", "maintain", "admin"]
 PERMISSION_RANK: dict[str, int] = {"none": 0, "read": 1, "triage": 2, "write": 3, "maintain": 4, "admin": 5}
 
@@ -68,6 +108,15 @@ class Profile(BaseModel):
         600, gt=0, description="In-session checkpoints: a session whose worker dies resumes from the last one.",
     )
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Profile:
+        """What the worker would refuse later, said now (`retrain config check` runs this)."""
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_head ({self.n_head}) must divide n_embd ({self.n_embd})")
+        if self.min_lr > self.learning_rate:
+            raise ValueError(f"min_lr ({self.min_lr}) must not exceed learning_rate ({self.learning_rate})")
+        return self
+
 
 DEFAULT_PROFILES: dict[str, Profile] = {
     "ci": Profile(n_layer=4, n_head=4, n_embd=256, block_size=256, max_iters=500, time_limit_s=3600),
@@ -79,7 +128,11 @@ DEFAULT_PROFILES: dict[str, Profile] = {
 class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    include: tuple[str, ...] = Field(("**/*.md", "**/*.txt"), description="Globs of training text files.")
+    include: tuple[Annotated[str, AfterValidator(check_pattern)], ...] = Field(
+        ("**/*.md", "**/*.txt"), min_length=1, max_length=MAX_PATTERNS,
+        description="Globs of training text files: gitignore syntax, anchored at the repository root (`*.md` is "
+        "the top folder's, `**/*.md` every folder's; `!` takes files back out), matched in linear time.",
+    )
     val_fraction: float = Field(
         0.1, gt=0.0, lt=0.5,
         description="Share of the bytes held out for validation, never trained on; which text is held out "
@@ -100,17 +153,21 @@ class ScheduleEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cron: str = Field(pattern=r"^\S+(\s+\S+){4}$", description="Five cron fields, UTC.")
-    profile: str = Field("scheduled", description="The profile the entry trains.")
+    profile: ProfileName = Field("scheduled", description="The profile the entry trains.")
 
 
 class RepoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    progress_dir: str = Field(".training-progress", description="Folder of the progress files in the repository.")
-    branch: str | None = Field(None, description="Branch the progress is committed to; default: the default branch.")
-    run_prefix: str = Field("nanecho-cached-", description="Run folder name is this prefix plus the profile.")
+    progress_dir: ProgressDir = Field(
+        ".training-progress", description="Folder of the progress files in the repository.",
+    )
+    branch: BranchName | None = Field(
+        None, description="Branch the progress is committed to; default: the default branch.",
+    )
+    run_prefix: RunPrefix = Field("nanecho-cached-", description="Run folder name is this prefix plus the profile.")
     data: DataConfig = Field(DataConfig(), description="Which files are training text.")
-    profiles: dict[str, Profile] = Field(
+    profiles: dict[ProfileName, Profile] = Field(
         default_factory=lambda: dict(DEFAULT_PROFILES),
         description="Model shape and session length per profile; merged over the defaults ci, scheduled, full.",
     )
@@ -121,10 +178,18 @@ class RepoConfig(BaseModel):
         "counts): "
         "start a fresh model (earlier checkpoints stay) or stop and say so.",
     )
-    workflows: tuple[str, ...] = Field(
+    workflows: tuple[WorkflowPath, ...] = Field(
         (), description="Workflow files whose workflow_dispatch and scheduled workflow_run events start sessions.",
     )
     schedule: tuple[ScheduleEntry, ...] = Field((), description="Cron entries (UTC) that start sessions.")
+
+    @model_validator(mode="after")
+    def _schedules_name_profiles(self) -> RepoConfig:
+        unknown = sorted({e.profile for e in self.schedule} - set(self.profiles))
+        if unknown:
+            raise ValueError(f"schedule names unknown profile(s) {', '.join(unknown)}; this config has "
+                             f"{', '.join(self.profiles)}")
+        return self
 
     def run_name(self, profile: str) -> str:
         """Seed-compatible run folder name, e.g. `nanecho-cached-ci`."""
@@ -156,6 +221,7 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
         return RepoConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or 'the file'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
         )
         raise ConfigError(f"{CONFIG_PATH} is invalid: {problems}") from exc

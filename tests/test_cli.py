@@ -61,6 +61,10 @@ def test_config_check_of_an_empty_file_gives_the_defaults(tmp_path: Path,
     pytest.param("profiles: {ci: {max_iter: 10}}\n", "profiles.ci.max_iter: Extra inputs are not permitted",
                  id="unknown-profile-key"),
     pytest.param("- just\n- a list\n", "must be a mapping at the top level", id="not-a-mapping"),
+    pytest.param('run_prefix: "../../victim/repo/x-"\n', "run_prefix: '../../victim/repo/x-' is not a valid run_prefix",
+                 id="run-prefix-climbs-out"),
+    pytest.param("profiles: {ci: {n_head: 3}}\n", "profiles.ci: n_head (3) must divide n_embd (256)",
+                 id="heads-do-not-divide-width"),
 ])
 def test_config_check_reports_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str,
                                             message: str) -> None:

@@ -67,11 +67,11 @@ def completed_checks(emu: GitHubEmulator) -> list[dict]:
     return [c for c in emu.check_runs(REPO) if c["status"] == "completed"]
 
 
-def assert_registry_consistent(emu: GitHubEmulator) -> dict:
+def assert_registry_consistent(emu: GitHubEmulator, store_root: Path) -> dict:
     """Every entry's stored weights are there and hash to what the registry says."""
     metadata = file_at(emu, f"{RUN_DIR}/cache/metadata.json")
     for checkpoint_id, entry in metadata.items():
-        stored = Path(entry["storage"]["uri"].removeprefix("file://"))
+        stored = store_root / entry["storage"]["key"]
         assert stored.is_file(), f"{checkpoint_id}: weights missing"
         assert hashlib.sha256(stored.read_bytes()).hexdigest() == entry["storage"]["sha256"], checkpoint_id
     return metadata
@@ -100,7 +100,7 @@ def test_worker_sigkilled_mid_session_resumes_and_commits_once(github, services,
     at = int(re.search(r"at iteration (\d+)", resumed[0]).group(1))
     assert 0 < at < 800 and (session["start_iteration"], session["end_iteration"]) == (0, 800)
     assert [h["session"] for h in history(emu)] == [session_id_for(delivery)]
-    assert list(assert_registry_consistent(emu)) == [session["checkpoint_id"]]
+    assert list(assert_registry_consistent(emu, tmp_path / "store")) == [session["checkpoint_id"]]
     [check] = emu.check_runs(REPO)
     assert check["conclusion"] == "success"
     assert not inflight.exists()
@@ -127,7 +127,8 @@ def test_ten_concurrent_duplicate_deliveries_make_one_session(github, services, 
     fault_report("the same delivery posted 10 times at once", "one 202 and nine 200s, exactly one session and commit")
 
 
-def test_five_concurrent_comments_run_one_at_a_time_and_lose_nothing(github, services, fault_report) -> None:
+def test_five_concurrent_comments_run_one_at_a_time_and_lose_nothing(github, services, tmp_path,
+                                                                      fault_report) -> None:
     emu, _ = github
     threads = [
         threading.Thread(target=post, args=(services.web, comment("/retrain ci max_iters=300", 920 + n)),
@@ -152,7 +153,7 @@ def test_five_concurrent_comments_run_one_at_a_time_and_lose_nothing(github, ser
     log = emu.git_log(REPO)
     assert all(len(c["parents"]) == 1 for c in log[:-1]), "the branch history is linear"
     lines = history(emu)
-    metadata = assert_registry_consistent(emu)
+    metadata = assert_registry_consistent(emu, tmp_path / "store")
     assert [h["checkpoint_id"] for h in lines if h["checkpoint_id"] not in metadata] == []
     assert len(lines) == queued
     sessions = sorted((e["session"]["started_at"], e["session"]["finished_at"], e["parent_checkpoint"], key)
@@ -165,7 +166,7 @@ def test_five_concurrent_comments_run_one_at_a_time_and_lose_nothing(github, ser
                  "linear history, every entry in the registry")
 
 
-def test_a_commit_landing_during_a_session_is_kept_under_the_progress_commit(github, services, redis_url,
+def test_a_commit_landing_during_a_session_is_kept_under_the_progress_commit(github, services, redis_url, tmp_path,
                                                                            fault_report) -> None:
     emu, _ = github
     live = LiveSessions(redis.Redis.from_url(redis_url))
@@ -177,7 +178,7 @@ def test_a_commit_landing_during_a_session_is_kept_under_the_progress_commit(git
     [ours] = progress_commits(emu)
     assert ours["parents"] == [theirs]
     assert emu.read_file(REPO, "docs/written-meanwhile.md") == b"a person's work\n"
-    assert_registry_consistent(emu)
+    assert_registry_consistent(emu, tmp_path / "store")
     fault_report("another commit landed on the branch mid-session",
                  f"progress commit {ours['oid'][:8]} made on top of it, both kept")
 
@@ -211,7 +212,7 @@ def test_redis_restarted_while_a_session_trains(github, tmp_path, app_key_pair, 
     [commit] = progress_commits(emu)
     session = file_at(emu, f"{RUN_DIR}/training_summary.json")["session"]
     assert session["end_iteration"] == 1500
-    assert_registry_consistent(emu)
+    assert_registry_consistent(emu, tmp_path / "store")
     fault_report("Redis restarted (empty) while a session trained",
                  f"receiver 503 during the outage, 202 after; the session finished and committed {commit['oid'][:8]}")
 
@@ -235,7 +236,7 @@ def test_corrupt_inputs_are_reported_and_never_committed_wrongly(github, service
 
     a, b = session(), session()
     # A checkpoint object whose bytes no longer match the registry's sha256: skipped, the other one is used.
-    best = Path(registry()[b["checkpoint_id"]]["storage"]["uri"].removeprefix("file://"))
+    best = tmp_path / "store" / registry()[b["checkpoint_id"]]["storage"]["key"]
     flipped = bytearray(best.read_bytes())
     flipped[len(flipped) // 2] ^= 0xFF
     best.write_bytes(bytes(flipped))
@@ -243,7 +244,7 @@ def test_corrupt_inputs_are_reported_and_never_committed_wrongly(github, service
     assert c["resumed_from"] == a["checkpoint_id"]
     # A truncated checkpoint whose registry entry was edited to match it: it fails to load, and is skipped.
     metadata = registry()
-    stored = Path(metadata[c["checkpoint_id"]]["storage"]["uri"].removeprefix("file://"))
+    stored = tmp_path / "store" / metadata[c["checkpoint_id"]]["storage"]["key"]
     stored.write_bytes(stored.read_bytes()[:1000])
     metadata[c["checkpoint_id"]]["storage"].update(sha256=hashlib.sha256(stored.read_bytes()).hexdigest(), bytes=1000)
     emu.commit_files(REPO, {f"{RUN_DIR}/cache/metadata.json": json.dumps(metadata).encode()}, message="edit")
@@ -311,7 +312,7 @@ def test_a_whole_worker_lost_is_noticed_and_its_session_resumed(github, services
     session = file_at(emu, f"{RUN_DIR}/training_summary.json")["session"]
     resumed = [n for n in session["notes"] if "resumed this session's own in-session checkpoint" in n]
     assert resumed and session["end_iteration"] == 1200
-    assert_registry_consistent(emu)
+    assert_registry_consistent(emu, tmp_path / "store")
     assert messages.get(sid) is None
     fault_report("the whole train worker (parent and pool) SIGKILLed, as when a machine is lost",
                  f"the orphan check sent the session again once; a new worker resumed it ({resumed[0].split(' (')[0]})"
@@ -344,7 +345,7 @@ def test_sigterm_saves_the_session_and_the_next_worker_continues_it(github, serv
     session = file_at(emu, f"{RUN_DIR}/training_summary.json")["session"]
     resumed = [n for n in session["notes"] if "resumed this session's own in-session checkpoint" in n]
     assert resumed and (session["start_iteration"], session["end_iteration"]) == (0, 3000)
-    assert_registry_consistent(emu)
+    assert_registry_consistent(emu, tmp_path / "store")
     fault_report("SIGTERM to the train worker mid-session (a deploy)",
                  f"saved and handed back; the worker exited in {took:.1f} s; the next worker "
                  f"{resumed[0].split(' (')[0].replace('resumed', 'resumed from')} and committed {commit['oid'][:8]}")

@@ -107,6 +107,14 @@ def test_retention_drops_unrestorable_then_worst_and_keeps_the_pinned_entry() ->
     assert sorted(kept) == ["a", "b"]
 
 
+def test_an_entry_whose_object_failed_to_verify_goes_first_however_good_its_claimed_figure() -> None:
+    registry = registry_of(entry("claims", 0.0001), entry("real", 2.0), entry("worse", 3.0))
+    kept, dropped = reg.retain(registry, 2, lineage=LINEAGE, val_sha256=FP.val_sha256, unusable=frozenset({"claims"}))
+    assert sorted(kept) == ["real", "worse"] and [e.checkpoint_id for e in dropped] == ["claims"]
+    kept, _ = reg.retain(registry, 1, lineage=LINEAGE, val_sha256=FP.val_sha256, unusable=frozenset({"claims"}))
+    assert list(kept) == ["real"]  # the best kept is the best that verified
+
+
 def test_dump_roundtrips_and_keeps_unknown_seed_fields() -> None:
     registry = registry_of({**entry("a", 1.0), "tags": ["seed"], "quality_score": 12345.0})
     again, problems = reg.parse_registry(reg.dump_registry(registry))

@@ -1,5 +1,8 @@
 """`.github/retrain.yml`: defaults, merging, and errors that name the field."""
 
+import contextlib
+import time
+
 import pytest
 
 from app.errors import ConfigError
@@ -30,6 +33,29 @@ def test_profile_overrides_merge_over_defaults_and_new_profiles_are_allowed() ->
         ("data: [1", "not valid YAML"),
         ("- a\n- b", "mapping at the top level"),
         ("profiles: {ci: 3}", "profiles.ci must be a mapping"),
+        # names that would climb out of their folders, or carry a path, into store keys and API paths
+        ('run_prefix: "../../victim/repo/x-"', "run_prefix: '../../victim/repo/x-' is not a valid run_prefix"),
+        ('run_prefix: "a/b-"', "is not a valid run_prefix"),
+        ('profiles: {"../../../etc": {}}', "is not a valid profile name"),
+        ("profiles: {'ci/x': {}}", "is not a valid profile name"),
+        ("progress_dir: /etc", "progress_dir: '/etc' is not a valid progress_dir"),
+        ("progress_dir: a/../b", "is not a valid progress_dir"),
+        ("progress_dir: ''", "is not a valid progress_dir"),
+        ('branch: "a..b"', "branch: 'a..b' is not a valid branch name"),
+        ('branch: "-x"', "is not a valid branch name"),
+        ('branch: "a b"', "is not a valid branch name"),
+        ('branch: "x.lock"', "is not a valid branch name"),
+        ('workflows: ["../../etc/passwd"]', "workflows.0: '../../etc/passwd' is not a valid workflow file"),
+        ('schedule: [{cron: "0 * * * *", profile: "../x"}]', "schedule.0.profile"),
+        # what the worker would refuse later
+        ('schedule: [{cron: "0 * * * *", profile: "nightly"}]', "schedule names unknown profile(s) nightly"),
+        ("profiles: {ci: {n_head: 3}}", "profiles.ci: n_head (3) must divide n_embd (256)"),
+        ("profiles: {ci: {min_lr: 0.1}}", "profiles.ci: min_lr (0.1) must not exceed learning_rate"),
+        ("data: {include: []}", "data.include"),
+        ("data: {include: ['']}", "data.include.0: a glob must have 1 to 256 characters"),
+        (f"data: {{include: ['{'a' * 300}']}}", "a glob must have 1 to 256 characters"),
+        (f"data: {{include: [{', '.join(['x'] * 65)}]}}", "data.include"),
+        ("data: {include: ['# a comment']}", "is not a glob"),
     ],
 )
 def test_invalid_config_names_the_field(text: str, needle: str) -> None:
@@ -42,3 +68,22 @@ def test_permission_threshold() -> None:
     config = parse_repo_config("permission: write")
     assert config.allows("admin") and config.allows("write") and config.allows("maintain")
     assert not config.allows("read") and not config.allows("none") and not config.allows("bogus")
+
+
+def test_hostile_configs_are_refused_in_well_under_a_second() -> None:
+    """`retrain config check` parses with this; no pattern may make it (or the worker's matching) slow."""
+    started = time.perf_counter()
+    for text in ('data: {include: ["*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b"]}', 'run_prefix: "../../x-"',
+                 "profiles: {ci: {n_head: 3}}"):
+        with contextlib.suppress(ConfigError):
+            parse_repo_config(text)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_names_that_fit_their_folders_are_accepted() -> None:
+    config = parse_repo_config(
+        "run_prefix: my.run-\nprogress_dir: .retrain/progress\nbranch: retrain/progress-v2\n"
+        "workflows: [.github/workflows/train.yml]\nprofiles: {nightly_2: {}}\n"
+        "schedule: [{cron: '0 3 * * *', profile: nightly_2}]\n"
+    )
+    assert config.run_name("nightly_2") == "my.run-nightly_2" and config.branch == "retrain/progress-v2"

@@ -4,6 +4,7 @@ beyond the happy path (a branch that moves, a corrupt checkpoint, changed data, 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from pathlib import Path
@@ -58,10 +59,14 @@ def test_a_branch_that_moves_during_training_keeps_both_commits(github, settings
     assert len(stale) == 2  # one refused as stale, one on top of the new head
 
 
+def stored_file(settings: Settings, result: SessionResult) -> Path:
+    return Path(settings.store_url.removeprefix("file://")) / str(result.facts.storage.key)
+
+
 def test_a_corrupt_checkpoint_is_skipped_with_a_reason(github, settings) -> None:
     emu, _ = github
     first = session(settings)
-    stored = Path(first.facts.storage.uri.removeprefix("file://"))
+    stored = stored_file(settings, first)
     stored.write_bytes(b"\0" * stored.stat().st_size)
     second = session(settings)
     assert second.facts.parent_checkpoint is None
@@ -75,7 +80,7 @@ def test_a_damaged_best_checkpoint_falls_back_to_the_next_best(github, settings,
     second = session(settings)  # resumes first, so it is better (lower val loss)
     assert second.facts.parent_checkpoint == first.checkpoint_id
     assert second.facts.val_loss_after < first.facts.val_loss_after
-    best = Path(second.facts.storage.uri.removeprefix("file://"))
+    best = stored_file(settings, second)
     if damage == "corrupt":
         best.write_bytes(best.read_bytes()[:-1] + b"!")
     else:
@@ -183,7 +188,7 @@ def test_a_fresh_start_keeps_every_earlier_checkpoint(github, settings) -> None:
     second = session(settings, fresh=True)
     assert second.facts.parent_checkpoint is None and second.facts.start_iteration == 0
     assert set(registry_at(emu, second.commit_oid)) == {first.checkpoint_id, second.checkpoint_id}
-    assert Path(first.facts.storage.uri.removeprefix("file://")).is_file()
+    assert stored_file(settings, first).is_file()
     assert any("fresh start requested" in note for note in second.facts.notes)
 
 
@@ -196,8 +201,8 @@ def test_retention_drops_the_worst_from_registry_and_store(github, settings) -> 
     losses = [r.facts.val_loss_after for r in results]
     assert losses == sorted(losses, reverse=True)
     assert set(registry_at(emu, results[-1].commit_oid)) == {results[1].checkpoint_id, results[2].checkpoint_id}
-    assert not Path(results[0].facts.storage.uri.removeprefix("file://")).exists()
-    assert all(Path(r.facts.storage.uri.removeprefix("file://")).is_file() for r in results[1:])
+    assert not stored_file(settings, results[0]).exists()
+    assert all(stored_file(settings, r).is_file() for r in results[1:])
 
 
 def test_incompatible_checkpoints_can_be_made_to_stop_the_session(github, settings) -> None:
@@ -249,3 +254,40 @@ def test_entries_written_before_lineages_and_validation_sets_are_measured_again(
     second = session(settings, max_iters=4)
     assert second.facts.parent_checkpoint == first.checkpoint_id  # its shape read from its model_config
     assert set(second.facts.evaluations) == {first.checkpoint_id}  # its figure measured again
+
+
+def test_a_hostile_registry_cannot_make_the_worker_read_or_delete_outside_its_run(github, settings, tmp_path) -> None:
+    """metadata.json is the repository's to write: its entries name objects, and the worker resolves them
+    only inside this run's own folder of its own store."""
+    emu, _ = github
+    first = session(settings, max_iters=6)
+    store_root = Path(settings.store_url.removeprefix("file://"))
+    victim = store_root / "octo" / "victim" / "run" / "ckpt_theirs.pt"  # another repository's weights
+    victim.parent.mkdir(parents=True)
+    victim.write_bytes(stored_file(settings, first).read_bytes())
+    worker_file = tmp_path / "worker-secret"
+    worker_file.write_bytes(b"not the repository's")
+    registry = json.loads(emu.read_file(REPO, METADATA))
+    mine = registry[first.checkpoint_id]
+    hostile = {
+        "ckpt_20200101_000000_1_steal": {**mine, "checkpoint_id": "ckpt_20200101_000000_1_steal", "val_loss": 0.0001,
+                                         "storage": {**mine["storage"], "key": f"{REPO}/../victim/run/ckpt_theirs.pt"}},
+        "ckpt_20200101_000000_2_other": {**mine, "checkpoint_id": "ckpt_20200101_000000_2_other", "val_loss": 0.0002,
+                                         "storage": {**mine["storage"], "key": "octo/victim/run/ckpt_theirs.pt"}},
+        "ckpt_20200101_000000_3_wipe": {"checkpoint_id": "ckpt_20200101_000000_3_wipe", "val_loss": None,
+                                        "storage": {"uri": f"file://{worker_file}", "bytes": 21,
+                                                    "sha256": hashlib.sha256(worker_file.read_bytes()).hexdigest()}},
+    }
+    emu.commit_files(REPO, {METADATA: json.dumps({**registry, **hostile}).encode(),
+                            ".github/retrain.yml": emu.read_file(REPO, ".github/retrain.yml")
+                            + b"retention: {max_checkpoints: 2}\n"})
+    second = session(settings, max_iters=6)
+    assert second.facts.parent_checkpoint == first.checkpoint_id  # the "better" hostile entries were refused
+    refused = [n for n in second.facts.notes if "outside this run's folder" in n]
+    assert {n.split(":")[0] for n in refused} >= {"skipped ckpt_20200101_000000_1_steal",
+                                                  "skipped ckpt_20200101_000000_2_other"}, second.facts.notes
+    assert all(str(store_root) not in n for n in second.facts.notes)  # no location in what is committed
+    kept = registry_at(emu, second.commit_oid)
+    assert not set(hostile) & set(kept)  # retention dropped them...
+    assert victim.is_file() and worker_file.read_bytes() == b"not the repository's"  # ...and deleted nothing
+    assert stored_file(settings, first).is_file() and stored_file(settings, second).is_file()

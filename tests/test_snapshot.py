@@ -2,6 +2,7 @@
 
 import io
 import tarfile
+import time
 
 import pytest
 
@@ -35,3 +36,19 @@ def test_globs_select_and_progress_dir_is_never_training_data() -> None:
     ]
     assert list(select_files(files, ["echo/**/*.md"])) == ["echo/a.md", "echo/deep/b.md"]
     assert list(select_files(files, ["*.md"])) == ["README.md"]
+
+
+def test_globs_are_gitignore_patterns_anchored_at_the_root() -> None:
+    files = {p: b"" for p in ["README.md", "notes/a.md", "notes/old/b.md", "x/notes/c.md", "notes/draft.md"]}
+    assert list(select_files(files, ["notes/"])) == ["notes/a.md", "notes/draft.md", "notes/old/b.md"]
+    assert list(select_files(files, ["**/*.md", "!notes/draft.md"])) == [
+        "README.md", "notes/a.md", "notes/old/b.md", "x/notes/c.md"]
+    assert list(select_files(files, ["/notes/*.md"])) == ["notes/a.md", "notes/draft.md"]
+
+
+def test_a_backtracking_glob_costs_microseconds() -> None:
+    """With Python's re this pattern against this name took 42 s; RE2 never backtracks."""
+    files = {"a" * 43: b"", "docs/" + "a" * 200 + ".md": b""}
+    started = time.perf_counter()
+    assert select_files(files, ["*a*a*a*a*a*a*a*a*a*a*b", "**/*a*a*a*a*a*a*a*a*a*a*a*a*b.md"]) == {}
+    assert time.perf_counter() - started < 5.0  # a guard against the exponential case, not a speed target

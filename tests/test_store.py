@@ -18,11 +18,15 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> CheckpointStore:
     return CheckpointStore(f"memory://retrain-test-{tmp_path.name}")
 
 
-def test_put_records_uri_sha_and_size_and_get_verifies(store: CheckpointStore) -> None:
-    obj = store.put("octo/demo/run/ckpt_1.pt", b"weights")
-    assert obj.uri == f"{store.url}/octo/demo/run/ckpt_1.pt"
-    assert obj.sha256 == hashlib.sha256(b"weights").hexdigest() and obj.bytes == 7
-    assert store.get(obj) == b"weights"
+RUN = "octo/demo/run"
+
+
+def test_put_records_key_sha_and_size_and_get_verifies(store: CheckpointStore) -> None:
+    obj = store.put(f"{RUN}/ckpt_1.pt", b"weights")
+    assert obj.key == f"{RUN}/ckpt_1.pt" and obj.uri is None
+    assert obj.model_dump() == {"key": f"{RUN}/ckpt_1.pt", "sha256": hashlib.sha256(b"weights").hexdigest(),
+                                "bytes": 7}  # nothing about where the store is
+    assert store.get(obj, within=RUN) == b"weights"
 
 
 def test_no_temporary_object_is_left_behind(store: CheckpointStore) -> None:
@@ -36,14 +40,55 @@ def test_a_changed_object_is_refused(store: CheckpointStore) -> None:
     with store.fs.open(f"{store.root}/o/r/run/a.pt", "wb") as fh:
         fh.write(b"w3ights")
     with pytest.raises(StoreError, match="is corrupt"):
-        store.get(obj)
+        store.get(obj, within="o/r/run")
 
 
 def test_a_missing_object_is_a_store_error_and_delete_is_idempotent(store: CheckpointStore) -> None:
     obj = store.put("o/r/run/a.pt", b"weights")
-    store.delete(obj)
-    store.delete(obj)
+    store.delete(obj, within="o/r/run")
+    store.delete(obj, within="o/r/run")
     with pytest.raises(StoreError, match="could not be read"):
-        store.get(obj)
+        store.get(obj, within="o/r/run")
     with pytest.raises(StoreError, match="could not be read"):
-        store.get(StoredObject(uri=f"{store.url}/nothing.pt", sha256="0" * 64, bytes=0))
+        store.get(StoredObject(key="o/r/run/nothing.pt", sha256="0" * 64, bytes=0), within="o/r/run")
+
+
+@pytest.mark.parametrize("key", [
+    "octo/demo/other-run/ckpt.pt",  # another run of the same repository
+    "octo/victim/run/ckpt.pt",  # another repository
+    "octo/demo/run/../../victim/run/ckpt.pt",
+    "octo/demo/run/./ckpt.pt", "octo/demo/run//ckpt.pt", "octo/demo/run/",
+    "/octo/demo/run/ckpt.pt", "file:///octo/demo/run/ckpt.pt", "octo/demo/run/x://y", "octo/demo/run/a\\..\\b",
+    "octo/demo/run/ckpt\x00.pt",
+])
+def test_an_object_outside_the_runs_folder_is_never_read_sized_or_deleted(store: CheckpointStore, key: str) -> None:
+    victim = store.put("octo/victim/run/ckpt.pt", b"theirs")
+    hostile = StoredObject(key=key, sha256=victim.sha256, bytes=victim.bytes)
+    with pytest.raises(StoreError, match="outside this run's folder") as refused:
+        store.get(hostile, within=RUN)
+    assert store.root not in str(refused.value) and "file:" not in str(refused.value)
+    assert store.size(hostile, within=RUN) is None
+    store.delete(hostile, within=RUN)
+    assert store.get(victim, within="octo/victim/run") == b"theirs"
+
+
+def test_an_older_entrys_uri_is_read_only_inside_the_runs_folder_of_this_store(
+        store: CheckpointStore, tmp_path: Path) -> None:
+    ours = store.put(f"{RUN}/old.pt", b"weights")
+    legacy = StoredObject(uri=f"{store.url}/{RUN}/old.pt", sha256=ours.sha256, bytes=ours.bytes)
+    assert store.get(legacy, within=RUN) == b"weights"
+    outside = tmp_path / "worker-file"
+    outside.write_bytes(b"keep me")
+    digest = hashlib.sha256(b"keep me").hexdigest()
+    for uri in (f"file://{outside}", "http://169.254.169.254/latest/meta-data", f"{store.url}/{RUN}/../../x/run/a.pt",
+                f"{store.url}/octo/victim/run/ckpt.pt", f"{store.url}{RUN}/old.pt"):
+        hostile = StoredObject(uri=uri, sha256=digest, bytes=7)
+        with pytest.raises(StoreError, match="outside this run's folder"):
+            store.get(hostile, within=RUN)
+        store.delete(hostile, within=RUN)
+    assert outside.read_bytes() == b"keep me"
+
+
+def test_an_entry_naming_no_object_is_refused(store: CheckpointStore) -> None:
+    with pytest.raises(StoreError, match="outside this run's folder"):
+        store.get(StoredObject(sha256="0" * 64, bytes=0), within=RUN)

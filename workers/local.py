@@ -46,7 +46,7 @@ def describe_result(result: SessionResult) -> str:
         f" (loss {f.val_loss_before:.4f} → {f.val_loss_after:.4f} nats, perplexity {perplexity(f.val_loss_after):.2f});"
         f" unigram baseline {bits_per_byte(f.unigram_val_loss):.4f} bits per byte",
         f"  {f.tokens_per_s:,.0f} tokens/s",
-        f"  checkpoint {f.checkpoint_id} stored at {f.storage.uri}",
+        f"  checkpoint {f.checkpoint_id} stored as {f.storage.key}",
         f"  committed {result.commit_oid[:12]} on {result.branch}: {f.run_dir}/cache/metadata.json",
         *(f"  note: {n}" for n in f.notes),
     ]

@@ -29,6 +29,7 @@ COMMIT_ATTEMPTS = 4
 async def commit_progress(
     repo: ProgressRepository, config: RepoConfig, branch: str, head: str, facts: SessionFacts,
     max_checkpoints: int | None = None, pending: tuple[reg.CheckpointEntry, ...] = (), fence: int | None = None,
+    unusable: frozenset[str] = frozenset(),
 ) -> tuple[str, str, list[reg.CheckpointEntry]]:
     """Commit registry + summary; when the branch moved, merge into what is there now and try again."""
     entry = new_entry(facts)
@@ -45,6 +46,7 @@ async def commit_progress(
         kept, dropped = reg.retain(
             reg.with_entry(current, entry), max_checkpoints or config.retention.max_checkpoints,
             pinned=entry.checkpoint_id, lineage=facts.lineage, val_sha256=facts.fingerprint.val_sha256,
+            unusable=unusable,
         )
         history = appended(await repo.read_file(history_path, head), history_line(facts))
         files = {
@@ -64,11 +66,13 @@ async def commit_progress(
     raise AssertionError("unreachable")
 
 
-def forget(store: CheckpointStore, dropped: list[reg.CheckpointEntry], records: tuple[str, ...]) -> None:
-    """After the commit has landed: delete the weights retention dropped, and the entry records the
-    commit now holds."""
+def forget(
+    store: CheckpointStore, run_folder: str, dropped: list[reg.CheckpointEntry], records: tuple[str, ...]
+) -> None:
+    """After the commit has landed: delete the weights retention dropped (only inside the run's folder:
+    the registry is the repository's to write), and the entry records the commit now holds."""
     for entry in dropped:
         if entry.storage is not None:
-            store.delete(entry.storage)
+            store.delete(entry.storage, within=run_folder)
     for key in records:
         store.remove(key)

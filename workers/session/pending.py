@@ -41,7 +41,7 @@ def find_pending(store: CheckpointStore, run_prefix: str, registry: reg.Registry
             continue
         if entry.checkpoint_id in registry:
             continue
-        if entry.storage is None or store.size(entry.storage) != entry.storage.bytes:
+        if entry.storage is None or store.size(entry.storage, within=run_prefix) != entry.storage.bytes:
             notes.append(f"could not recover {entry.checkpoint_id}: its weights are missing")
             continue
         entries.append(entry)

@@ -91,28 +91,27 @@ def metadata_path(config: RepoConfig, run: str) -> str:
 
 def choose_resume(
     store: CheckpointStore, registry: reg.Registry, model_config: ModelConfig, corpus: Corpus, budget: int,
-    notes: list[str],
+    notes: list[str], within: str, unusable: set[str],
 ) -> tuple[Resume | None, Reevaluation]:
     """The best checkpoint of this lineage on today's validation set, whose stored weights verify.
 
     Candidates measured on another validation set are measured again first (at most `budget` of them,
     best by their old figure; the time counts against the session's limit, which started before this).
-    A bad object is skipped with a note, never fatal.
+    A bad object is skipped with a note, never fatal, and added to `unusable` (for retention).
     """
     lineage = lineage_for(model_config)
     val_sha256 = corpus.val_fingerprint(model_config.block_size)
     started = time.monotonic()
     losses: dict[str, float] = {}
-    bad: set[str] = set()
     best: tuple[float, str, dict[str, Any]] | None = None  # keep one loaded payload, not all of them
     for entry in reg.to_reevaluate(registry, lineage, val_sha256, budget):
         try:
-            payload = _load(store, entry, model_config)
+            payload = _load(store, entry, model_config, within)
             loss = evaluate(model_config, payload, corpus.val)
             if not math.isfinite(loss):
                 raise ValueError(f"its val loss on today's validation set is {loss}")
         except (StoreError, ValueError) as exc:
-            _skip(entry, exc, notes, bad)
+            _skip(entry, exc, notes, unusable)
             continue
         losses[entry.checkpoint_id] = loss
         if best is None or loss < best[0]:
@@ -125,13 +124,13 @@ def choose_resume(
             f"in {again.seconds:.1f} s (bits per byte: {figures})"
         )
     for entry in reg.resume_candidates(reg.with_evaluations(registry, val_sha256, losses), lineage, val_sha256):
-        if entry.checkpoint_id in bad:
+        if entry.checkpoint_id in unusable:
             continue
         try:
             payload = best[2] if best is not None and best[1] == entry.checkpoint_id else (
-                _load(store, entry, model_config))
+                _load(store, entry, model_config, within))
         except (StoreError, ValueError) as exc:
-            _skip(entry, exc, notes, bad)
+            _skip(entry, exc, notes, unusable)
             continue
         return Resume(entry, payload), again
     skipped = reg.incompatible_count(registry, lineage)
@@ -140,17 +139,17 @@ def choose_resume(
     return None, again
 
 
-def _load(store: CheckpointStore, entry: reg.CheckpointEntry, model_config: ModelConfig) -> dict[str, Any]:
+def _load(store: CheckpointStore, entry: reg.CheckpointEntry, model_config: ModelConfig, within: str) -> dict[str, Any]:
     """The entry's payload, verified, and refused (ValueError) when its weights do not fit today's shape:
     the registry says what an entry is, but only the payload can be trusted to."""
     assert entry.storage is not None
-    payload = load_state(store.get(entry.storage))
+    payload = load_state(store.get(entry.storage, within=within))
     check_model_config(payload, model_config)
     return payload
 
 
-def _skip(entry: reg.CheckpointEntry, exc: Exception, notes: list[str], bad: set[str]) -> None:
-    bad.add(entry.checkpoint_id)
+def _skip(entry: reg.CheckpointEntry, exc: Exception, notes: list[str], unusable: set[str]) -> None:
+    unusable.add(entry.checkpoint_id)
     notes.append(f"skipped {entry.checkpoint_id}: {exc}")
     log.warning("checkpoint not usable", extra={"checkpoint": entry.checkpoint_id, "reason": str(exc)})
 
@@ -171,6 +170,7 @@ class SessionPlan:
     pending: Pending
     committed: str | None  # the checkpoint this very session already committed (a redelivered task)
     reevaluation: Reevaluation = Reevaluation()
+    unusable: frozenset[str] = frozenset()  # checkpoints whose objects failed to verify: retention drops them first
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,8 @@ async def prepare(
     registry, notes = reg.parse_registry(await repo.read_file(metadata_path(config, run), head.oid))
     history = parse_history(await repo.read_file(f"{config.progress_dir}/{run}/history.jsonl", head.oid))
     committed = committed_by(registry, history, request.session_id)
-    pending = await asyncio.to_thread(find_pending, store, f"{store_prefix}/{run}", registry, notes)
+    run_folder = f"{store_prefix}/{run}"
+    pending = await asyncio.to_thread(find_pending, store, run_folder, registry, notes)
     registry = reg.merge(registry, {e.checkpoint_id: e for e in pending.entries})
     corpus = load_corpus(await repo.files(head.oid), config, profile)
     model_config = model_config_for(profile)
@@ -213,12 +214,13 @@ async def prepare(
         val_sha256=corpus.val_fingerprint(model_config.block_size),
     )
     reevaluation = Reevaluation()
+    unusable: set[str] = set()
     if request.fresh:
         resume = None
         notes.append(f"fresh start requested; the {len(registry)} earlier checkpoint(s) are kept")
     else:
         resume, reevaluation = await asyncio.to_thread(
-            choose_resume, store, registry, model_config, corpus, profile.reevaluate, notes
+            choose_resume, store, registry, model_config, corpus, profile.reevaluate, notes, run_folder, unusable
         )
         if resume is None and config.on_incompatible == "stop" and reg.incompatible_count(registry, lineage):
             raise SessionError(
@@ -236,6 +238,7 @@ async def prepare(
         config=config, run=run, head=head, corpus=corpus, model_config=model_config,
         train_config=train_config_for(profile, request.max_iters, request.session_id), fingerprint=fingerprint,
         resume=resume, notes=notes, pending=pending, committed=committed, reevaluation=reevaluation,
+        unusable=frozenset(unusable),
     )
 
 

@@ -18,17 +18,38 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidatorFunctionWrapHandler, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 
 class StoredObject(BaseModel):
-    """Where a checkpoint's weights are and how to know they are intact."""
+    """Which stored object holds a checkpoint's weights, and how to know they are intact.
+
+    `key` is relative to the worker's own store root (`<owner>/<repo>/<run>/<checkpoint>.pt`): the
+    repository names an object, never a location, so nothing about where the store is (or its
+    credentials) is committed, and the store resolves the key only inside the run's own folder
+    (store.CheckpointStore). `uri` is what builds before keys wrote; it is read only where it points into
+    that same folder of this store.
+    """
 
     model_config = ConfigDict(extra="allow")
 
-    uri: str
+    key: str | None = None
+    uri: str | None = None
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=0)
+
+    @model_serializer(mode="wrap")
+    def _without_absent_names(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if not (k in ("key", "uri") and v is None)}
 
 
 class Fingerprint(BaseModel):
@@ -230,21 +251,22 @@ def merge(ours: Registry, theirs: Registry) -> Registry:
 
 def retain(
     registry: Registry, max_checkpoints: int, *, pinned: str | None = None, lineage: Lineage | None = None,
-    val_sha256: str | None = None,
+    val_sha256: str | None = None, unusable: frozenset[str] = frozenset(),
 ) -> tuple[Registry, list[CheckpointEntry]]:
-    """Keep the best `max_checkpoints` entries; what goes first: unrestorable entries, then other lineages'
-    (another shape or tokenizer), then this lineage's worst.
+    """Keep the best `max_checkpoints` entries; what goes first: unrestorable entries (and `unusable` ones,
+    whose objects this session found missing, corrupt or outside its run), then other lineages' (another
+    shape or tokenizer), then this lineage's worst.
 
     Always kept, even past `max_checkpoints`: `pinned` (the session's own new entry, so a reply never names
     a checkpoint its own commit dropped) and the best entry of `lineage` (a regressed session never costs
     the lineage its best). Without a lineage every restorable entry counts as compatible.
     """
-    best = best_entry(registry, lineage, val_sha256)
+    best = best_entry({k: e for k, e in registry.items() if k not in unusable}, lineage, val_sha256)
     must = {cid for cid in (pinned, best.checkpoint_id if best else None) if cid in registry}
     max_checkpoints = max(max_checkpoints, len(must))
 
     def standing(e: CheckpointEntry) -> int:
-        if not e.restorable:
+        if not e.restorable or e.checkpoint_id in unusable:
             return 2
         return 0 if lineage is None or lineage_of(e) == lineage else 1
 

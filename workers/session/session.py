@@ -133,7 +133,7 @@ async def _train_and_commit(
     run_prefix = f"{store_prefix}/{plan.run}"
     inflight = inflight_key(run_prefix, request.session_id)
     facts_key = inflight.removesuffix(".pt") + ".facts.json"
-    facts = await asyncio.to_thread(load_finished, store, facts_key, plan.notes)
+    facts = await asyncio.to_thread(load_finished, store, facts_key, plan.notes, run_prefix)
     if facts is None:  # not trained yet, or trained only in part by an earlier delivery
         facts = await _train(store, request, plan, controls, clock_start, run_prefix, inflight)
         await asyncio.to_thread(store.put, facts_key, dump_facts(facts))
@@ -141,11 +141,11 @@ async def _train_and_commit(
         await asyncio.to_thread(lease.check)  # fencing: a session that lost its run commits nothing
     commit_oid, branch, dropped = await commit_progress(
         repo, plan.config, plan.head.name, plan.head.oid, facts, request.max_checkpoints, plan.pending.entries,
-        fence=lease.fence_value if lease is not None else None,
+        fence=lease.fence_value if lease is not None else None, unusable=plan.unusable,
     )
     entry_record = f"{run_prefix}/{facts.checkpoint_id}{ENTRY_RECORD}"
     await asyncio.to_thread(
-        forget, store, dropped, (*plan.pending.record_keys, entry_record, inflight, facts_key)
+        forget, store, run_prefix, dropped, (*plan.pending.record_keys, entry_record, inflight, facts_key)
     )
     return SessionResult(facts=facts, commit_oid=commit_oid, branch=branch, stopped=facts.stopped)
 
@@ -237,7 +237,7 @@ async def _train(
     return facts
 
 
-def load_finished(store: CheckpointStore, key: str, notes: list[str]) -> SessionFacts | None:
+def load_finished(store: CheckpointStore, key: str, notes: list[str], within: str) -> SessionFacts | None:
     """An earlier delivery of this session trained and stored its checkpoint but did not commit it."""
     raw = store.read(key)
     if raw is None:
@@ -247,7 +247,7 @@ def load_finished(store: CheckpointStore, key: str, notes: list[str]) -> Session
     except ValueError:
         notes.append("ignored an unreadable record of this session's finished training")
         return None
-    if store.size(facts.storage) != facts.storage.bytes:
+    if store.size(facts.storage, within=within) != facts.storage.bytes:
         notes.append("this session's earlier training left no weights; training again")
         return None
     again = "an earlier delivery of this session trained it; committing that result"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import io
-import re
 import tarfile
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
+
+from app.globs import matcher
 
 MAX_FILE_BYTES = 8 * 1024 * 1024  # larger files are skipped: training text, not data dumps
 MAX_TOTAL_BYTES = 256 * 1024 * 1024
@@ -37,38 +37,15 @@ def files_from_tarball(blob: bytes, *, strip_top_dir: bool = True) -> dict[str, 
     return files
 
 
-@lru_cache(maxsize=256)
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """gitignore-like globs: `*` and `?` stay inside a folder, `**/` spans folders."""
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
 def select_files(
     files: Mapping[str, bytes], include: Iterable[str], *, exclude_dirs: Iterable[str] = ()
 ) -> dict[str, bytes]:
-    """The files matching any include glob, outside the excluded folders (Retrain's own progress files)."""
-    patterns = [glob_regex(p) for p in include]
+    """The files the include globs select (app/globs.py), outside the excluded folders (Retrain's own
+    progress files)."""
+    spec = matcher(include)
     excluded = tuple(d.strip("/") + "/" for d in exclude_dirs)
     return {
         path: content
         for path, content in sorted(files.items())
-        if not path.startswith(excluded) and any(p.match(path) for p in patterns)
+        if not path.startswith(excluded) and spec.match_file(path)
     }

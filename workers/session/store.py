@@ -1,12 +1,18 @@
 """Checkpoint store over fsspec: atomic writes, sha256 recorded and verified on every read.
 
-Object key: `<owner>/<repo>/<run>/<checkpoint_id>.pt` under the store URL.
+Object key: `<owner>/<repo>/<run>/<checkpoint_id>.pt` under the store URL, which is the worker's own
+(RETRAIN_STORE_URL). A registry entry comes from the repository, which anyone who can push to it
+controls; so the objects it names are resolved only inside the run's own folder (`within`), and
+anything else (another scheme, an absolute path, `..`, another repository's folder) is refused with a
+StoreError before any file system is touched: retention never deletes, and resuming never reads,
+anything the run did not write.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import uuid
 
 import fsspec
@@ -16,7 +22,21 @@ from workers.session.registry import StoredObject
 
 
 class StoreError(RuntimeError):
-    """A stored object is missing, unreadable or not what the registry says it is."""
+    """A stored object is missing, unreadable, outside its run's folder or not what the registry says it is."""
+
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]|://")
+
+
+def key_within(key: str, within: str) -> bool:
+    """Whether `key` names an object inside the folder `within`: relative, no empty, `.` or `..` part, no
+    backslash, control character or scheme. Pure, so the rule is tested without a store."""
+    prefix = within.strip("/") + "/"
+    parts = key.split("/")
+    return (
+        key.startswith(prefix) and len(key) > len(prefix) and not _UNSAFE.search(key)
+        and all(part not in ("", ".", "..") for part in parts)
+    )
 
 
 class CheckpointStore:
@@ -33,26 +53,34 @@ class CheckpointStore:
         with self.fs.open(tmp, "wb") as fh:
             fh.write(blob)
         self.fs.mv(tmp, path)
-        return StoredObject(uri=f"{self.url}/{key}", sha256=hashlib.sha256(blob).hexdigest(), bytes=len(blob))
+        return StoredObject(key=key, sha256=hashlib.sha256(blob).hexdigest(), bytes=len(blob))
 
-    def get(self, obj: StoredObject) -> bytes:
-        """The object's bytes, only if they hash to what the registry recorded."""
-        fs, path = url_to_fs(obj.uri)
+    def key_of(self, obj: StoredObject, within: str) -> str:
+        """The object's key, when it lies inside `within`; a StoreError (naming no location) otherwise."""
+        key = obj.key
+        if key is None and obj.uri is not None and obj.uri.startswith(f"{self.url}/"):
+            key = obj.uri.removeprefix(f"{self.url}/")  # written by a build before keys, into this store
+        if key is None or not key_within(key, within):
+            raise StoreError(f"refused a stored object outside this run's folder {within}/ of the store")
+        return key
+
+    def get(self, obj: StoredObject, *, within: str) -> bytes:
+        """The object's bytes, only if it lies in `within` and hashes to what the registry recorded."""
+        key = self.key_of(obj, within)
         try:
-            with fs.open(path, "rb") as fh:
+            with self.fs.open(f"{self.root}/{key}", "rb") as fh:
                 blob = fh.read()
         except (FileNotFoundError, OSError) as exc:
-            raise StoreError(f"checkpoint object {obj.uri} could not be read: {exc}") from exc
+            raise StoreError(f"checkpoint object {key} could not be read: {type(exc).__name__}") from exc
         digest = hashlib.sha256(blob).hexdigest()
         if digest != obj.sha256:
-            raise StoreError(f"checkpoint object {obj.uri} is corrupt: sha256 {digest[:12]}… ≠ {obj.sha256[:12]}…")
+            raise StoreError(f"checkpoint object {key} is corrupt: sha256 {digest[:12]}… ≠ {obj.sha256[:12]}…")
         return blob
 
-    def delete(self, obj: StoredObject) -> None:
-        """Best effort: a leftover object costs space, never correctness."""
-        fs, path = url_to_fs(obj.uri)
-        with contextlib.suppress(FileNotFoundError, OSError):
-            fs.rm(path)
+    def delete(self, obj: StoredObject, *, within: str) -> None:
+        """Best effort, and only inside `within`: a leftover object costs space, never correctness."""
+        with contextlib.suppress(StoreError, FileNotFoundError, OSError):
+            self.fs.rm(f"{self.root}/{self.key_of(obj, within)}")
 
     def read(self, key: str) -> bytes | None:
         """A small object by key (entry records), or None when it is not there."""
@@ -77,9 +105,9 @@ class CheckpointStore:
         with contextlib.suppress(FileNotFoundError, OSError):
             self.fs.rm(f"{self.root}/{key}")
 
-    def size(self, obj: StoredObject) -> int | None:
-        fs, path = url_to_fs(obj.uri)
+    def size(self, obj: StoredObject, *, within: str) -> int | None:
+        """The object's size, or None when it is missing or lies outside `within`."""
         try:
-            return int(fs.size(path))
-        except (FileNotFoundError, OSError):
+            return int(self.fs.size(f"{self.root}/{self.key_of(obj, within)}"))
+        except (StoreError, FileNotFoundError, OSError):
             return None
