@@ -481,3 +481,16 @@ def test_the_served_weights_are_the_average_and_training_goes_on_from_the_live_o
 def test_a_payload_whose_live_weights_are_not_a_state_is_refused(first: TrainResult) -> None:
     with pytest.raises(ValueError, match="'online' holds no model state"):
         load_state(save_state({**first.state, "online": {"model": 3}}))
+
+
+def test_losses_are_kept_a_chunk_at_a_time_and_none_is_lost(corpus, deterministic: None,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory for the loss curve does not grow with max_iters up front (a buffer of 1e9 floats was 4 GB)."""
+    whole = train(TINY, tiny_train_config(10), corpus)
+    import workers.trainer.train as train_module
+
+    monkeypatch.setattr(train_module, "LOSS_CHUNK", 3)
+    seen: list[Progress] = []
+    chunked = train(TINY, tiny_train_config(10), corpus, on_progress=seen.append, progress_every=1)
+    assert chunked.losses == whole.losses and len(chunked.losses) == 10
+    assert [p.loss for p in seen] == pytest.approx(whole.losses)

@@ -253,6 +253,32 @@ def train(
         return _run(model_config, train_config, corpus, device, resume, hooks)
 
 
+LOSS_CHUNK = 4096  # losses held on the device between host copies
+
+
+class _Losses:
+    """Every iteration's training loss, kept on the device a chunk at a time: no host sync per iteration,
+    and memory bounded whatever `max_iters` says (a buffer of max_iters floats was 4 GB at 1e9)."""
+
+    def __init__(self, chunk: int, device: torch.device) -> None:
+        self._chunk = torch.zeros(chunk, dtype=torch.float32, device=device)
+        self._done: list[float] = []
+
+    def put(self, k: int, loss: Tensor) -> None:
+        at = k % self._chunk.numel()
+        self._chunk[at] = loss.detach()
+        if at == self._chunk.numel() - 1:
+            self._done.extend(self._chunk.tolist())
+
+    def value(self, k: int) -> float:
+        return float(self._chunk[k % self._chunk.numel()].item())
+
+    def first(self, n: int) -> list[float]:
+        """The losses of iterations 0 .. n-1 (n at most one past the last put)."""
+        flushed = len(self._done)
+        return self._done[:n] if n <= flushed else [*self._done, *self._chunk[: n - flushed].tolist()]
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """An in-session checkpoint: a resumable payload, this call's losses so far, and where it started."""
@@ -358,8 +384,7 @@ def _run(
 
     val_loss_before = _estimate_loss(served, corpus.val, device)
     live, averaged = list(model.parameters()), list(served.parameters())
-    # Losses stay on the device: one conversion at the end instead of a host sync per iteration.
-    losses = torch.zeros(cfg.max_iters, dtype=torch.float32, device=device)
+    losses = _Losses(min(cfg.max_iters, LOSS_CHUNK), device)
     tokens_per_iter = cfg.batch_size * model_config.block_size
     session_end = start + cfg.max_iters  # an in-session resume's call ends where its session does
     lr = get_lr(start, cfg, session_end)
@@ -381,11 +406,11 @@ def _run(
         if served is not model:
             with torch.no_grad():
                 torch._foreach_lerp_(averaged, live, 1.0 - average_decay(start + k, cfg.average_horizon))
-        losses[k] = loss.detach()
+        losses.put(k, loss)
         done = k + 1
         if done % hooks.progress_every == 0 or done == cfg.max_iters:
             if hooks.on_progress is not None:
-                value = losses[k].item()  # the only host sync, and only when reporting
+                value = losses.value(k)  # the only host sync, and only when reporting
                 elapsed = time.perf_counter() - t_loop
                 hooks.on_progress(
                     Progress(
@@ -402,10 +427,10 @@ def _run(
                 hooks.on_checkpoint(Snapshot(
                     _payload(model, served, optimizer, model_config, cfg, corpus, start + done, _rng_state(device),
                              sampler, batches + done),
-                    losses[:done].tolist(), val_loss_before,
+                    losses.first(done), val_loss_before,
                 ))
                 last_checkpoint = time.perf_counter()
-    loss_list = losses[:ran].tolist()  # waits for the device, so the timing below is honest
+    loss_list = losses.first(ran)  # waits for the device, so the timing below is honest
     loop_s = time.perf_counter() - t_loop
     # Capture the RNG states before evaluating, where a continuing single session would be.
     rng = _rng_state(device)
