@@ -478,9 +478,18 @@ def test_the_served_weights_are_the_average_and_training_goes_on_from_the_live_o
     assert off.val_loss_before == pytest.approx(averaged.val_loss_after, abs=1e-6)
 
 
-def test_a_payload_whose_live_weights_are_not_a_state_is_refused(first: TrainResult) -> None:
+def test_a_payload_whose_weights_do_not_fit_is_a_value_error_not_a_crash(corpus, first: TrainResult) -> None:
     with pytest.raises(ValueError, match="'online' holds no model state"):
         load_state(save_state({**first.state, "online": {"model": 3}}))
+    served = first.state["model"]
+    for bad in ({"online": {"model": {}}}, {"online": {"model": {**served, "extra": torch.zeros(1)}}},
+                {"online": {"model": {k: v.flatten()[:1] for k, v in served.items()}}},
+                {"model": {k: v for k, v in served.items() if k != "lm_head.weight"}}):
+        payload = load_state(save_state({**first.state, **bad}))  # reads: the shapes need the model config
+        with pytest.raises(ValueError, match="weights do not fit the model"):
+            train(TINY, tiny_train_config(1, average_horizon=4), corpus, resume=payload)
+        with pytest.raises(ValueError, match="weights do not fit the model"):
+            evaluate(TINY, payload, corpus.val, device="cpu")
 
 
 def test_losses_are_kept_a_chunk_at_a_time_and_none_is_lost(corpus, deterministic: None,

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from workers.trainer.model import ModelConfig
+from workers.trainer.model import GPT, ModelConfig
 
 CHECKPOINT_FORMAT = "retrain-checkpoint-v1"
 REQUIRED_KEYS = (
@@ -86,6 +86,27 @@ def check_model_config(state: Mapping[str, Any], model_config: ModelConfig) -> N
     diffs = ", ".join(f"{k} {v!r} -> {ours[k]!r}" for k, v in saved.items() if k not in NOT_SHAPE and ours[k] != v)
     if diffs:
         raise ValueError(f"cannot resume: the checkpoint's model shape differs ({diffs})")
+    _check_weights(state, model_config)
+
+
+def _check_weights(state: Mapping[str, Any], model_config: ModelConfig) -> None:
+    """The weights themselves fit the network: the same names and shapes, for the served set and the live
+    one. A payload whose config says one thing and whose tensors another is refused here, as a ValueError
+    the caller turns into a note, never a RuntimeError deep inside load_state_dict."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in GPT(model_config).state_dict().items()}
+    online = state.get("online")
+    for name, weights in (("model", state.get("model")), ("online model", online.get("model") if online else None)):
+        if weights is None and name == "online model":
+            continue
+        if not isinstance(weights, Mapping):
+            raise ValueError(f"cannot resume: the checkpoint's {name} weights are not a state dict")
+        found = {k: tuple(v.shape) if isinstance(v, Tensor) else None for k, v in weights.items()}
+        if found != expected:
+            wrong = sorted(set(found) ^ set(expected)) or sorted(k for k in expected if found[k] != expected[k])
+            raise ValueError(
+                f"cannot resume: the checkpoint's {name} weights do not fit the model ({', '.join(wrong[:3])})"
+            )
 
 
 def to_cpu(obj: Any, _memo: dict[tuple[Any, ...], Tensor] | None = None) -> Any:

@@ -17,11 +17,12 @@ iterations, then the peak rate for good, with no decay horizon. What a session s
 commits) is a running average of the live weights (`average_horizon`; Polyak averaging, as in Sanyal et
 al. 2023, "Early Weight Averaging meets High Learning Rates for LLM Pre-training"), and training goes on
 from the live weights and their optimizer moments. The average does what a cooldown does at the end of
-a run, without bending the run: a lineage trains exactly as one uninterrupted run would, whatever its
-sessions' lengths, so there is nothing a session boundary costs. A per-session cooldown
-(`cooldown_iters`, 1 - sqrt to `min_lr`, Hägele et al. 2024) is still there for whoever wants one, but off
-by default: bench/continual measured five sessions with a 10 % cooldown each at 0.950-0.967 of one
-uninterrupted run, because every cooldown is undone by the next session's return to the peak rate.
+a run, without bending the run: the rate, the average and the optimizer carry on across sessions as in
+one run, whatever the sessions' lengths; only the data stream is each session's own (see Streams).
+A per-session cooldown (`cooldown_iters`, 1 - sqrt to `min_lr`, Hägele et al. 2024) is still there for
+whoever wants one, but off by default: bench/continual measured five sessions with a 10 % cooldown
+each at 0.950-0.967 of one uninterrupted run, because every cooldown is undone by the next session's
+return to the peak rate.
 """
 
 from __future__ import annotations
