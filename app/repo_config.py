@@ -185,10 +185,10 @@ class RepoConfig(BaseModel):
 
     @model_validator(mode="after")
     def _schedules_name_profiles(self) -> RepoConfig:
-        unknown = sorted({e.profile for e in self.schedule} - set(self.profiles))
-        if unknown:
-            raise ValueError(f"schedule names unknown profile(s) {', '.join(unknown)}; this config has "
-                             f"{', '.join(self.profiles)}")
+        for index, entry in enumerate(self.schedule):
+            if entry.profile not in self.profiles:
+                raise ValueError(f"schedule.{index}.profile: unknown profile `{entry.profile}`; valid profiles: "
+                                 f"{', '.join(sorted(self.profiles))}")
         return self
 
     def run_name(self, profile: str) -> str:
@@ -221,7 +221,8 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
         return RepoConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'the file'}: {err['msg'].removeprefix('Value error, ')}"
+            ": ".join(part for part in (".".join(str(p) for p in err["loc"]), err["msg"].removeprefix("Value error, "))
+                      if part)
             for err in exc.errors()
         )
         raise ConfigError(f"{CONFIG_PATH} is invalid: {problems}") from exc

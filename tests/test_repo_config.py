@@ -48,7 +48,7 @@ def test_profile_overrides_merge_over_defaults_and_new_profiles_are_allowed() ->
         ('workflows: ["../../etc/passwd"]', "workflows.0: '../../etc/passwd' is not a valid workflow file"),
         ('schedule: [{cron: "0 * * * *", profile: "../x"}]', "schedule.0.profile"),
         # what the worker would refuse later
-        ('schedule: [{cron: "0 * * * *", profile: "nightly"}]', "schedule names unknown profile(s) nightly"),
+        ('schedule: [{cron: "0 * * * *", profile: "nightly"}]', "schedule.0.profile: unknown profile `nightly`"),
         ("profiles: {ci: {n_head: 3}}", "profiles.ci: n_head (3) must divide n_embd (256)"),
         ("profiles: {ci: {min_lr: 0.1}}", "profiles.ci: min_lr (0.1) must not exceed learning_rate"),
         ("data: {include: []}", "data.include"),
