@@ -50,8 +50,8 @@ def _plain(annotation: Any) -> Any:
     if origin is Literal:
         return f"Literal[{', '.join(repr(a) for a in args)}]"
     if origin in (Union, UnionType):
-        return " | ".join(str(_type_text(_plain(a))) for a in args)
-    return f"{getattr(origin, '__name__', origin)}[{', '.join(str(_type_text(_plain(a))) for a in args)}]"
+        return " | ".join(_type_text(_plain(a)) for a in args)
+    return f"{getattr(origin, '__name__', origin)}[{', '.join(_type_text(_plain(a)) for a in args)}]"
 
 
 def _type_text(annotation: Any) -> str:

@@ -34,8 +34,7 @@ def key_within(key: str, within: str) -> bool:
     prefix = within.strip("/") + "/"
     parts = key.split("/")
     return (
-        key.startswith(prefix) and len(key) > len(prefix) and not _UNSAFE.search(key)
-        and all(part not in ("", ".", "..") for part in parts)
+        key.startswith(prefix) and not _UNSAFE.search(key) and all(part not in ("", ".", "..") for part in parts)
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -93,12 +94,10 @@ def _check_weights(state: Mapping[str, Any], model_config: ModelConfig) -> None:
     """The weights themselves fit the network: the same names and shapes, for the served set and the live
     one. A payload whose config says one thing and whose tensors another is refused here, as a ValueError
     the caller turns into a note, never a RuntimeError deep inside load_state_dict."""
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in GPT(model_config).state_dict().items()}
+    expected = _weight_shapes(model_config)
     online = state.get("online")
-    for name, weights in (("model", state.get("model")), ("online model", online.get("model") if online else None)):
-        if weights is None and name == "online model":
-            continue
+    sets = [("model", state.get("model"))] + ([("online model", online.get("model"))] if online else [])
+    for name, weights in sets:
         if not isinstance(weights, Mapping):
             raise ValueError(f"cannot resume: the checkpoint's {name} weights are not a state dict")
         found = {k: tuple(v.shape) if isinstance(v, Tensor) else None for k, v in weights.items()}
@@ -107,6 +106,14 @@ def _check_weights(state: Mapping[str, Any], model_config: ModelConfig) -> None:
             raise ValueError(
                 f"cannot resume: the checkpoint's {name} weights do not fit the model ({', '.join(wrong[:3])})"
             )
+
+
+@lru_cache(maxsize=16)
+def _weight_shapes(model_config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the network's weights, from a model on the meta device (no memory, no init
+    cost); cached, because choosing, evaluating and training each check the same payload."""
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in GPT(model_config).state_dict().items()}
 
 
 def to_cpu(obj: Any, _memo: dict[tuple[Any, ...], Tensor] | None = None) -> Any:

@@ -272,7 +272,7 @@ class _Losses:
             self._done.extend(self._chunk.tolist())
 
     def value(self, k: int) -> float:
-        return float(self._chunk[k % self._chunk.numel()].item())
+        return self._chunk[k % self._chunk.numel()].item()
 
     def first(self, n: int) -> list[float]:
         """The losses of iterations 0 .. n-1 (n at most one past the last put)."""
