@@ -78,6 +78,7 @@ def _register(args: argparse.Namespace, settings: Settings) -> int:
 
 def _config_check(args: argparse.Namespace, settings: Settings) -> int:
     from app.errors import ConfigError
+    from app.limits import config_problems
     from app.repo_config import CONFIG_PATH, parse_repo_config
 
     try:
@@ -88,6 +89,9 @@ def _config_check(args: argparse.Namespace, settings: Settings) -> int:
         config = parse_repo_config(text)
     except ConfigError as exc:  # name the file that was checked
         raise ConfigError(str(exc).replace(CONFIG_PATH, args.path, 1)) from exc
+    over = config_problems(config, settings.limits)  # this environment's limits: the App's where it runs there
+    if over:
+        raise ConfigError(f"{args.path} asks for more than the App allows: {'; '.join(over)}")
     names = ", ".join(config.profiles)
     schedule = f", schedule {len(config.schedule)} entries" if config.schedule else ""
     print(f"ok: {len(config.profiles)} profiles ({names}), data include {', '.join(config.data.include)}, "

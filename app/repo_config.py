@@ -9,12 +9,15 @@ import re
 from typing import Annotated, Literal
 
 import yaml
+from celery.schedules import crontab
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app.errors import ConfigError
 from app.globs import MAX_PATTERNS, check_pattern
 
 CONFIG_PATH = ".github/retrain.yml"
+MAX_CONFIG_BYTES = 64 * 1024  # a config is a page of YAML; a bigger file is not one
+MAX_PROBLEMS = 10  # a reply names the first few problems, not a wall of them
 
 # Names from the repository end up in store keys, file paths and API paths: one strict shape each, so none
 # can climb out of its folder (`..`), start at the root, or carry a separator, a scheme or a control code.
@@ -149,10 +152,20 @@ class RetentionConfig(BaseModel):
     )
 
 
+def _cron(value: str) -> str:
+    try:
+        crontab.from_string(value)
+    except ValueError as exc:
+        raise ValueError(f"`{value}` is not a cron expression ({exc})") from None
+    return value
+
+
 class ScheduleEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cron: str = Field(pattern=r"^\S+(\s+\S+){4}$", description="Five cron fields, UTC.")
+    cron: Annotated[str, AfterValidator(_cron)] = Field(
+        pattern=r"^\S+(\s+\S+){4}$", max_length=200, description="Five cron fields, UTC.",
+    )
     profile: ProfileName = Field("scheduled", description="The profile the entry trains.")
 
 
@@ -203,6 +216,8 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
     """The config from the file's text; defaults when the file is absent. Profiles given merge over defaults."""
     if text is None:
         return RepoConfig()
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{CONFIG_PATH} is {len(text):,} bytes; a config is at most {MAX_CONFIG_BYTES:,}")
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -220,9 +235,11 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
             raw = {**raw, "profiles": merged}
         return RepoConfig.model_validate(raw)
     except ValidationError as exc:
+        errors = exc.errors()
         problems = "; ".join(
             ": ".join(part for part in (".".join(str(p) for p in err["loc"]), err["msg"].removeprefix("Value error, "))
                       if part)
-            for err in exc.errors()
+            for err in errors[:MAX_PROBLEMS]
         )
-        raise ConfigError(f"{CONFIG_PATH} is invalid: {problems}") from exc
+        more = f"; and {len(errors) - MAX_PROBLEMS} more" if len(errors) > MAX_PROBLEMS else ""
+        raise ConfigError(f"{CONFIG_PATH} is invalid: {problems}{more}") from exc

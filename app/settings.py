@@ -12,6 +12,10 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.limits import Limits
+
+_LIMITS = Limits()
+
 
 def default_store_url() -> str:
     """Checkpoints live outside any git repository by default: weights never go into git."""
@@ -72,12 +76,52 @@ class Settings(BaseSettings):
         default="auto", description="Log lines as JSON objects or text; auto: text at a terminal, else JSON."
     )
     orphan_check_s: float = Field(default=60.0, gt=0, description="How often beat looks for such sessions.")
+    # -- what one repository may make the App spend (app/limits.py); refusals name the variable ------------
+    max_iters: int = Field(
+        default=_LIMITS.max_iters, ge=1,
+        description="Most iterations one session may train (a profile's or a command's).",
+    )
+    max_params: int = Field(
+        default=_LIMITS.max_params, ge=1, description="Largest model a profile may ask for, in parameters.",
+    )
+    max_batch_size: int = Field(default=_LIMITS.max_batch_size, ge=1, description="Largest `batch_size` of a profile.")
+    max_block_size: int = Field(default=_LIMITS.max_block_size, ge=8, description="Largest `block_size` of a profile.")
+    max_tokens_per_iter: int = Field(
+        default=_LIMITS.max_tokens_per_iter, ge=8,
+        description="Largest `batch_size` × `block_size`: bounds the activations' memory on the GPU.",
+    )
+    max_schedule_entries: int = Field(
+        default=_LIMITS.max_schedule_entries, ge=0, description="Most cron entries one repository may have.",
+    )
+    min_schedule_interval_s: int = Field(
+        default=_LIMITS.min_schedule_interval_s, ge=60,
+        description="Least time between two firings of one cron entry.",
+    )
+    gpu_seconds_per_day: float = Field(
+        default=_LIMITS.gpu_seconds_per_day, gt=0,
+        description="Session time one installation may use per UTC day, all its repositories together; a session "
+        "starts only with some left and stops training when its share runs out.",
+    )
+    max_worker_losses: int = Field(
+        default=_LIMITS.max_worker_losses, ge=1,
+        description="A session whose worker process is lost this many times (killed for memory, a hard time "
+        "limit) fails with a report instead of being sent again.",
+    )
 
     @property
     def visibility_timeout_s(self) -> int:
         """Longer than any session may run, so Redis never hands a running session's message to a second
         worker; an unacknowledged message of a lost worker comes back after this long."""
         return self.max_session_s + self.hard_limit_grace_s + 600
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_iters=self.max_iters, max_params=self.max_params, max_batch_size=self.max_batch_size,
+            max_block_size=self.max_block_size, max_tokens_per_iter=self.max_tokens_per_iter,
+            max_schedule_entries=self.max_schedule_entries, min_schedule_interval_s=self.min_schedule_interval_s,
+            gpu_seconds_per_day=self.gpu_seconds_per_day, max_worker_losses=self.max_worker_losses,
+        )
 
     @model_validator(mode="after")
     def _key_from_one_place(self) -> Settings:

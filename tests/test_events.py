@@ -32,8 +32,9 @@ def test_a_permitted_command_reacts_and_enqueues_exactly_this_message(github, se
         {
             "origin": {"repo": REPO, "installation_id": INSTALLATION_ID, "trigger": "issue_comment",
                        "sender": "alice", "delivery_id": "delivery-9", "issue_number": 7, "comment_id": 77,
-                       "line": "/retrain ci max_iters=12", "ref": None, "head_sha": None, "workflow": None},
-            "request": {"session_id": session_id_for("delivery-9"), "profile": "ci", "max_iters": 12,
+                       "line": "/retrain ci max_iters=12", "ref": None, "head_sha": None, "workflow": None,
+                       "event_key": f"issue_comment:{REPO}:77"},
+            "request": {"session_id": session_id_for(f"issue_comment:{REPO}:77"), "profile": "ci", "max_iters": 12,
                         "trigger": "issue_comment", "sender": "alice", "delivery_id": "delivery-9",
                         "fresh": False, "max_checkpoints": None, "branch": None},
             "check_run_id": check["id"],
@@ -169,7 +170,8 @@ def test_a_scheduled_workflow_run_of_a_listed_workflow_starts_a_scheduled_sessio
     nightly = ".github/workflows/nightly.yml"
     list_workflow(emu, nightly)
     head = emu.head(REPO)
-    run = {"event": "schedule", "path": nightly, "head_sha": head, "head_branch": "main"}
+    run = {"id": 30433642, "run_attempt": 1,
+           "event": "schedule", "path": nightly, "head_sha": head, "head_branch": "main"}
     payload = {"action": "requested", "workflow_run": run, "repository": {"full_name": REPO},
                "installation": {"id": INSTALLATION_ID}, "sender": {"login": "octo"}}
     sent: list = []

@@ -63,6 +63,11 @@ def comment(text: str, comment_id: int, issue: int = 7) -> dict:
                          issue_number=issue)
 
 
+def session_of(comment_id: int) -> str:
+    """The session a comment starts: named by the comment, not by the delivery that carried it."""
+    return session_id_for(f"issue_comment:{REPO}:{comment_id}")
+
+
 def completed_checks(emu: GitHubEmulator) -> list[dict]:
     return [c for c in emu.check_runs(REPO) if c["status"] == "completed"]
 
@@ -83,7 +88,7 @@ def test_worker_sigkilled_mid_session_resumes_and_commits_once(github, services,
     emu, _ = github
     set_ci_profile(emu, checkpoint_every_s=0.3)
     delivery = f"kill-{after_s}"
-    inflight = tmp_path / "store" / REPO / RUN / "inflight" / f"{session_id_for(delivery)}.pt"
+    inflight = tmp_path / "store" / REPO / RUN / "inflight" / f"{session_of(901)}.pt"
     assert post(services.web, comment("/retrain ci max_iters=800", 901), delivery=delivery) == 202
     wait_until(inflight.is_file, SESSION_TIMEOUT, "the first in-session checkpoint", services.train_log)
     time.sleep(after_s)
@@ -99,7 +104,7 @@ def test_worker_sigkilled_mid_session_resumes_and_commits_once(github, services,
     assert resumed, session["notes"]
     at = int(re.search(r"at iteration (\d+)", resumed[0]).group(1))
     assert 0 < at < 800 and (session["start_iteration"], session["end_iteration"]) == (0, 800)
-    assert [h["session"] for h in history(emu)] == [session_id_for(delivery)]
+    assert [h["session"] for h in history(emu)] == [session_of(901)]
     assert list(assert_registry_consistent(emu, tmp_path / "store")) == [session["checkpoint_id"]]
     [check] = emu.check_runs(REPO)
     assert check["conclusion"] == "success"
@@ -286,7 +291,7 @@ def test_a_whole_worker_lost_is_noticed_and_its_session_resumed(github, services
     emu, _ = github
     set_ci_profile(emu, checkpoint_every_s=0.3)
     delivery = "machine-lost"
-    sid = session_id_for(delivery)
+    sid = session_of(961)
     inflight = tmp_path / "store" / REPO / RUN / "inflight" / f"{sid}.pt"
     assert post(services.web, comment("/retrain ci max_iters=1200", 961), delivery=delivery) == 202
     wait_until(inflight.is_file, SESSION_TIMEOUT, "the first in-session checkpoint", services.train_log)
@@ -334,7 +339,7 @@ def test_sigterm_saves_the_session_and_the_next_worker_continues_it(github, serv
     services.train.send_signal(signal.SIGTERM)
     services.train.wait(timeout=60)
     took = time.monotonic() - asked
-    inflight = tmp_path / "store" / REPO / RUN / "inflight" / f"{session_id_for('sigterm')}.pt"
+    inflight = tmp_path / "store" / REPO / RUN / "inflight" / f"{session_of(971)}.pt"
     assert inflight.is_file() and progress_commits(emu) == []
     [check] = emu.check_runs(REPO)
     assert check["output"]["title"].startswith("Paused at iteration")

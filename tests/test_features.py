@@ -79,7 +79,8 @@ def test_bad_dispatch_inputs_are_named(inputs: dict) -> None:
 
 
 def test_only_requested_scheduled_workflow_runs_start_sessions() -> None:
-    run = {"event": "schedule", "path": ".github/workflows/nightly.yml", "head_sha": "a" * 40, "head_branch": "main"}
+    run = {"id": 30433642, "run_attempt": 1,
+           "event": "schedule", "path": ".github/workflows/nightly.yml", "head_sha": "a" * 40, "head_branch": "main"}
     payload = {"action": "requested", "workflow_run": run, "repository": {"full_name": "octo/demo"},
                "installation": {"id": 42}, "sender": {"login": "octo"}}
     decision = plan("workflow_run", "d", payload)

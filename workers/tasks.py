@@ -30,13 +30,16 @@ from workers.celery_app import (
     TRAIN_QUEUE,
     celery_app,
 )
+from workers.coordination.budget import SessionBudgets
 from workers.coordination.drain import Drain
 from workers.coordination.live import LiveSession, LiveSessions
 from workers.coordination.live import for_url as live_for_url
+from workers.coordination.losses import WorkerLosses
 from workers.coordination.orphans import SessionMessages, recover_orphans
 from workers.coordination.run_lock import RunBusy, RunLocks
 from workers.coordination.run_queue import RunQueue
-from workers.jobs.events import EnqueueSession, Feedback, handle_event, start
+from workers.coordination.starts import SessionStarts
+from workers.jobs.events import Admission, EnqueueSession, Feedback, handle_event, start
 from workers.jobs.redelivery import redeliver_failed
 from workers.jobs.schedules import ScheduleStore, schedule_specs
 
@@ -64,7 +67,7 @@ def enqueue_session(message: dict[str, Any], recoveries: int = 0) -> None:
         request["session_id"], request["profile"], "queued", request["trigger"], request["sender"],
         max_iters=request["max_iters"], check_url=message.get("check_url"),
     ))
-    celery_app.send_task(SESSION_TASK, kwargs=message, queue=TRAIN_QUEUE,
+    celery_app.send_task(SESSION_TASK, kwargs={**message, "time_limit_s": soft}, queue=TRAIN_QUEUE,
                          time_limit=soft + settings.hard_limit_grace_s)
 
 
@@ -74,8 +77,7 @@ def handle_event_task(event: str, delivery_id: str, payload: dict[str, Any]) -> 
     with bound(delivery_id=delivery_id, event=event):
         outcome = asyncio.run(
             handle_event(settings, event, delivery_id, payload, enqueue_session, TOKENS, schedules=SCHEDULES,
-                         live=live_sessions(settings.redis_url),
-                         run_queue=run_queue(settings.redis_url, settings.visibility_timeout_s))
+                         live=live_sessions(settings.redis_url), admission=admission(settings))
         )
         log.info("delivery %s (%s): %s", delivery_id, event, outcome)
     return outcome
@@ -127,7 +129,7 @@ async def run_scheduled_session(
             await feedback.problem(str(exc), str(exc))
             return "not run: invalid repository config"
         try:
-            specs = schedule_specs(repo, config)
+            specs = schedule_specs(repo, config, settings.limits)
         except ConfigError:
             specs = None  # an invalid schedule: the last valid one keeps serving
         if specs is not None and (cron, profile) not in {(s.cron, s.profile) for s in specs}:
@@ -135,17 +137,17 @@ async def run_scheduled_session(
             with store.lock(repo):
                 store.replace(installation_id, repo, specs)
             return f"ignored: {cron!r} ({profile}) is no longer in {CONFIG_PATH}; entries refreshed"
-        queue = run_queue(settings.redis_url, settings.visibility_timeout_s)
-        return await start(gh, feedback, config, StartTraining(origin, profile), enqueue, queue)
+        return await start(gh, feedback, config, StartTraining(origin, profile), enqueue, admission(settings))
 
 
 @celery_app.task(name=SESSION_TASK, bind=True, max_retries=None)
 def train_session_task(
     self: Any, origin: dict[str, Any], request: dict[str, Any], check_run_id: int | None = None,
-    check_url: str | None = None, run: str | None = None,
+    check_url: str | None = None, run: str | None = None, time_limit_s: float | None = None,
 ) -> str:
     """`check_url` is for `/retrain status`, recorded when the session was queued; `run` names the
-    (repository, run) queue slot the session leaves when it ends.
+    (repository, run) queue slot the session leaves when it ends; `time_limit_s` is the soft limit it was
+    sent with, what it asks of the installation's budget.
 
     While another session holds the run this task comes back every `busy_retry_s` (a Celery retry keeps
     its id, arguments and time limit)."""
@@ -156,7 +158,9 @@ def train_session_task(
     drain = Drain(redis.Redis.from_url(settings.redis_url), self.request.hostname or "")
     ids = {"session_id": request.get("session_id"), "delivery_id": request.get("delivery_id"),
            "repo": origin.get("repo")}
+    losses = WorkerLosses(redis.Redis.from_url(settings.redis_url), settings.visibility_timeout_s)
     with bound(**ids):
+        lost = losses.started(request["session_id"])  # counted down again below on any way out Python sees
         try:
             return asyncio.run(run_github_session(
                 settings, Origin(**origin), SessionRequest(**request), check_run_id, tokens=TOKENS,
@@ -164,13 +168,17 @@ def train_session_task(
                     live_sessions(settings.redis_url), run_locks(settings.redis_url, settings.lock_ttl_s),
                     run_queue(settings.redis_url, settings.visibility_timeout_s),
                     session_messages(settings.redis_url, settings.visibility_timeout_s),
+                    budgets(settings.redis_url, settings.gpu_seconds_per_day),
                 ),
                 queue_slot=run, first_attempt=self.request.retries == 0, draining=drain.requested,
+                worker_losses=lost, wanted_s=time_limit_s,
             ))
         except RunBusy as busy:
             raise self.retry(countdown=settings.busy_retry_s, exc=busy) from busy
         except SessionPaused as paused:  # this worker is shutting down: another one continues
             raise self.retry(countdown=0, exc=paused) from paused
+        finally:
+            losses.returned(request["session_id"])
 
 
 @worker_init.connect
@@ -192,6 +200,19 @@ def run_locks(redis_url: str, ttl_s: float) -> RunLocks:
 @functools.cache
 def session_messages(redis_url: str, ttl_s: int) -> SessionMessages:
     return SessionMessages(redis.Redis.from_url(redis_url), ttl_s)
+
+
+def admission(settings: Settings) -> Admission:
+    return Admission(
+        SessionStarts(redis.Redis.from_url(settings.redis_url), settings.delivery_ttl_s), settings.limits,
+        budgets(settings.redis_url, settings.gpu_seconds_per_day),
+        run_queue(settings.redis_url, settings.visibility_timeout_s),
+    )
+
+
+@functools.cache
+def budgets(redis_url: str, per_day_s: float) -> SessionBudgets:
+    return SessionBudgets(redis.Redis.from_url(redis_url), per_day_s)
 
 
 @functools.cache

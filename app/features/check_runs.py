@@ -31,6 +31,9 @@ def plan_check_run(delivery_id: str, payload: dict[str, Any]) -> Decision:
             repo=str(payload["repository"]["full_name"]), installation_id=int(payload["installation"]["id"]),
             trigger="check_run", sender=(payload.get("sender") or {}).get("login"), delivery_id=delivery_id,
             head_sha=check_run.get("head_sha"),
+            # one session per check run and person, whichever of its buttons they press, however often
+            event_key=f"check_run:{payload['repository']['full_name']}:{int(check_run['id'])}:"
+                      f"{(payload.get('sender') or {}).get('login')}",
         )
     except (KeyError, TypeError, ValueError):
         return Ignore("payload lacks the repository or installation")

@@ -24,6 +24,9 @@ class Origin:
     ref: str | None = None  # branch the trigger names (workflow runs), else the config's or the default
     head_sha: str | None = None  # commit the trigger refers to (check runs attach there)
     workflow: str | None = None  # workflow file path for workflow triggers; must be listed in the config
+    # What GitHub signed that makes this event itself (the comment, the check run, the workflow run, the
+    # dispatch's whole body): the session's identity, which a new delivery id cannot change.
+    event_key: str | None = None
 
     def to_message(self) -> dict[str, Any]:
         return asdict(self)

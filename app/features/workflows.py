@@ -4,6 +4,8 @@ the events task, which reads the config)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from app.features.decisions import Decision, Ignore, Origin, RejectCommand, StartTraining
@@ -31,19 +33,27 @@ def _positive_int(inputs: dict[str, Any], name: str) -> int | None:
 
 
 def _origin(trigger: str, delivery_id: str, payload: dict[str, Any], ref: str | None, head_sha: str | None,
-            workflow: str) -> Origin:
+            workflow: str, event_key: str) -> Origin:
     return Origin(
         repo=str(payload["repository"]["full_name"]), installation_id=int(payload["installation"]["id"]),
         trigger=trigger, sender=(payload.get("sender") or {}).get("login"), delivery_id=delivery_id,
-        ref=ref, head_sha=head_sha, workflow=workflow,
+        ref=ref, head_sha=head_sha, workflow=workflow, event_key=event_key,
     )
+
+
+def dispatch_key(payload: dict[str, Any]) -> str:
+    """A dispatch event carries no id of its own, so its identity is its whole signed body: the same inputs
+    at the same repository state (`repository.pushed_at` moves with every push, progress commits included)
+    are the same request."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return f"workflow_dispatch:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
 
 def plan_dispatch(delivery_id: str, payload: dict[str, Any]) -> Decision:
     try:
         ref = str(payload.get("ref") or "")
         origin = _origin("workflow_dispatch", delivery_id, payload, ref.removeprefix("refs/heads/") or None, None,
-                         str(payload["workflow"]))
+                         str(payload["workflow"]), dispatch_key(payload))
     except (KeyError, TypeError, ValueError):
         return Ignore("payload lacks the repository, installation or workflow")
     inputs = payload.get("inputs") or {}
@@ -69,7 +79,7 @@ def plan_workflow_run(delivery_id: str, payload: dict[str, Any]) -> Decision:
         return Ignore("only scheduled workflow runs, when requested, start sessions")
     try:
         origin = _origin("workflow_run", delivery_id, payload, run.get("head_branch"), run.get("head_sha"),
-                         str(run["path"]))
+                         str(run["path"]), f"workflow_run:{int(run['id'])}:{int(run.get('run_attempt') or 1)}")
     except (KeyError, TypeError, ValueError):
         return Ignore("payload lacks the repository, installation or workflow path")
     return StartTraining(origin, SCHEDULED_PROFILE)

@@ -8,7 +8,10 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+import redis
 
 from app import check_output, replies
 from app.errors import ConfigError
@@ -27,11 +30,14 @@ from app.features.decisions import (
 )
 from app.github import GitHubClient, installation_client
 from app.github_auth import EVENTS_PERMISSIONS, TokenCache
+from app.limits import Limits, profile_problems
 from app.repo_config import CONFIG_PATH, RepoConfig, parse_repo_config
 from app.settings import Settings
+from workers.coordination.budget import BudgetSpent, SessionBudgets
 from workers.coordination.live import LiveSessions, status_rows
 from workers.coordination.live import for_url as live_for_url
 from workers.coordination.run_queue import RunQueue
+from workers.coordination.starts import SessionStarts
 from workers.jobs.schedules import ScheduleStore, apply_schedules
 
 log = logging.getLogger(__name__)
@@ -40,15 +46,39 @@ SESSION_NAMESPACE = uuid.UUID("0b5e3c59-8d0f-4d2b-9a55-2f1f8b6f6a10")
 EnqueueSession = Callable[[dict[str, Any]], None]
 
 
-def session_id_for(delivery_id: str) -> str:
-    """Stable per delivery, so a redelivered or retried events task names the same session."""
-    return uuid.uuid5(SESSION_NAMESPACE, delivery_id).hex
+def session_id_for(key: str) -> str:
+    """Stable per event, so a redelivered or retried events task names the same session."""
+    return uuid.uuid5(SESSION_NAMESPACE, key).hex
+
+
+def session_id_of(origin: Origin) -> str:
+    """From what GitHub signed (`Origin.event_key`), so that a new delivery id makes no new session; from
+    the delivery id where nothing else identifies the event (the App's own schedule firings)."""
+    return session_id_for(origin.event_key or origin.delivery_id or uuid.uuid4().hex)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What a session passes before it is queued: its event is new (not a replayed body), the operator's
+    limits allow it, and its installation has session time left today (all checked again when it starts)."""
+
+    starts: SessionStarts
+    limits: Limits
+    budgets: SessionBudgets
+    run_queue: RunQueue
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Admission:
+        client = redis.Redis.from_url(settings.redis_url)
+        return cls(SessionStarts(client, settings.delivery_ttl_s), settings.limits,
+                   SessionBudgets(client, settings.gpu_seconds_per_day),
+                   RunQueue(client, settings.visibility_timeout_s))
 
 
 async def handle_event(
     settings: Settings, event: str, delivery_id: str, payload: dict[str, Any], enqueue_session: EnqueueSession,
     tokens: TokenCache | None = None, schedules: ScheduleStore | None = None, live: LiveSessions | None = None,
-    run_queue: RunQueue | None = None,
+    admission: Admission | None = None,
 ) -> str:
     """The outcome in a few words (logged by the task)."""
     decision = plan(event, delivery_id, payload)
@@ -83,17 +113,34 @@ async def handle_event(
             asked = live.cancel(origin.repo)
             await feedback.reply(replies.cancelled(origin, [s.session_id for s in asked]))
             return f"cancel requested for {len(asked)} session(s)"
-        run_queue = run_queue or RunQueue.for_url(settings.redis_url, settings.visibility_timeout_s)
-        return await start(gh, feedback, config, decision, enqueue_session, run_queue)
+        return await start(gh, feedback, config, decision, enqueue_session,
+                           admission or Admission.for_settings(settings))
 
 
 async def start(
     gh: GitHubClient, feedback: Feedback, config: RepoConfig, decision: StartTraining, enqueue: EnqueueSession,
-    run_queue: RunQueue,
+    admission: Admission,
 ) -> str:
     origin = decision.origin
     if origin.workflow is not None and origin.workflow not in config.workflows:
         return f"ignored: workflow {origin.workflow} is not listed under `workflows` in {CONFIG_PATH}"
+    session_id = session_id_of(origin)
+    delivery = origin.delivery_id or session_id
+    earlier = admission.starts.claim(session_id, delivery)
+    if earlier is not None:  # the same signed event under another delivery id: a replay, answered with silence
+        return f"ignored: this event already started session {session_id} (delivery {earlier})"
+    try:
+        return await _admit(gh, feedback, config, decision, enqueue, admission, session_id)
+    except BaseException:
+        admission.starts.release(session_id, delivery)  # not queued: GitHub's redelivery may try again
+        raise
+
+
+async def _admit(
+    gh: GitHubClient, feedback: Feedback, config: RepoConfig, decision: StartTraining, enqueue: EnqueueSession,
+    admission: Admission, session_id: str,
+) -> str:
+    origin = decision.origin
     if origin.trigger not in ("workflow_run", "schedule") and not await allowed(gh, feedback, config, origin):
         return f"refused: {origin.sender} may not start sessions"
     if decision.profile not in config.profiles:
@@ -101,8 +148,18 @@ async def start(
         await feedback.react("confused")
         await feedback.problem(replies.rejected(origin, reason), reason)
         return "rejected: unknown profile"
+    over = profile_problems(decision.profile, config.profiles[decision.profile], admission.limits, decision.max_iters)
+    try:
+        admission.budgets.require_some_left(origin.installation_id)
+    except BudgetSpent as exc:
+        over.append(str(exc))
+    if over:
+        reason = "; ".join(over)
+        await feedback.react("confused")
+        await feedback.problem(replies.failed(origin, reason), reason)
+        return "refused: over the App's limits"
     await feedback.react("eyes")
-    session_id = session_id_for(origin.delivery_id or uuid.uuid4().hex)
+    run_queue = admission.run_queue
     run = config.run_name(decision.profile)
     claim = run_queue.claim(origin.repo, run, session_id)
     if claim.kind == "coalesced":

@@ -32,6 +32,7 @@ from app.errors import ConfigError
 from app.features.decisions import RemoveSchedules, SyncSchedules
 from app.github import GitHubClient, installation_client
 from app.github_auth import TokenCache
+from app.limits import Limits, schedule_problems
 from app.repo_config import CONFIG_PATH, RepoConfig, parse_repo_config
 from app.settings import Settings
 from workers.celery_app import EVENTS_QUEUE, REDBEAT_KEY_PREFIX, SCHEDULED_SESSION_TASK
@@ -70,9 +71,13 @@ def parse_cron(cron: str, field: str) -> crontab:
         raise ConfigError(f"{CONFIG_PATH} is invalid: {field}: `{cron}` is not a cron expression ({exc})") from exc
 
 
-def schedule_specs(repo: str, config: RepoConfig) -> list[ScheduleSpec]:
+def schedule_specs(repo: str, config: RepoConfig, limits: Limits) -> list[ScheduleSpec]:
     """The entries `config.schedule` asks for, checked as a whole: one bad item rejects the lot, so that a
-    half-applied schedule never runs (their profiles exist: the config's own validation says so)."""
+    half-applied schedule never runs (their crons parse and their profiles exist: the config's own
+    validation says so; how many and how often is the operator's say, app/limits.py)."""
+    problems = schedule_problems(config, limits)
+    if problems:
+        raise ConfigError(f"{CONFIG_PATH}: schedule refused: {'; '.join(problems)}")
     specs = []
     for index, item in enumerate(config.schedule):
         parse_cron(item.cron, f"schedule.{index}.cron")
@@ -206,20 +211,22 @@ async def apply_schedules(
     ) as gh:
         for repo in decision.repos:
             try:
-                outcomes.append(await sync_repository(gh, store, decision.installation_id, repo))
+                outcomes.append(await sync_repository(gh, store, decision.installation_id, repo, settings.limits))
             except (HTTPException, aiohttp.ClientError) as exc:  # one unreadable repository spoils no other
                 log.warning("schedules of %s not updated: %s", repo, exc, extra={"repo": repo})
                 outcomes.append(f"{repo}: not updated ({type(exc).__name__})")
     return "schedules: " + "; ".join(outcomes)
 
 
-async def sync_repository(gh: GitHubClient, store: ScheduleStore, installation_id: int, repo: str) -> str:
+async def sync_repository(
+    gh: GitHubClient, store: ScheduleStore, installation_id: int, repo: str, limits: Limits
+) -> str:
     """Read the config at the default branch and make the entries match; a missing file means the defaults,
     which have no schedule."""
     with store.lock(repo):
         text = await gh.read_file(repo, CONFIG_PATH, None)
         try:
-            specs = schedule_specs(repo, parse_repo_config(text))
+            specs = schedule_specs(repo, parse_repo_config(text), limits)
         except ConfigError as exc:
             kept = len(store.names(repo))
             log.warning("%s: %s; keeping its %d schedule entries", repo, exc, kept, extra={"repo": repo})

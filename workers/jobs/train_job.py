@@ -19,6 +19,7 @@ from app.github import installation_client
 from app.github_auth import SESSION_PERMISSIONS, TokenCache
 from app.settings import Settings
 from app.telemetry import TELEMETRY
+from workers.coordination.budget import Grant, SessionBudgets
 from workers.coordination.live import LiveSession, LiveSessions
 from workers.coordination.orphans import SessionMessages
 from workers.coordination.run_lock import Lease, LeaseLost, RunBusy, RunLocks
@@ -27,7 +28,7 @@ from workers.jobs.reporting import SessionReporter
 from workers.session.progress import STOPPED_AT_TIME_LIMIT, STOPPED_ON_REQUEST
 from workers.session.progress_log import ProgressLogger
 from workers.session.repos import GitHubRepository
-from workers.session.session import AlreadyCommitted, Controls, SessionPaused, SessionRequest, run_session
+from workers.session.session import AlreadyCommitted, Controls, SessionPaused, SessionRequest, TimeCap, run_session
 from workers.session.store import CheckpointStore
 from workers.trainer.train import Progress
 
@@ -44,6 +45,7 @@ class Coordination:
     locks: RunLocks | None = None
     run_queue: RunQueue | None = None
     messages: SessionMessages | None = None
+    budgets: SessionBudgets | None = None
 
     def leave(self, repo: str, slot: str | None, session_id: str) -> None:
         """The session is over, one way or another: out of status, its run's queue and recovery."""
@@ -60,10 +62,13 @@ class Coordination:
 async def run_github_session(
     settings: Settings, origin: Origin, request: SessionRequest, check_run_id: int | None, *,
     tokens: TokenCache, coordination: Coordination, queue_slot: str | None = None, first_attempt: bool = True,
-    draining: Callable[[], bool] | None = None,
+    draining: Callable[[], bool] | None = None, worker_losses: int = 0, wanted_s: float | None = None,
 ) -> str:
     """The outcome in a few words. Raises RunBusy while another session holds the run, and SessionPaused
-    when the worker shuts down mid-session: the task sends itself again in both cases."""
+    when the worker shuts down mid-session: the task sends itself again in both cases.
+
+    `worker_losses`: how many earlier starts of this session lost their worker process (a poison pill at
+    settings.max_worker_losses); `wanted_s`: the session's soft time limit, what it asks of the budget."""
     store = CheckpointStore(settings.store_url)
     live, locks = coordination.live, coordination.locks
     sid = request.session_id
@@ -83,7 +88,18 @@ async def run_github_session(
             ended("cancelled_before_start")
             await reporter.cancelled_before_start()
             return f"session {sid} cancelled before it started"
+        if worker_losses >= settings.max_worker_losses:
+            coordination.leave(origin.repo, queue_slot, sid)
+            ended("worker_lost")
+            await reporter.failed(
+                f"the worker process running this session was lost {worker_losses} times (killed for memory or "
+                "past its hard time limit, most likely); it is not sent again (RETRAIN_MAX_WORKER_LOSSES, set by "
+                "whoever runs the App, is "
+                f"{settings.max_worker_losses}). Try a smaller profile or fewer iterations."
+            )
+            return f"session {sid} failed: its worker was lost {worker_losses} times"
         queued = live.get(origin.repo, sid)
+        grant: list[Grant] = []
         progress_log = ProgressLogger(log, sid)
         last_live = [float("-inf")]
 
@@ -92,6 +108,8 @@ async def run_github_session(
             reporter.on_progress(p)
             if time.monotonic() - last_live[0] >= LIVE_EVERY_S:
                 last_live[0] = time.monotonic()
+                for held in grant:
+                    held.charge()
                 rate = p.session_iteration / p.elapsed_s if p.elapsed_s > 0 else 0.0
                 TELEMETRY.gauge("retrain_training_tokens_per_second", p.tokens_per_s, **series)
                 TELEMETRY.gauge("retrain_training_loss", p.loss, **series)
@@ -102,12 +120,19 @@ async def run_github_session(
                 except Exception:  # Redis away: status goes stale for a while, training goes on
                     log.warning("could not update the live status of %s", sid, exc_info=True)
 
-        async def on_start() -> None:
+        async def on_start() -> TimeCap | None:
+            cap = None
+            if coordination.budgets is not None:
+                want = min(wanted_s or settings.max_session_s, settings.max_session_s)
+                grant.append(coordination.budgets.grant(origin.installation_id, sid, want))  # or BudgetSpent
+                cap = TimeCap(grant[0].seconds, "this installation's session time left today "
+                                                "(RETRAIN_GPU_SECONDS_PER_DAY)")
             live.put(origin.repo, LiveSession(
                 sid, request.profile, "running", request.trigger, request.sender,
                 max_iters=request.max_iters, check_url=queued.check_url if queued else None,
             ))
             await reporter.started()
+            return cap
 
         def hold_run(run: str) -> Lease:
             assert locks is not None
@@ -121,7 +146,7 @@ async def run_github_session(
 
         controls = Controls(
             on_progress=on_progress, should_stop=cancel_requested, hold_run=hold_run if locks else None,
-            on_start=on_start, max_time_s=settings.max_session_s, should_pause=draining,
+            on_start=on_start, max_time_s=settings.max_session_s, should_pause=draining, limits=settings.limits,
         )
         busy = False
         try:
@@ -160,6 +185,8 @@ async def run_github_session(
             await reporter.crashed()
             raise
         finally:
+            for held in grant:
+                held.close()
             if not busy:
                 coordination.leave(origin.repo, queue_slot, sid)
         ended({STOPPED_ON_REQUEST: "cancelled", STOPPED_AT_TIME_LIMIT: "time_limit"}.get(

@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
+from app.errors import SessionError
+from app.limits import Limits, profile_problems
 from workers.session import registry as reg
 from workers.session.commit import commit_progress, forget
 from workers.session.history import downsample
@@ -47,7 +49,7 @@ from workers.trainer.train import Progress, Snapshot, TrainResult, save_state, t
 
 log = logging.getLogger(__name__)
 PAUSED = "paused"
-__all__ = ["AlreadyCommitted", "Controls", "SessionPaused", "SessionRequest", "SessionResult", "run_session"]
+__all__ = ["AlreadyCommitted", "Controls", "SessionPaused", "SessionRequest", "SessionResult", "TimeCap", "run_session"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,12 @@ class RunLease(Protocol):
 
 
 @dataclass(frozen=True)
+class TimeCap:
+    seconds: float
+    why: str
+
+
+@dataclass(frozen=True)
 class Controls:
     """How the surroundings steer a session. Local mode leaves all but `on_progress` unset: a git checkout
     has no concurrent sessions to fence off, and its commit is a compare-and-swap anyway."""
@@ -95,8 +103,12 @@ class Controls:
     on_progress: Callable[[Progress], None] | None = None
     should_stop: Callable[[], bool] | None = None  # a cancel request
     hold_run: Callable[[str], RunLease] | None = None  # the run's lease, or RunBusy
-    on_start: Callable[[], Awaitable[None]] | None = None  # called once the lease is held
+    # Called once the lease is held; may cap the session's time (seconds and why, e.g. the installation's
+    # session time left today) or raise a RetrainError that ends the session before it reads anything.
+    on_start: Callable[[], Awaitable[TimeCap | None]] | None = None
     max_time_s: float | None = None  # caps the profile's soft time limit
+    max_time_why: str = "the App's longest session (RETRAIN_MAX_SESSION_S)"
+    limits: Limits | None = None  # the operator's; checked again here, as a queued message outlives its config
     should_pause: Callable[[], bool] | None = None  # the worker is shutting down: save and hand back
 
 
@@ -113,10 +125,17 @@ async def run_session(
     controls = controls or Controls(on_progress=on_progress, should_stop=should_stop)
     clock_start = time.monotonic()
     target = await locate(repo, request)
+    if controls.limits is not None:
+        problems = profile_problems(request.profile, target.config.profiles[request.profile], controls.limits,
+                                    request.max_iters)
+        if problems:
+            raise SessionError("; ".join(problems))
     lease = await asyncio.to_thread(controls.hold_run, target.run) if controls.hold_run else None
     try:
         if controls.on_start is not None:
-            await controls.on_start()
+            cap = await controls.on_start()
+            if cap is not None and cap.seconds < (controls.max_time_s or float("inf")):
+                controls = replace(controls, max_time_s=cap.seconds, max_time_why=cap.why)
         plan = await prepare(repo, store, request, store_prefix, target)
         if plan.committed is not None:
             raise AlreadyCommitted(plan.committed)
@@ -179,6 +198,7 @@ async def _train(
 
     profile = plan.config.profiles[request.profile]
     time_limit = min(profile.time_limit_s, controls.max_time_s or profile.time_limit_s)
+    limited_by = "the profile's time limit" if time_limit == profile.time_limit_s else controls.max_time_why
     spent_before = so_far.so_far.spent_s if so_far else 0.0  # a redelivery does not restart the clock
     deadline = clock_start + time_limit - spent_before
     why: list[str] = []
@@ -223,7 +243,7 @@ async def _train(
                          val_loss_before=so_far.so_far.val_loss_before)
     stopped = (why[0] if why else STOPPED_ON_REQUEST) if result.stopped_early else None
     if stopped is not None:
-        how = "on request" if stopped == STOPPED_ON_REQUEST else f"at the profile's time limit ({time_limit:.0f} s)"
+        how = "on request" if stopped == STOPPED_ON_REQUEST else f"at {limited_by} ({time_limit:.0f} s)"
         plan.notes.append(
             f"stopped {how} after {result.end_iteration - start_iteration} of "
             f"{target - start_iteration} iterations; what was trained is committed"
