@@ -100,6 +100,7 @@ def github(tmp_path: Path, app_key_pair: tuple[bytes, bytes]) -> Iterator[tuple[
 
 
 FAULT_OUTCOMES: list[str] = []
+HOSTILE_OUTCOMES: list[str] = []
 
 
 @pytest.fixture
@@ -114,8 +115,22 @@ def fault_report(request: pytest.FixtureRequest):
     return report
 
 
+@pytest.fixture
+def hostile_report(request: pytest.FixtureRequest):
+    """`report(input, outcome)`: one line per hostile input a repository can write, printed at the end."""
+
+    def report(hostile: str, outcome: str) -> None:
+        line = f"{hostile} → {outcome}"
+        HOSTILE_OUTCOMES.append(line)
+        print(f"HOSTILE {line}")
+
+    return report
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if FAULT_OUTCOMES:
-        terminalreporter.section("fault injection: each fault and its outcome")
-        for line in FAULT_OUTCOMES:
-            terminalreporter.write_line(line)
+    for title, lines in (("fault injection: each fault and its outcome", FAULT_OUTCOMES),
+                         ("hostile repository: each input and its outcome", HOSTILE_OUTCOMES)):
+        if lines:
+            terminalreporter.section(title)
+            for line in lines:
+                terminalreporter.write_line(line)
