@@ -371,6 +371,9 @@ def test_embedded_openapi_matches_github_description() -> None:
             theirs = real.match(method, template.replace("{", "").replace("}", ""))
             assert theirs is not None and theirs.template == template
             assert op["externalDocs"] == {"url": theirs.spec["externalDocs"]["url"]}, template
+            if "parameters" in op:  # the query parameters a handler reads, as GitHub documents them
+                their_query = {p["name"] for p in map(real._deref, theirs.spec["parameters"]) if p["in"] == "query"}
+                assert {p["name"] for p in op["parameters"]} == their_query, template
             if "requestBody" in op:
                 ours_body = mine._deref(mine.doc["paths"][template][method]["requestBody"])
                 their_body = real._deref(theirs.spec["requestBody"])

@@ -170,3 +170,84 @@ def test_trees_graft_subtrees_delete_directories_and_replace_files(env: Env) -> 
         ("100755", "tool.sh")]
     everything = [{"path": p, "mode": "100644", "type": "blob", "sha": None} for p in ("README.md", "data")]
     assert env.call("POST", f"{git}/trees", {"base_tree": base, "tree": everything}).status == 404  # as GitHub
+
+
+TREES = {"README.md": b"# trees\n", "docs/a.md": b"alpha\n", "docs/deep/b.md": b"beta\n", "tool.sh": b"#!/bin/sh\n"}
+
+
+def _tree_repo(env: Env) -> tuple[str, str]:
+    """A repository of its own (the others are changed by other tests): its git path and head commit."""
+    if "octo/trees" not in env.emu.repos:
+        env.emu.add_repository("octo/trees", TREES, installation_id=INSTALLATION)
+    return "/repos/octo/trees/git", env.emu.head("octo/trees")
+
+
+def _get(env: Env, path: str, **kw: Any) -> dict[str, Any]:
+    reply = env.call("GET", path, **kw)
+    assert reply.status == 200, reply.body
+    env.conforms("GET", path, reply)
+    return reply.json()
+
+
+def test_a_tree_is_listed_by_commit_tree_or_ref_and_recursively_on_request(env: Env) -> None:
+    git, head = _tree_repo(env)
+    root = _git(env, "octo/trees", "rev-parse", f"{head}^{{tree}}").strip()
+    top = _get(env, f"{git}/trees/{head}")  # a commit sha names its tree, as on GitHub
+    assert top["sha"] == root and top["truncated"] is False
+    assert [(e["path"], e["type"]) for e in top["tree"]] == [("README.md", "blob"), ("docs", "tree"),
+                                                              ("tool.sh", "blob")]
+    assert top["tree"][0]["size"] == len(TREES["README.md"]) and "size" not in top["tree"][1]
+    assert top["tree"][1]["url"].endswith(f"/repos/octo/trees/git/trees/{top['tree'][1]['sha']}")
+    everything = _get(env, f"{git}/trees/{root}?recursive=1")
+    assert [e["path"] for e in everything["tree"]] == [  # a sub-tree comes before what it holds
+        "README.md", "docs", "docs/a.md", "docs/deep", "docs/deep/b.md", "tool.sh"]
+    assert _get(env, f"{git}/trees/main?recursive=false") == everything  # any value means recursive
+    docs = _get(env, f"{git}/trees/{top['tree'][1]['sha']}")
+    assert [e["path"] for e in docs["tree"]] == ["a.md", "deep"]  # paths relative to the tree listed
+    blob = everything["tree"][2]["sha"]
+    for missing in ("0" * 40, blob, "no-such-branch"):
+        assert env.call("GET", f"{git}/trees/{missing}").status == 404
+
+
+def test_a_blob_is_raw_bytes_or_base64_json(env: Env) -> None:
+    git, head = _tree_repo(env)
+    sha = _git(env, "octo/trees", "rev-parse", f"{head}:docs/deep/b.md").strip()
+    blob = _get(env, f"{git}/blobs/{sha}")
+    assert (blob["sha"], blob["size"], blob["encoding"]) == (sha, len(TREES["docs/deep/b.md"]), "base64")
+    assert base64.b64decode(blob["content"]) == TREES["docs/deep/b.md"]
+    raw = env.call("GET", f"{git}/blobs/{sha}", accept="application/vnd.github.raw+json")
+    assert raw.status == 200 and raw.body == TREES["docs/deep/b.md"]
+    tree = _git(env, "octo/trees", "rev-parse", f"{head}:docs").strip()
+    for missing in ("0" * 40, tree, head, sha[:12]):
+        assert env.call("GET", f"{git}/blobs/{missing}").status == 404
+
+
+def test_reading_trees_and_blobs_needs_contents_read(env: Env) -> None:
+    git, head = _tree_repo(env)
+    mint = f"/app/installations/{INSTALLATION}/access_tokens"
+    reader = env.app_call("POST", mint, {"permissions": {"contents": "read"}}).json()["token"]
+    other = env.app_call("POST", mint, {"permissions": {"checks": "write", "metadata": "read"}}).json()["token"]
+    sha = _git(env, "octo/trees", "rev-parse", f"{head}:README.md").strip()
+    for path in (f"{git}/trees/{head}?recursive=1", f"{git}/blobs/{sha}"):
+        assert env.call("GET", path, auth=f"token {reader}").status == 200
+        refused = env.call("GET", path, auth=f"token {other}")
+        assert refused.status == 403 and refused.json()["message"] == "Resource not accessible by integration"
+    assert env.call("GET", "/repos/elsewhere/private/git/trees/main").status == 404
+
+
+def test_a_recursive_listing_over_the_limit_is_truncated(env: Env) -> None:
+    git, head = _tree_repo(env)
+    limits = env.emu.tree_limit_entries, env.emu.tree_limit_bytes
+    try:
+        env.emu.tree_limit_entries = 4
+        cut = _get(env, f"{git}/trees/{head}?recursive=1")
+        assert cut["truncated"] is True and [e["path"] for e in cut["tree"]] == [
+            "README.md", "docs", "docs/a.md", "docs/deep"]
+        assert _get(env, f"{git}/trees/{head}")["truncated"] is False  # the limit is the recursive one's
+        env.emu.tree_limit_entries, env.emu.tree_limit_bytes = limits[0], 400
+        by_size = _get(env, f"{git}/trees/{head}?recursive=1")
+        assert by_size["truncated"] is True and 0 < len(by_size["tree"]) < 6
+    finally:
+        env.emu.tree_limit_entries, env.emu.tree_limit_bytes = limits
+    assert _get(env, f"{git}/trees/{head}?recursive=1")["truncated"] is False
+    assert [v for v in env.emu.violations if "/octo/trees/" in v] == []

@@ -91,6 +91,10 @@ EMBEDDED: dict[str, Any] = {
                 "message": _S, "tree": _S, "parents": {"type": "array", "items": _S},
                 "author": {**_ACTOR, "required": ["name", "email"]}, "committer": _ACTOR, "signature": _S}}, True))},
         "/repos/{owner}/{repo}/git/commits/{commit_sha}": {"get": _op("git/commits#get-a-commit-object")},
+        "/repos/{owner}/{repo}/git/blobs/{file_sha}": {"get": _op("git/blobs#get-a-blob")},
+        "/repos/{owner}/{repo}/git/trees/{tree_sha}": {"get": {
+            **_op("git/trees#get-a-tree"),
+            "parameters": [{"name": "recursive", "in": "query", "required": False, "schema": _S}]}},
         "/repos/{owner}/{repo}/git/trees": {"post": _op("git/trees#create-a-tree", _body({
             "type": "object", "required": ["tree"], "properties": {"base_tree": _S, "tree": {
                 "type": "array", "items": {"type": "object", "properties": {

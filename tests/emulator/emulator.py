@@ -59,6 +59,10 @@ class GitHubEmulator:
         self.installations: dict[int, Installation] = {}
         self.repos: dict[str, RepoState] = {}
         self.codeload: dict[str, tuple[str, str, float]] = {}
+        # GitHub cuts a recursive tree listing at 100,000 entries or 7 MB (`truncated: true`); lower these to
+        # test a client's fallback to listing sub-trees one at a time.
+        self.tree_limit_entries = 100_000
+        self.tree_limit_bytes = 7 * 1024 * 1024
         self.calls: list[RecordedCall] = []
         self.violations: list[str] = []
         self.faults = Faults()

@@ -1,4 +1,4 @@
-"""The Git Data API (blobs, trees, commits, refs) on the real bare repositories.
+"""The Git Data API (blobs, trees, commits, refs) on the real bare repositories, read and written.
 
 Checks and wording follow GitHub's handlers (Api::GitBlobs, Api::GitTrees, Api::GitCommits,
 Api::GitRefs, found with the search tool): e.g. PATCH a ref with `force: false` to a commit that does not
@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .gitstore import Identity, RawCommit
+from .gitstore import Identity, RawCommit, TreeEntry
 from .gittree import BadObjectState, TreeChange, build_tree
 from .openapi import Operation
-from .rest import Handler, fail, installation_token, not_found, read_json, visible_repo
+from .rest import Handler, fail, installation_token, not_found, read_json, visible_repo, wants_raw
 from .state import GITHUB_COMMITTER, HTML, RepoState, node_id, now_iso
 
 if TYPE_CHECKING:
@@ -57,6 +58,13 @@ def commit_json(emu: GitHubEmulator, repo: RepoState, raw: RawCommit) -> dict[st
                          "signature": None, "payload": None,
                          "verified_at": raw.committer.date if signed_by_github else None},
     }
+
+
+def _tree_item(emu: GitHubEmulator, repo: RepoState, entry: TreeEntry) -> dict[str, Any]:
+    """One entry of a `git-tree` object: blobs carry their size, submodules (commits) no url."""
+    return {"path": entry.path, "mode": entry.mode, "type": entry.kind, "sha": entry.oid,
+            **({"size": entry.size} if entry.kind == "blob" else {}),
+            **({"url": _git_url(emu, repo, f"{entry.kind}s", entry.oid)} if entry.kind != "commit" else {})}
 
 
 def _ref_json(emu: GitHubEmulator, repo: RepoState, name: str, oid: str, kind: str) -> dict[str, Any]:
@@ -171,12 +179,52 @@ async def create_tree(request: web.Request, emu: GitHubEmulator, op: Operation) 
     if not entries:  # GitHub answers an empty resulting tree with 404
         raise not_found()
     url = _git_url(emu, repo, "trees", sha)
-    items = [{"path": e.path, "mode": e.mode, "type": e.kind, "sha": e.oid,
-              **({"size": e.size} if e.kind == "blob" else {}),
-              **({"url": _git_url(emu, repo, f"{e.kind}s", e.oid)} if e.kind != "commit" else {})}
-             for e in entries]
+    items = [_tree_item(emu, repo, e) for e in entries]
     return web.json_response({"sha": sha, "url": url, "tree": items, "truncated": False}, status=201,
                              headers={"Location": url})
+
+
+async def get_tree(request: web.Request, emu: GitHubEmulator, op: Operation) -> web.StreamResponse:
+    """A tree by tree sha, commit sha or ref (GitHub resolves the last two to their tree).
+
+    `recursive` set to any value lists the whole hierarchy, cut at `emu.tree_limit_entries` entries or
+    `emu.tree_limit_bytes` of JSON with `truncated: true`, as GitHub cuts at 100,000 entries or 7 MB.
+    """
+    repo = visible_repo(emu, installation_token(request, emu), op, ("contents",), "read")
+    sha = await _base_tree(repo, op.params["tree_sha"])
+    if sha is None:
+        raise not_found()
+    recursive = "recursive" in request.query
+    items, size, truncated = [], 0, False
+    for entry in await _run(lambda: repo.git.tree_entries(sha, recursive=recursive)):
+        item = _tree_item(emu, repo, entry)
+        size += len(json.dumps(item))
+        if recursive and (len(items) >= emu.tree_limit_entries or size > emu.tree_limit_bytes):
+            truncated = True
+            break
+        items.append(item)
+    return web.json_response({"sha": sha, "url": _git_url(emu, repo, "trees", sha), "tree": items,
+                              "truncated": truncated})
+
+
+def _base64_lines(data: bytes) -> str:
+    """Base64 in lines of 60 characters, as GitHub (Ruby's `pack("m")`) writes a blob's content."""
+    text = base64.b64encode(data).decode()
+    return "".join(text[i:i + 60] + "\n" for i in range(0, len(text), 60))
+
+
+async def get_blob(request: web.Request, emu: GitHubEmulator, op: Operation) -> web.StreamResponse:
+    """A blob's bytes with the raw media type, else the JSON `blob` object with base64 content."""
+    repo = visible_repo(emu, installation_token(request, emu), op, ("contents",), "read")
+    sha = op.params["file_sha"]
+    if await _run(repo.git.object_type, sha) != "blob":
+        raise not_found()
+    data = await _run(repo.git.blob, sha)
+    if wants_raw(request):
+        return web.Response(body=data, content_type="application/vnd.github.raw")
+    return web.json_response({"sha": sha, "node_id": node_id("B", f"{repo.full_name}:{sha}"), "size": len(data),
+                              "url": _git_url(emu, repo, "blobs", sha), "content": _base64_lines(data),
+                              "encoding": "base64"})
 
 
 def _actor(op: Operation, value: dict[str, Any], default_date: str) -> tuple[Identity, str]:
@@ -255,7 +303,9 @@ async def update_ref(request: web.Request, emu: GitHubEmulator, op: Operation) -
 
 HANDLERS: dict[tuple[str, str], Handler] = {
     ("POST", "/repos/{owner}/{repo}/git/blobs"): create_blob,
+    ("GET", "/repos/{owner}/{repo}/git/blobs/{file_sha}"): get_blob,
     ("GET", "/repos/{owner}/{repo}/git/commits/{commit_sha}"): get_commit,
+    ("GET", "/repos/{owner}/{repo}/git/trees/{tree_sha}"): get_tree,
     ("POST", "/repos/{owner}/{repo}/git/trees"): create_tree,
     ("POST", "/repos/{owner}/{repo}/git/commits"): create_commit,
     ("GET", "/repos/{owner}/{repo}/git/ref/{ref}"): get_ref,

@@ -169,6 +169,12 @@ class GitRepo:
         prefix = f"{path}/" if path else ""
         return [TreeEntry(r.mode, r.kind, r.oid, r.size, prefix + r.path) for r in rows]
 
+    def tree_entries(self, tree: str, *, recursive: bool) -> list[TreeEntry]:
+        """A tree's entries as GitHub's trees API lists them: recursive listings name each sub-tree before
+        its contents (`ls-tree -r -t`), with paths relative to `tree`."""
+        flags = ["-r", "-t"] if recursive else []
+        return self._parse_ls_tree(self.git("ls-tree", "-l", "-z", *flags, tree).stdout)
+
     def list_tree_recursive(self, tree: str) -> list[TreeEntry]:
         """Every blob and gitlink under a tree, with paths relative to it."""
         return self._parse_ls_tree(self.git("ls-tree", "-r", "-l", "-z", tree).stdout)

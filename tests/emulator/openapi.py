@@ -24,7 +24,7 @@ from .embedded import EMBEDDED
 __all__ = ["EMBEDDED", "OpenAPISpec", "Operation", "load_spec"]
 
 BASE_URI = "urn:github-openapi"
-_SLASHED_PARAMS = {"path", "ref", "branch", "basehead"}
+_SLASHED_PARAMS = {"path", "ref", "branch", "basehead", "tree_sha"}  # `x-multi-segment` in GitHub's file
 
 
 @dataclass(frozen=True)

@@ -176,6 +176,12 @@ async def create_comment(request: web.Request, emu: GitHubEmulator, op: Operatio
     return web.json_response(comment, status=201)
 
 
+def wants_raw(request: web.Request) -> bool:
+    """Whether the Accept header asks for the raw media type (the bytes, not base64 in JSON)."""
+    accept = {part.split(";")[0].strip() for part in request.headers.get("Accept", "").split(",")}
+    return bool(accept & RAW_MEDIA)
+
+
 async def get_contents(request: web.Request, emu: GitHubEmulator, op: Operation) -> web.StreamResponse:
     repo = visible_repo(emu, installation_token(request, emu), op, ("contents",), "read")
     ref = request.query.get("ref") or repo.default_branch
@@ -190,8 +196,7 @@ async def get_contents(request: web.Request, emu: GitHubEmulator, op: Operation)
         entries = await asyncio.to_thread(repo.git.list_tree, commit, path)
         return web.json_response([content_entry(emu.base_url, repo, ref, e) for e in entries])
     data = await asyncio.to_thread(repo.git.blob, entry.oid)
-    accept = {part.split(";")[0].strip() for part in request.headers.get("Accept", "").split(",")}
-    if accept & RAW_MEDIA:
+    if wants_raw(request):
         return web.Response(body=data, content_type="application/vnd.github.raw")
     return web.json_response(file_json(emu.base_url, repo, ref, entry, data))
 
