@@ -186,6 +186,30 @@ class GitHubClient:
             await self._raise_for_status(resp)
             return await resp.read()
 
+    @with_retries
+    async def tree(self, repo: str, tree_sha: str, *, recursive: bool = True) -> dict[str, Any]:
+        """A tree (a commit sha names its commit's tree), with every entry below it when `recursive`.
+
+        Listing first lets a session read only the files it selects. GitHub cuts a recursive listing at
+        100,000 entries or 7 MB and says `truncated: true`; then list sub-trees one at a time.
+        """
+        await self._authorize()
+        owner, name = split_repo(repo)
+        return await self.gh.getitem(
+            "/repos/{owner}/{repo}/git/trees/{tree_sha}{?recursive}",
+            {"owner": owner, "repo": name, "tree_sha": tree_sha, "recursive": 1 if recursive else None},
+        )
+
+    @with_retries
+    async def blob(self, repo: str, sha: str) -> bytes:
+        """One blob's bytes; the raw media type spares the base64-in-JSON (a third larger) of the default."""
+        await self._authorize()
+        owner, name = split_repo(repo)
+        url = self._url("/repos/{owner}/{repo}/git/blobs/{file_sha}", owner=owner, repo=name, file_sha=sha)
+        async with self._session.get(url, headers=self._headers(RAW)) as resp:
+            await self._raise_for_status(resp)
+            return await resp.read()
+
     # -- branches and commits ---------------------------------------------------------------------------
     @with_retries
     async def branch_head(self, repo: str, branch: str | None) -> BranchHead:
@@ -277,7 +301,7 @@ class GitHubClient:
 
     @staticmethod
     async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
-        """The same exceptions gidgethub raises, for the two calls that bypass its JSON decoding."""
+        """The same exceptions gidgethub raises, for the calls that bypass its JSON decoding."""
         if resp.status < 400:
             return
         text = (await resp.text(errors="replace"))[:300]

@@ -13,6 +13,7 @@ from gidgethub import BadRequest
 from app.github import StaleHead, installation_client
 from app.github_auth import SESSION_PERMISSIONS, TokenCache
 from tests.conftest import INSTALLATION_ID, REPO
+from tests.repos import repo_files
 
 
 def run(coro):
@@ -122,3 +123,24 @@ def test_git_data_blobs_carry_exact_bytes(github, settings) -> None:
     assert emu.read_file(REPO, "bin.dat") == payload
     [blob] = calls(emu, "POST", "/git/blobs")
     assert base64.b64decode(blob.json["content"]) == payload
+
+
+def test_a_tree_lists_a_commit_and_blobs_come_back_as_their_bytes(github, settings) -> None:
+    emu, _ = github
+    head = emu.head(REPO)
+
+    async def read() -> tuple[dict, dict, bytes]:
+        async with installation_client(settings, INSTALLATION_ID, repo=REPO, permissions=SESSION_PERMISSIONS) as gh:
+            everything = await gh.tree(REPO, head)
+            top = await gh.tree(REPO, head, recursive=False)
+            [garden] = [e for e in everything["tree"] if e["path"] == "notes/garden.md"]
+            return everything, top, await gh.blob(REPO, garden["sha"])
+
+    everything, top, garden = run(read())
+    assert everything["truncated"] is False and everything["sha"] == top["sha"]
+    assert {e["path"] for e in top["tree"]} == {".github", "README.md", "notes"}
+    assert {e["path"] for e in everything["tree"] if e["type"] == "blob"} == set(repo_files())
+    assert garden == emu.read_file(REPO, "notes/garden.md")
+    [listing, listed, blob] = [c for c in emu.calls if "/git/" in c.path]
+    assert listing.query == {"recursive": "1"} and listed.query == {}
+    assert blob.path.startswith("/repos/octo/demo/git/blobs/") and blob.status == 200
