@@ -177,16 +177,6 @@ class GitHubClient:
             return await resp.read()
 
     @with_retries
-    async def tarball(self, repo: str, ref: str) -> bytes:
-        """The repository's files at `ref` as a gzipped tar (one request, one consistent snapshot)."""
-        await self._authorize()
-        owner, name = split_repo(repo)
-        url = self._url("/repos/{owner}/{repo}/tarball/{ref}", owner=owner, repo=name, ref=ref)
-        async with self._session.get(url, headers=self._headers(sansio.accept_format())) as resp:
-            await self._raise_for_status(resp)
-            return await resp.read()
-
-    @with_retries
     async def tree(self, repo: str, tree_sha: str, *, recursive: bool = True) -> dict[str, Any]:
         """A tree (a commit sha names its commit's tree), with every entry below it when `recursive`.
 

@@ -1,54 +1,86 @@
-"""Selecting training text from a repository snapshot."""
+"""Choosing training text from a tree listing: globs, modes, the per-file and total caps."""
 
-import io
-import tarfile
 import time
 
 import pytest
 
-from workers.session.snapshot import SnapshotError, files_from_tarball, select_files
+from app.errors import SessionError
+from workers.session.snapshot import MAX_FILE_BYTES, MAX_TOTAL_BYTES, SnapshotTooLarge, TreeFile, pick, selection
 
 
-def tarball(files: dict[str, bytes], top: str = "octo-demo-abc1234") -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for path, content in files.items():
-            info = tarfile.TarInfo(f"{top}/{path}")
-            info.size = len(content)
-            tar.addfile(info, io.BytesIO(content))
-    return buf.getvalue()
-
-
-def test_github_tarball_top_folder_is_stripped() -> None:
-    files = files_from_tarball(tarball({"a.md": b"x", "docs/b.md": b"y"}))
-    assert files == {"a.md": b"x", "docs/b.md": b"y"}
-
-
-def test_garbage_is_a_clear_error() -> None:
-    with pytest.raises(SnapshotError, match="could not be read"):
-        files_from_tarball(b"not a tarball")
+def chosen(paths: list[str], include: list[str], exclude_dirs: tuple[str, ...] = ()) -> list[str]:
+    selected = selection(include, exclude_dirs=exclude_dirs)
+    return [p for p in sorted(paths) if selected(p)]
 
 
 def test_globs_select_and_progress_dir_is_never_training_data() -> None:
-    files = {p: b"" for p in ["README.md", "echo/a.md", "echo/deep/b.md", "src/x.py", ".training-progress/r/x.md"]}
-    assert list(select_files(files, ["**/*.md"], exclude_dirs=[".training-progress"])) == [
+    paths = ["README.md", "echo/a.md", "echo/deep/b.md", "src/x.py", ".training-progress/r/x.md"]
+    assert chosen(paths, ["**/*.md"], exclude_dirs=(".training-progress",)) == [
         "README.md", "echo/a.md", "echo/deep/b.md",
     ]
-    assert list(select_files(files, ["echo/**/*.md"])) == ["echo/a.md", "echo/deep/b.md"]
-    assert list(select_files(files, ["*.md"])) == ["README.md"]
+    assert chosen(paths, ["echo/**/*.md"]) == ["echo/a.md", "echo/deep/b.md"]
+    assert chosen(paths, ["*.md"]) == ["README.md"]
 
 
 def test_globs_are_gitignore_patterns_anchored_at_the_root() -> None:
-    files = {p: b"" for p in ["README.md", "notes/a.md", "notes/old/b.md", "x/notes/c.md", "notes/draft.md"]}
-    assert list(select_files(files, ["notes/"])) == ["notes/a.md", "notes/draft.md", "notes/old/b.md"]
-    assert list(select_files(files, ["**/*.md", "!notes/draft.md"])) == [
+    paths = ["README.md", "notes/a.md", "notes/old/b.md", "x/notes/c.md", "notes/draft.md"]
+    assert chosen(paths, ["notes/"]) == ["notes/a.md", "notes/draft.md", "notes/old/b.md"]
+    assert chosen(paths, ["**/*.md", "!notes/draft.md"]) == [
         "README.md", "notes/a.md", "notes/old/b.md", "x/notes/c.md"]
-    assert list(select_files(files, ["/notes/*.md"])) == ["notes/a.md", "notes/draft.md"]
+    assert chosen(paths, ["/notes/*.md"]) == ["notes/a.md", "notes/draft.md"]
 
 
 def test_a_backtracking_glob_costs_microseconds() -> None:
     """With Python's re this pattern against this name took 42 s; RE2 never backtracks."""
-    files = {"a" * 43: b"", "docs/" + "a" * 200 + ".md": b""}
+    paths = ["a" * 43, "docs/" + "a" * 200 + ".md"]
     started = time.perf_counter()
-    assert select_files(files, ["*a*a*a*a*a*a*a*a*a*a*b", "**/*a*a*a*a*a*a*a*a*a*a*a*a*b.md"]) == {}
+    assert chosen(paths, ["*a*a*a*a*a*a*a*a*a*a*b", "**/*a*a*a*a*a*a*a*a*a*a*a*a*b.md"]) == []
     assert time.perf_counter() - started < 5.0  # a guard against the exponential case, not a speed target
+
+
+PATHS = ["README.md", "notes/a.md", "notes/old/b.md", "notes /x.md", "x.md/inner.txt", "docs/api/v1/ref.md",
+         "docs/guide.txt", "src/notes/c.md", ".training-progress/run/a.md", "a/b/c/d.md", "data/[x]/y.md"]
+
+
+@pytest.mark.parametrize("include", [
+    ["notes/**/*.md"], ["*.md"], ["notes/"], ["notes"], ["notes "], ["/docs/api/*/ref.md"], ["docs/**"],
+    ["**/*.md", "!notes/**"], ["a/b*/c/*.md"], ["data/\\[x]/y.md"], ["x.md"], ["docs/api/v1/ref.md", "src/"],
+])
+def test_a_folder_is_skipped_only_when_it_cannot_hold_a_selected_file(include: list[str]) -> None:
+    selected = selection(include, exclude_dirs=(".training-progress",))
+    for path in PATHS:
+        if selected(path):
+            parts = path.split("/")
+            assert all(selected.may_hold("/".join(parts[:i])) for i in range(1, len(parts))), (include, path)
+
+
+def test_folders_outside_every_pattern_and_the_progress_folder_are_skipped() -> None:
+    selected = selection(["notes/**/*.md", "docs/api/*.md", "!docs/api/old.md"], exclude_dirs=(".training-progress",))
+    assert [f for f in ("notes", "notes/old", "docs", "docs/api", "docs/api/v1") if selected.may_hold(f)] == [
+        "notes", "notes/old", "docs", "docs/api", "docs/api/v1"]
+    assert not any(selected.may_hold(f) for f in ("src", "docs/guide", "notesx", ".training-progress",
+                                                   ".training-progress/run", ".github"))
+
+
+def entry(path: str, size: int = 10, mode: str = "100644") -> TreeFile:
+    return TreeFile(path, mode, "0" * 40, size)  # pick() never looks at the sha
+
+
+def test_only_regular_files_within_the_file_cap_are_picked() -> None:
+    listing = [entry("notes/z.md"), entry("notes/run.md", mode="100755"), entry("notes/link.md", mode="120000"),
+               entry("notes/huge.md", MAX_FILE_BYTES + 1), entry("notes/edge.md", MAX_FILE_BYTES),
+               entry("other.md")]
+    picked = pick(listing, selection(["notes/"]))
+    assert [e.path for e in picked] == ["notes/edge.md", "notes/run.md", "notes/z.md"]
+
+
+def test_a_selection_over_the_cap_names_its_size_the_cap_and_the_fix() -> None:
+    listing = [entry(f"notes/{i}.md", 400) for i in range(3)] + [entry("big/unselected.bin", 10**9)]
+    assert len(pick(listing, selection(["notes/"]), max_bytes=1200)) == 3
+    with pytest.raises(SnapshotTooLarge) as raised:
+        pick(listing, selection(["notes/"]), max_bytes=1199)
+    assert isinstance(raised.value, SessionError)  # shown to the requester as it is
+    assert str(raised.value) == (
+        "the 3 files data.include selects are 1,200 bytes together, over the 1,199 bytes a session reads; narrow "
+        "data.include in .github/retrain.yml (a folder, or `!` patterns to leave large files out)")
+    assert MAX_TOTAL_BYTES == 256 * 1024 * 1024

@@ -19,7 +19,7 @@ from workers.session import registry as reg
 from workers.session.history import parse_history
 from workers.session.pending import Pending, find_pending
 from workers.session.repos import ProgressRepository
-from workers.session.snapshot import select_files
+from workers.session.snapshot import MAX_TOTAL_BYTES, selection
 from workers.session.store import CheckpointStore, StoreError
 from workers.trainer.checkpoint import check_model_config
 from workers.trainer.data import TOKENIZER_ID, Corpus, bits_per_byte, build_corpus
@@ -192,9 +192,13 @@ async def locate(repo: ProgressRepository, request: SessionRequest) -> Target:
 
 
 async def prepare(
-    repo: ProgressRepository, store: CheckpointStore, request: SessionRequest, store_prefix: str, target: Target
+    repo: ProgressRepository, store: CheckpointStore, request: SessionRequest, store_prefix: str, target: Target,
+    *, max_snapshot_bytes: int = MAX_TOTAL_BYTES,
 ) -> SessionPlan:
-    """Read registry and training text at one commit; choose where training starts."""
+    """Read registry and training text at one commit; choose where training starts.
+
+    Only the files `data.include` selects are read, and none when together they are over `max_snapshot_bytes`.
+    """
     config, run = target.config, target.run
     branch = target.branch
     head = target.default_head if branch in (None, target.default_head.name) else await repo.head(branch)
@@ -205,7 +209,8 @@ async def prepare(
     run_folder = f"{store_prefix}/{run}"
     pending = await asyncio.to_thread(find_pending, store, run_folder, registry, notes)
     registry = reg.merge(registry, {e.checkpoint_id: e for e in pending.entries})
-    corpus = load_corpus(await repo.files(head.oid), config, profile)
+    selected = selection(config.data.include, exclude_dirs=[config.progress_dir])
+    corpus = load_corpus(await repo.files(head.oid, selected, max_bytes=max_snapshot_bytes), config, profile)
     model_config = model_config_for(profile)
     lineage = lineage_for(model_config)
     fingerprint = reg.Fingerprint(
@@ -254,8 +259,8 @@ def committed_by(registry: reg.Registry, history: list[dict[str, Any]], session_
     return None
 
 
-def load_corpus(snapshot: dict[str, bytes], config: RepoConfig, profile: Profile) -> Corpus:
-    files = select_files(snapshot, config.data.include, exclude_dirs=[config.progress_dir])
+def load_corpus(files: dict[str, bytes], config: RepoConfig, profile: Profile) -> Corpus:
+    """The corpus of the files `data.include` selected (already read by path)."""
     if not files:
         raise SessionError(
             f"no training text: no file matches data.include {list(config.data.include)} in {CONFIG_PATH}"

@@ -11,11 +11,13 @@ import os
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from app.errors import RetrainError
+from app.errors import RetrainError, SessionError
 from app.github import BranchHead, GitHubClient, StaleHead
-from workers.session.snapshot import files_from_tarball
+from workers.session.snapshot import MAX_TOTAL_BYTES, Selection, TreeFile, pick
+
+BLOB_CONCURRENCY = 8  # blobs (and, for a truncated listing, sub-trees) fetched at once
 
 
 class ProgressRepository(Protocol):
@@ -25,7 +27,10 @@ class ProgressRepository(Protocol):
 
     async def read_file(self, path: str, ref: str) -> bytes | None: ...
 
-    async def files(self, ref: str) -> dict[str, bytes]: ...
+    async def files(self, ref: str, selected: Selection, *, max_bytes: int = MAX_TOTAL_BYTES) -> dict[str, bytes]:
+        """The selected files at commit `ref` by path (snapshot.pick): listed first, then only those read,
+        so that a selection over `max_bytes` fails (SnapshotTooLarge) before anything is downloaded."""
+        ...
 
     async def commit(
         self, branch: str, expected_head: str, files: Mapping[str, bytes], headline: str, body: str
@@ -45,13 +50,55 @@ class GitHubRepository:
     async def read_file(self, path: str, ref: str) -> bytes | None:
         return await self.client.read_file(self.name, path, ref)
 
-    async def files(self, ref: str) -> dict[str, bytes]:
-        return files_from_tarball(await self.client.tarball(self.name, ref))
+    async def files(self, ref: str, selected: Selection, *, max_bytes: int = MAX_TOTAL_BYTES) -> dict[str, bytes]:
+        limit = asyncio.Semaphore(BLOB_CONCURRENCY)
+        chosen = pick(await self._listing(ref, selected, limit), selected, max_bytes=max_bytes)
+
+        async def fetch(entry: TreeFile) -> bytes:
+            async with limit:
+                return await self.client.blob(self.name, entry.sha)
+
+        contents = await asyncio.gather(*(fetch(e) for e in chosen))
+        return {e.path: data for e, data in zip(chosen, contents, strict=True)}
+
+    async def _listing(self, ref: str, selected: Selection, limit: asyncio.Semaphore) -> list[TreeFile]:
+        """Every file entry at `ref`: one recursive listing, or when GitHub truncated it (over 100,000
+        entries or 7 MB), one listing per folder, entering only folders that may hold a selected file."""
+        top = await self.client.tree(self.name, ref, recursive=True)
+        if not top.get("truncated"):
+            return _tree_files(top["tree"], "")
+
+        async def one(sha: str) -> dict[str, Any]:
+            async with limit:
+                return await self.client.tree(self.name, sha, recursive=False)
+
+        found: list[TreeFile] = []
+        folders = [("", str(top["sha"]))]
+        while folders:  # a level at a time
+            listings = await asyncio.gather(*(one(sha) for _, sha in folders))
+            deeper: list[tuple[str, str]] = []
+            for (prefix, _), listing in zip(folders, listings, strict=True):
+                if listing.get("truncated"):
+                    raise SessionError(
+                        f"GitHub truncated the listing of the folder `{prefix or '/'}` in {self.name}: it has too "
+                        "many entries to read; move the training text to a smaller folder"
+                    )
+                found += _tree_files(listing["tree"], prefix)
+                deeper += [(f"{prefix}{e['path']}/", str(e["sha"])) for e in listing["tree"]
+                           if e.get("type") == "tree" and selected.may_hold(prefix + e["path"])]
+            folders = deeper
+        return found
 
     async def commit(
         self, branch: str, expected_head: str, files: Mapping[str, bytes], headline: str, body: str
     ) -> str:
         return await self.client.commit_files(self.name, branch, expected_head, files, headline, body)
+
+
+def _tree_files(entries: list[dict[str, Any]], prefix: str) -> list[TreeFile]:
+    """The blob entries of a GitHub tree listing (symlinks too: pick() tells them apart by mode)."""
+    return [TreeFile(prefix + e["path"], str(e["mode"]), str(e["sha"]), int(e.get("size") or 0))
+            for e in entries if e.get("type") == "blob"]
 
 
 class GitError(RetrainError):
@@ -91,9 +138,29 @@ class LocalGitRepository:
         proc = self._run("cat-file", "blob", f"{ref}:{path}", check=False)
         return proc.stdout if proc.returncode == 0 else None
 
-    async def files(self, ref: str) -> dict[str, bytes]:
-        archive = await asyncio.to_thread(self._run, "archive", "--format=tar", ref)
-        return files_from_tarball(archive.stdout, strip_top_dir=False)
+    async def files(self, ref: str, selected: Selection, *, max_bytes: int = MAX_TOTAL_BYTES) -> dict[str, bytes]:
+        return await asyncio.to_thread(self._files, ref, selected, max_bytes)
+
+    def _files(self, ref: str, selected: Selection, max_bytes: int) -> dict[str, bytes]:
+        """`ls-tree -r -l` to choose, then one `cat-file --batch` for all the chosen blobs."""
+        listing = self._run("ls-tree", "-r", "-l", "-z", "--full-tree", ref).stdout
+        entries: list[TreeFile] = []
+        for record in listing.decode(errors="surrogateescape").split("\0"):
+            if record:
+                meta, path = record.split("\t", 1)
+                mode, kind, sha, size = meta.split()
+                if kind == "blob":
+                    entries.append(TreeFile(path, mode, sha, int(size)))
+        chosen = pick(entries, selected, max_bytes=max_bytes)
+        out = self._run("cat-file", "--batch", input="".join(f"{e.sha}\n" for e in chosen).encode()).stdout
+        files: dict[str, bytes] = {}
+        at = 0
+        for entry in chosen:  # each answer: "<sha> blob <size>\n", the bytes, "\n"
+            header_end = out.index(b"\n", at)
+            size = int(out[at:header_end].split()[2])
+            files[entry.path] = out[header_end + 1 : header_end + 1 + size]
+            at = header_end + 1 + size + 1
+        return files
 
     async def commit(
         self, branch: str, expected_head: str, files: Mapping[str, bytes], headline: str, body: str

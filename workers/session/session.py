@@ -43,6 +43,7 @@ from workers.session.progress import (
     utcnow,
 )
 from workers.session.repos import ProgressRepository
+from workers.session.snapshot import MAX_TOTAL_BYTES
 from workers.session.store import CheckpointStore
 from workers.trainer.baseline import unigram_val_loss
 from workers.trainer.train import Progress, Snapshot, TrainResult, save_state, train
@@ -110,6 +111,7 @@ class Controls:
     max_time_why: str = "the App's longest session (RETRAIN_MAX_SESSION_S)"
     limits: Limits | None = None  # the operator's; checked again here, as a queued message outlives its config
     should_pause: Callable[[], bool] | None = None  # the worker is shutting down: save and hand back
+    max_snapshot_bytes: int = MAX_TOTAL_BYTES  # the most training text (selected files together) a session reads
 
 
 async def run_session(
@@ -136,7 +138,7 @@ async def run_session(
             cap = await controls.on_start()
             if cap is not None and cap.seconds < (controls.max_time_s or float("inf")):
                 controls = replace(controls, max_time_s=cap.seconds, max_time_why=cap.why)
-        plan = await prepare(repo, store, request, store_prefix, target)
+        plan = await prepare(repo, store, request, store_prefix, target, max_snapshot_bytes=controls.max_snapshot_bytes)
         if plan.committed is not None:
             raise AlreadyCommitted(plan.committed)
         return await _train_and_commit(repo, store, request, store_prefix, plan, controls, clock_start, lease)

@@ -1,51 +1,95 @@
-"""Training text from a repository snapshot: unpack a tarball, select files by the config's globs. Pure."""
+"""Which files of a repository a session reads, decided from a tree listing before anything is fetched. Pure.
+
+A session reads only what `data.include` selects, so a large repository costs what its training text
+costs. The listing's sizes are summed first: a selection over the cap fails at once with a message that
+says how to narrow it, instead of after downloading it.
+"""
 
 from __future__ import annotations
 
-import io
-import tarfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
 
+from app.errors import SessionError
 from app.globs import matcher
+from app.repo_config import CONFIG_PATH
 
 MAX_FILE_BYTES = 8 * 1024 * 1024  # larger files are skipped: training text, not data dumps
-MAX_TOTAL_BYTES = 256 * 1024 * 1024
+MAX_TOTAL_BYTES = 256 * 1024 * 1024  # what one session reads at most (the selected files together)
+REGULAR_MODES = frozenset({"100644", "100755"})  # not symlinks (120000), submodules (160000) or trees
+_GLOB_CHARS = frozenset("*?[\\")
 
 
-class SnapshotError(ValueError):
-    pass
+class SnapshotTooLarge(SessionError):
+    """The selected files together are over the cap; the message says by how much and what to do."""
 
 
-def files_from_tarball(blob: bytes, *, strip_top_dir: bool = True) -> dict[str, bytes]:
-    """Regular files of a (gzipped) tar by path; GitHub's tarballs put everything under one top folder."""
-    files: dict[str, bytes] = {}
-    total = 0
-    try:
-        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:*") as tar:
-            for member in tar:
-                if not member.isfile() or member.size > MAX_FILE_BYTES:
-                    continue
-                path = member.name.split("/", 1)[1] if strip_top_dir and "/" in member.name else member.name
-                total += member.size
-                if total > MAX_TOTAL_BYTES:
-                    raise SnapshotError(f"repository snapshot is larger than {MAX_TOTAL_BYTES} bytes")
-                extracted = tar.extractfile(member)
-                if extracted is not None:
-                    files[path] = extracted.read()
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise SnapshotError(f"repository snapshot could not be read: {exc}") from exc
-    return files
+@dataclass(frozen=True)
+class TreeFile:
+    """One entry of a tree listing, with its path from the repository root."""
+
+    path: str
+    mode: str
+    sha: str
+    size: int
 
 
-def select_files(
-    files: Mapping[str, bytes], include: Iterable[str], *, exclude_dirs: Iterable[str] = ()
-) -> dict[str, bytes]:
-    """The files the include globs select (app/globs.py), outside the excluded folders (Retrain's own
-    progress files)."""
-    spec = matcher(include)
-    excluded = tuple(d.strip("/") + "/" for d in exclude_dirs)
-    return {
-        path: content
-        for path, content in sorted(files.items())
-        if not path.startswith(excluded) and spec.match_file(path)
-    }
+@dataclass(frozen=True)
+class Selection:
+    """The paths a session reads: the include globs (app/globs.py), outside the excluded folders (Retrain's
+    own progress files). Call it with a path; `may_hold` says whether a folder is worth listing."""
+
+    include: tuple[str, ...]
+    exclude_dirs: tuple[str, ...] = ()
+
+    def __call__(self, path: str) -> bool:
+        return not path.startswith(self._excluded) and matcher(self.include).match_file(path)
+
+    def may_hold(self, folder: str) -> bool:
+        """False only when nothing under `folder` can be selected (sound, not exact): every selected path
+        starts with the literal leading folders of a positive pattern, since globs are anchored at the root."""
+        parts = folder.strip("/").split("/")
+        if (folder.strip("/") + "/").startswith(self._excluded):
+            return False
+        return any(parts[: len(lead)] == lead[: len(parts)] for lead in self._literal_leads)
+
+    @cached_property
+    def _excluded(self) -> tuple[str, ...]:
+        return tuple(d.strip("/") + "/" for d in self.exclude_dirs)
+
+    @cached_property
+    def _literal_leads(self) -> list[list[str]]:
+        leads = []
+        for pattern in self.include:
+            if pattern.startswith("!"):  # a negation only takes files out
+                continue
+            lead: list[str] = []
+            for part in pattern.rstrip(" ").strip("/").split("/"):
+                if not part or _GLOB_CHARS & set(part):
+                    break
+                lead.append(part)
+            leads.append(lead)
+        return leads
+
+
+def selection(include: Iterable[str], *, exclude_dirs: Iterable[str] = ()) -> Selection:
+    """What `data.include` selects, the progress folder left out."""
+    return Selection(tuple(include), tuple(exclude_dirs))
+
+
+def pick(entries: Iterable[TreeFile], selected: Selection, *, max_bytes: int = MAX_TOTAL_BYTES) -> list[TreeFile]:
+    """The selected regular files of a listing, sorted by path, each at most MAX_FILE_BYTES (larger ones
+    are skipped); SnapshotTooLarge when together they are over `max_bytes`."""
+    chosen = sorted(
+        (e for e in entries if e.mode in REGULAR_MODES and e.size <= MAX_FILE_BYTES and selected(e.path)),
+        key=lambda e: e.path,
+    )
+    total = sum(e.size for e in chosen)
+    if total > max_bytes:
+        raise SnapshotTooLarge(
+            f"the {len(chosen)} files data.include selects are {total:,} bytes together, over the "
+            f"{max_bytes:,} bytes a session reads; narrow data.include in {CONFIG_PATH} (a folder, or `!` "
+            "patterns to leave large files out)"
+        )
+    return chosen
