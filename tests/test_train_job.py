@@ -13,9 +13,11 @@ from app.github import installation_client
 from app.github_auth import TokenCache
 from app.settings import Settings
 from tests.conftest import INSTALLATION_ID, REPO
+from tests.repos import repo_files
 from workers.coordination.live import LiveSession, LiveSessions
 from workers.jobs.train_job import Coordination, run_github_session
 from workers.session.session import SessionRequest
+from workers.session.snapshot import MAX_FILE_BYTES, MAX_TOTAL_BYTES
 
 RUN_DIR = ".training-progress/nanecho-cached-ci"
 
@@ -87,3 +89,25 @@ def test_a_session_cancelled_while_queued_never_trains(github, settings, clean_r
     assert emu.head(REPO) == head and live.of_repo(REPO) == []
     assert emu.check_runs(REPO)[0]["conclusion"] == "cancelled"
     assert "cancelled before it started" in emu.comments(REPO, 3)[0]["body"]
+
+
+def test_training_text_over_the_cap_fails_the_session_with_what_to_do(github, settings, clean_redis) -> None:
+    emu, _ = github
+    big = b"the harbour bells ring before dawn. " * (MAX_FILE_BYTES // 36)  # just under the per-file cap
+    over = MAX_TOTAL_BYTES // len(big) + 1
+    emu.commit_files(REPO, {f"notes/archive/{i:02}.md": big for i in range(over)})  # git stores it compressed
+    head = emu.head(REPO)
+    check_id = queued_check_run(settings, head)
+    outcome = run_job(settings, LiveSessions(clean_redis), 10, check_id)
+    notes = [c for p, c in repo_files().items() if p.startswith("notes/")]
+    count, selected = over + len(notes), over * len(big) + sum(map(len, notes))
+    assert outcome.startswith(f"session {'s' * 32} not run: the {count} files data.include selects")
+    [check] = emu.check_runs(REPO)
+    assert (check["status"], check["conclusion"]) == ("completed", "failure")
+    assert check["output"]["summary"] == (
+        f"the {count} files data.include selects are {selected:,} bytes together, over the "
+        f"{MAX_TOTAL_BYTES:,} bytes a session reads; narrow data.include in .github/retrain.yml (a folder, or `!` "
+        "patterns to leave large files out)")
+    assert not [c for c in emu.calls if "/git/blobs/" in c.path]  # nothing downloaded
+    assert emu.head(REPO) == head
+    assert "narrow data.include" in emu.comments(REPO, 3)[0]["body"]
