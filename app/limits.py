@@ -32,6 +32,7 @@ class Limits:
     min_schedule_interval_s: int = 3600
     gpu_seconds_per_day: float = 24 * 3600.0
     max_worker_losses: int = 3
+    max_snapshot_bytes: int = 256 * 1024 * 1024
 
 
 def _over(what: str, value: float, limit: float, variable: str) -> str:

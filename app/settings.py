@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         description="Session time one installation may use per UTC day, all its repositories together; a session "
         "starts only with some left and stops training when its share runs out.",
     )
+    max_snapshot_bytes: int = Field(
+        default=_LIMITS.max_snapshot_bytes, ge=1,
+        description="Most training text one session reads: the files `data.include` selects, together; summed "
+        "from the tree listing before anything is downloaded.",
+    )
     max_worker_losses: int = Field(
         default=_LIMITS.max_worker_losses, ge=1,
         description="A session whose worker process is lost this many times (killed for memory, a hard time "
@@ -121,6 +126,7 @@ class Settings(BaseSettings):
             max_block_size=self.max_block_size, max_tokens_per_iter=self.max_tokens_per_iter,
             max_schedule_entries=self.max_schedule_entries, min_schedule_interval_s=self.min_schedule_interval_s,
             gpu_seconds_per_day=self.gpu_seconds_per_day, max_worker_losses=self.max_worker_losses,
+            max_snapshot_bytes=self.max_snapshot_bytes,
         )
 
     @model_validator(mode="after")

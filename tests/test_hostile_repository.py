@@ -92,7 +92,8 @@ def test_config_check_rejects_each_hostile_config(tmp_path: Path, hostile_report
 @pytest.fixture
 def services(tmp_path: Path, github, redis_url: str, clean_redis, app_key_pair) -> Iterator[Services]:
     with retrain_services(tmp_path, github[1], redis_url, app_key_pair[0], RETRAIN_LOCK_TTL_S="2",
-                          RETRAIN_BUSY_RETRY_S="0.5", RETRAIN_GPU_SECONDS_PER_DAY="1000000") as running:
+                          RETRAIN_BUSY_RETRY_S="0.5", RETRAIN_GPU_SECONDS_PER_DAY="1000000",
+                          RETRAIN_MAX_SNAPSHOT_BYTES=str(2**20)) as running:
         yield running
 
 
@@ -290,7 +291,17 @@ def test_a_hostile_registry_and_file_names_cannot_reach_past_the_repositorys_pre
                    "refused when it got its run, in its check run; nothing trained")
 
     client.delete(BUDGET_KEY.format(installation_id=INSTALLATION_ID, day=utc_day()))
+    emu.commit_files(REPO, {"notes/dump.md": b"# a data dump, not notes\n" * 100_000}, message="2.6 MB of text")
+    blobs = [c for c in emu.calls if "/git/blobs/" in c.path]
     people.post("/retrain ci", issue=403)
+    [body] = wait_until(lambda: [c["body"] for c in emu.comments(REPO, 403) if "narrow data.include" in c["body"]],
+                        60, "the over-cap session's report", services.train_log)
+    assert [c for c in emu.calls if "/git/blobs/" in c.path] == blobs  # nothing downloaded
+    hostile_report("training text over RETRAIN_MAX_SNAPSHOT_BYTES (2.6 MB against 1 MiB)",
+                   "failed before any download; its check run and reply say how to narrow data.include")
+
+    emu.commit_files(REPO, {"notes/dump.md": None}, message="drop the dump")
+    people.post("/retrain ci", issue=404)
     wait_until(lambda: len(progress_commits(emu)) == 3, SESSION_TIMEOUT, "the next session's commit",
                services.train_log)
     hostile_report("the next session after all of the above", "trained and committed as usual")

@@ -17,7 +17,7 @@ from tests.repos import repo_files
 from workers.coordination.live import LiveSession, LiveSessions
 from workers.jobs.train_job import Coordination, run_github_session
 from workers.session.session import SessionRequest
-from workers.session.snapshot import MAX_FILE_BYTES, MAX_TOTAL_BYTES
+from workers.session.snapshot import MAX_FILE_BYTES
 
 RUN_DIR = ".training-progress/nanecho-cached-ci"
 
@@ -93,8 +93,10 @@ def test_a_session_cancelled_while_queued_never_trains(github, settings, clean_r
 
 def test_training_text_over_the_cap_fails_the_session_with_what_to_do(github, settings, clean_redis) -> None:
     emu, _ = github
+    cap = 4 * MAX_FILE_BYTES  # RETRAIN_MAX_SNAPSHOT_BYTES, the operator's (default MAX_TOTAL_BYTES)
+    settings = settings.model_copy(update={"max_snapshot_bytes": cap})
     big = b"the harbour bells ring before dawn. " * (MAX_FILE_BYTES // 36)  # just under the per-file cap
-    over = MAX_TOTAL_BYTES // len(big) + 1
+    over = cap // len(big) + 1
     emu.commit_files(REPO, {f"notes/archive/{i:02}.md": big for i in range(over)})  # git stores it compressed
     head = emu.head(REPO)
     check_id = queued_check_run(settings, head)
@@ -106,7 +108,7 @@ def test_training_text_over_the_cap_fails_the_session_with_what_to_do(github, se
     assert (check["status"], check["conclusion"]) == ("completed", "failure")
     assert check["output"]["summary"] == (
         f"the {count} files data.include selects are {selected:,} bytes together, over the "
-        f"{MAX_TOTAL_BYTES:,} bytes a session reads; narrow data.include in .github/retrain.yml (a folder, or `!` "
+        f"{cap:,} bytes a session reads; narrow data.include in .github/retrain.yml (a folder, or `!` "
         "patterns to leave large files out)")
     assert not [c for c in emu.calls if "/git/blobs/" in c.path]  # nothing downloaded
     assert emu.head(REPO) == head

@@ -147,6 +147,7 @@ async def run_github_session(
         controls = Controls(
             on_progress=on_progress, should_stop=cancel_requested, hold_run=hold_run if locks else None,
             on_start=on_start, max_time_s=settings.max_session_s, should_pause=draining, limits=settings.limits,
+            max_snapshot_bytes=settings.max_snapshot_bytes,
         )
         busy = False
         try:

@@ -13,10 +13,11 @@ from functools import cached_property
 
 from app.errors import SessionError
 from app.globs import matcher
+from app.limits import Limits
 from app.repo_config import CONFIG_PATH
 
 MAX_FILE_BYTES = 8 * 1024 * 1024  # larger files are skipped: training text, not data dumps
-MAX_TOTAL_BYTES = 256 * 1024 * 1024  # what one session reads at most (the selected files together)
+MAX_TOTAL_BYTES = Limits().max_snapshot_bytes  # what one session reads at most (RETRAIN_MAX_SNAPSHOT_BYTES)
 REGULAR_MODES = frozenset({"100644", "100755"})  # not symlinks (120000), submodules (160000) or trees
 _GLOB_CHARS = frozenset("*?[\\")
 
