@@ -296,6 +296,7 @@ def test_a_hostile_registry_and_file_names_cannot_reach_past_the_repositorys_pre
     people.post("/retrain ci", issue=403)
     [body] = wait_until(lambda: [c["body"] for c in emu.comments(REPO, 403) if "narrow data.include" in c["body"]],
                         60, "the over-cap session's report", services.train_log)
+    assert "1,048,576 bytes a session reads" in body, body
     assert [c for c in emu.calls if "/git/blobs/" in c.path] == blobs  # nothing downloaded
     hostile_report("training text over RETRAIN_MAX_SNAPSHOT_BYTES (2.6 MB against 1 MiB)",
                    "failed before any download; its check run and reply say how to narrow data.include")
