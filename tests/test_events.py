@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import redis
 
 from app.settings import Settings
 from tests.conftest import INSTALLATION_ID, REPO
@@ -194,3 +195,18 @@ def test_the_retrain_button_on_a_check_run_starts_another_session(github, settin
     bob = {**payload, "sender": {"login": "bob"}}
     assert asyncio.run(handle_event(settings, "check_run", "cr-2", bob, sent.append)).startswith("refused")
     assert len(sent) == 1
+
+
+def test_any_command_replayed_under_a_new_delivery_id_does_nothing(github, settings) -> None:
+    """A captured `/retrain cancel` posted again later must not cancel the sessions running then."""
+    emu, _ = github
+    live = LiveSessions(redis.Redis.from_url(settings.redis_url))
+    payload = comment_event("/retrain cancel", sender="alice", repo=REPO, installation_id=INSTALLATION_ID,
+                            comment_id=88)
+    first = asyncio.run(handle_event(settings, "issue_comment", "d-first", payload, lambda m: None, live=live))
+    assert first.startswith("cancel requested")
+    again = asyncio.run(handle_event(settings, "issue_comment", "d-first", payload, lambda m: None, live=live))
+    assert again.startswith("cancel requested")  # the same delivery again (a retried task) is carried out
+    replay = asyncio.run(handle_event(settings, "issue_comment", "d-replayed", payload, lambda m: None, live=live))
+    assert replay == "ignored: this event was handled under delivery d-first; a replay does nothing"
+    assert len(emu.comments(REPO, 7)) == 2

@@ -59,8 +59,9 @@ def session_id_of(origin: Origin) -> str:
 
 @dataclass(frozen=True)
 class Admission:
-    """What a session passes before it is queued: its event is new (not a replayed body), the operator's
-    limits allow it, and its installation has session time left today (all checked again when it starts)."""
+    """What an event passes before it is carried out (it is new, not a replayed body), and a session before
+    it is queued: the operator's limits allow it, and its installation has session time left today (both
+    checked again when it starts)."""
 
     starts: SessionStarts
     limits: Limits
@@ -86,6 +87,24 @@ async def handle_event(
         return f"ignored: {decision.reason}"
     if isinstance(decision, SyncSchedules | RemoveSchedules):  # installation, installation_repositories, push
         return await apply_schedules(settings, decision, schedules or ScheduleStore.for_url(settings.redis_url), tokens)
+    admission = admission or Admission.for_settings(settings)
+    event_id = session_id_of(decision.origin)
+    delivery = decision.origin.delivery_id or event_id
+    earlier = admission.starts.claim(event_id, delivery)
+    if earlier is not None:  # the same signed event under another delivery id: a replay, answered with silence
+        return f"ignored: this event was handled under delivery {earlier}; a replay does nothing"
+    try:
+        return await _carry_out(settings, decision, enqueue_session, tokens, live, admission)
+    except BaseException:
+        admission.starts.release(event_id, delivery)  # not carried out: GitHub's redelivery may try again
+        raise
+
+
+async def _carry_out(
+    settings: Settings, decision: StartTraining | RejectCommand | ShowHelp | ShowStatus | CancelSessions,
+    enqueue_session: EnqueueSession, tokens: TokenCache | None,
+    live: LiveSessions | None, admission: Admission,
+) -> str:
     origin = decision.origin
     async with installation_client(
         settings, origin.installation_id, repo=origin.repo, permissions=EVENTS_PERMISSIONS, tokens=tokens
@@ -113,8 +132,7 @@ async def handle_event(
             asked = live.cancel(origin.repo)
             await feedback.reply(replies.cancelled(origin, [s.session_id for s in asked]))
             return f"cancel requested for {len(asked)} session(s)"
-        return await start(gh, feedback, config, decision, enqueue_session,
-                           admission or Admission.for_settings(settings))
+        return await start(gh, feedback, config, decision, enqueue_session, admission)
 
 
 async def start(
@@ -125,22 +143,6 @@ async def start(
     if origin.workflow is not None and origin.workflow not in config.workflows:
         return f"ignored: workflow {origin.workflow} is not listed under `workflows` in {CONFIG_PATH}"
     session_id = session_id_of(origin)
-    delivery = origin.delivery_id or session_id
-    earlier = admission.starts.claim(session_id, delivery)
-    if earlier is not None:  # the same signed event under another delivery id: a replay, answered with silence
-        return f"ignored: this event already started session {session_id} (delivery {earlier})"
-    try:
-        return await _admit(gh, feedback, config, decision, enqueue, admission, session_id)
-    except BaseException:
-        admission.starts.release(session_id, delivery)  # not queued: GitHub's redelivery may try again
-        raise
-
-
-async def _admit(
-    gh: GitHubClient, feedback: Feedback, config: RepoConfig, decision: StartTraining, enqueue: EnqueueSession,
-    admission: Admission, session_id: str,
-) -> str:
-    origin = decision.origin
     if origin.trigger not in ("workflow_run", "schedule") and not await allowed(gh, feedback, config, origin):
         return f"refused: {origin.sender} may not start sessions"
     if decision.profile not in config.profiles:
