@@ -103,28 +103,25 @@ FAULT_OUTCOMES: list[str] = []
 HOSTILE_OUTCOMES: list[str] = []
 
 
+def _reporter(tag: str, lines: list[str]):
+    def report(what: str, outcome: str) -> None:
+        line = f"{what} → {outcome}"
+        lines.append(line)
+        print(f"{tag} {line}")
+
+    return report
+
+
 @pytest.fixture
-def fault_report(request: pytest.FixtureRequest):
+def fault_report():
     """`report(fault, outcome)`: one line per injected fault, printed at the end of the run."""
-
-    def report(fault: str, outcome: str) -> None:
-        line = f"{fault} → {outcome}"
-        FAULT_OUTCOMES.append(line)
-        print(f"FAULT {line}")
-
-    return report
+    return _reporter("FAULT", FAULT_OUTCOMES)
 
 
 @pytest.fixture
-def hostile_report(request: pytest.FixtureRequest):
+def hostile_report():
     """`report(input, outcome)`: one line per hostile input a repository can write, printed at the end."""
-
-    def report(hostile: str, outcome: str) -> None:
-        line = f"{hostile} → {outcome}"
-        HOSTILE_OUTCOMES.append(line)
-        print(f"HOSTILE {line}")
-
-    return report
+    return _reporter("HOSTILE", HOSTILE_OUTCOMES)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
