@@ -82,8 +82,8 @@ def _config_check(args: argparse.Namespace, settings: Settings) -> int:
     from app.repo_config import CONFIG_PATH, parse_repo_config
 
     try:
-        text = Path(args.path).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
+        text = Path(args.path).read_bytes()  # as the worker gets it: bytes, sized as bytes
+    except OSError as exc:
         raise ConfigError(f"cannot read {args.path}: {exc}") from exc
     try:
         config = parse_repo_config(text)

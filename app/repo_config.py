@@ -18,6 +18,8 @@ from app.globs import MAX_PATTERNS, check_pattern
 CONFIG_PATH = ".github/retrain.yml"
 MAX_CONFIG_BYTES = 64 * 1024  # a config is a page of YAML; a bigger file is not one
 MAX_PROBLEMS = 10  # a reply names the first few problems, not a wall of them
+MAX_PROFILES = 64
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ten times faster, and no deep recursion
 
 # Names from the repository end up in store keys, file paths and API paths: one strict shape each, so none
 # can climb out of its folder (`..`), start at the root, or carry a separator, a scheme or a control code.
@@ -27,6 +29,15 @@ RUN_PREFIX = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?")
 PROGRESS_DIR = re.compile(rf"\.?{_SEGMENT}(?:/\.?{_SEGMENT}){{0,7}}")
 WORKFLOW_PATH = re.compile(r"\.github/workflows/[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.ya?ml")
 _BAD_REF = re.compile(r"\.\.|@\{|//|[\x00-\x20\x7f~^:?*\[\\]|^[-/.]|[/.]$|\.lock$|/\.")
+
+
+def _progress_dir(value: str) -> str:
+    """Also not where git or GitHub keep what a commit may not touch: `.git` itself, or workflow files
+    (committing there needs the `workflows` permission, which the App does not ask for)."""
+    parts = value.lower().split("/")
+    if ".git" in parts or value.lower().startswith(".github/workflows"):
+        raise ValueError(f"{value!r} is not a valid progress_dir: not inside .git or .github/workflows")
+    return value
 
 
 def _shaped(kind: str, pattern: re.Pattern[str], hint: str):
@@ -44,7 +55,7 @@ RunPrefix = Annotated[str, AfterValidator(_shaped(
     "the start of a folder name, never a path)"))]
 ProgressDir = Annotated[str, AfterValidator(_shaped(
     "progress_dir", PROGRESS_DIR, "a relative folder of up to 8 parts of letters, digits, '.', '-' or '_' (no "
-    "'..', no leading '/')"))]
+    "'..', no leading '/')")), AfterValidator(_progress_dir)]
 WorkflowPath = Annotated[str, AfterValidator(_shaped(
     "workflow file", WORKFLOW_PATH, "a file in .github/workflows/ ending in .yml or .yaml"))]
 
@@ -63,7 +74,7 @@ PERMISSION_RANK: dict[str, int] = {"none": 0, "read": 1, "triage": 2, "write": 3
 class Profile(BaseModel):
     """Model shape and session length for one kind of session."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     n_layer: int = Field(4, ge=1, le=96, description="Transformer blocks.")
     n_head: int = Field(4, ge=1, le=128, description="Attention heads; must divide n_embd.")
@@ -73,7 +84,8 @@ class Profile(BaseModel):
     max_iters: int = Field(500, ge=1, description="Iterations per session (a command's max_iters overrides).")
     batch_size: int = Field(8, ge=1, description="Sequences per iteration.")
     learning_rate: float = Field(
-        6e-4, gt=0, description="Peak learning rate: reached after warmup, then held for as long as the lineage lives.",
+        6e-4, gt=0, le=1.0,
+        description="Peak learning rate: reached after warmup, then held for as long as the lineage lives.",
     )
     min_lr: float = Field(6e-5, ge=0, description="Where a cooldown ends (see cooldown_fraction).")
     warmup_iters: int = Field(
@@ -94,7 +106,7 @@ class Profile(BaseModel):
     lr_decay_iters: int = Field(
         5000, ge=1, description="Ignored: the schedule has no global decay horizon any more (kept so old files parse).",
     )
-    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay on matrices and embeddings.")
+    weight_decay: float = Field(0.1, ge=0, le=10.0, description="AdamW weight decay on matrices and embeddings.")
     eval_iters: int = Field(
         20, ge=1, description="Ignored: evaluation reads fixed windows of the split (kept so old files parse).",
     )
@@ -147,8 +159,9 @@ class RetentionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_checkpoints: int = Field(
-        10, ge=1, description="Checkpoints kept in the registry and the store: entries without weights go first, "
-        "then other model shapes', then the worst; the session's own and the lineage's best always stay."
+        10, ge=1, le=1000,
+        description="Checkpoints kept in the registry and the store: entries without weights go first, then other "
+        "model shapes', then the worst; the session's own and the lineage's best always stay."
     )
 
 
@@ -181,7 +194,7 @@ class RepoConfig(BaseModel):
     run_prefix: RunPrefix = Field("nanecho-cached-", description="Run folder name is this prefix plus the profile.")
     data: DataConfig = Field(DataConfig(), description="Which files are training text.")
     profiles: dict[ProfileName, Profile] = Field(
-        default_factory=lambda: dict(DEFAULT_PROFILES),
+        default_factory=lambda: dict(DEFAULT_PROFILES), max_length=MAX_PROFILES,
         description="Model shape and session length per profile; merged over the defaults ci, scheduled, full.",
     )
     retention: RetentionConfig = Field(RetentionConfig(), description="How many checkpoints are kept.")
@@ -216,12 +229,15 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
     """The config from the file's text; defaults when the file is absent. Profiles given merge over defaults."""
     if text is None:
         return RepoConfig()
-    if len(text) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{CONFIG_PATH} is {len(text):,} bytes; a config is at most {MAX_CONFIG_BYTES:,}")
+    size = len(text.encode() if isinstance(text, str) else text)
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{CONFIG_PATH} is {size:,} bytes; a config is at most {MAX_CONFIG_BYTES:,}")
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.load(text, Loader=_SAFE_LOADER) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{CONFIG_PATH} is not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{CONFIG_PATH} nests too deeply to be a config") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{CONFIG_PATH} must be a mapping at the top level")
     profiles = raw.get("profiles")
@@ -234,6 +250,8 @@ def parse_repo_config(text: str | bytes | None) -> RepoConfig:
                 merged[name] = {**merged.get(name, {}), **overrides}
             raw = {**raw, "profiles": merged}
         return RepoConfig.model_validate(raw)
+    except RecursionError:
+        raise ConfigError(f"{CONFIG_PATH} nests too deeply to be a config") from None
     except ValidationError as exc:
         errors = exc.errors()
         problems = "; ".join(

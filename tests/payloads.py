@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -42,7 +43,8 @@ def comment_event(
     payload = copy.deepcopy(json.loads(_template()))
     owner, name = repo.split("/")
     payload["action"] = action
-    payload["comment"].update(id=comment_id, body=body)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # GitHub's format; the events job ignores stale ones
+    payload["comment"].update(id=comment_id, body=body, created_at=now, updated_at=now)
     payload["comment"]["user"].update(login=sender, type=sender_type)
     payload["sender"].update(login=sender, type=sender_type)
     payload["issue"]["number"] = issue_number

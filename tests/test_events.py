@@ -34,7 +34,7 @@ def test_a_permitted_command_reacts_and_enqueues_exactly_this_message(github, se
             "origin": {"repo": REPO, "installation_id": INSTALLATION_ID, "trigger": "issue_comment",
                        "sender": "alice", "delivery_id": "delivery-9", "issue_number": 7, "comment_id": 77,
                        "line": "/retrain ci max_iters=12", "ref": None, "head_sha": None, "workflow": None,
-                       "event_key": f"issue_comment:{REPO}:77"},
+                       "event_key": f"issue_comment:{REPO}:77", "signed_at": sent[0]["origin"]["signed_at"]},
             "request": {"session_id": session_id_for(f"issue_comment:{REPO}:77"), "profile": "ci", "max_iters": 12,
                         "trigger": "issue_comment", "sender": "alice", "delivery_id": "delivery-9",
                         "fresh": False, "max_checkpoints": None, "branch": None},
@@ -210,3 +210,14 @@ def test_any_command_replayed_under_a_new_delivery_id_does_nothing(github, setti
     replay = asyncio.run(handle_event(settings, "issue_comment", "d-replayed", payload, lambda m: None, live=live))
     assert replay == "ignored: this event was handled under delivery d-first; a replay does nothing"
     assert len(emu.comments(REPO, 7)) == 2
+
+
+def test_an_event_signed_longer_ago_than_deliveries_are_remembered_is_ignored(github, settings) -> None:
+    """Past RETRAIN_DELIVERY_TTL_S the claim of its first delivery is gone; the signed timestamp is not."""
+    emu, _ = github
+    payload = comment_event("/retrain help", sender="alice", repo=REPO, installation_id=INSTALLATION_ID,
+                            comment_id=89)
+    payload["comment"]["created_at"] = "2020-01-01T00:00:00Z"
+    outcome = asyncio.run(handle_event(settings, "issue_comment", "d-old", payload, lambda m: None))
+    assert outcome.startswith("ignored: the event was signed") and "RETRAIN_DELIVERY_TTL_S" in outcome
+    assert emu.comments(REPO, 7) == []

@@ -60,6 +60,13 @@ HOSTILE_CONFIGS: list[tuple[str, str, str]] = [
     ("batch_size 4096", "profiles: {ci: {batch_size: 4096}}\n", "RETRAIN_MAX_BATCH_SIZE"),
     ("block_size 32768", "profiles: {ci: {block_size: 32768}}\n", "RETRAIN_MAX_BLOCK_SIZE"),
     ("a config of 100 kB", "# " + "x" * 100_000 + "\n", "at most 65,536"),
+    ("progress_dir inside .git", "progress_dir: 'notes/.GIT'\n", "progress_dir"),
+    ("progress_dir among the workflows", "progress_dir: .github/workflows/x\n", "progress_dir"),
+    ("an infinite learning_rate", "profiles: {ci: {learning_rate: .inf}}\n", "finite number"),
+    ("retention of 1e23 checkpoints", "retention: {max_checkpoints: 100000000000000000000000}\n",
+     "retention.max_checkpoints"),
+    ("2,003 profiles", "profiles: {" + ", ".join(f"p{i}: {{}}" for i in range(2003)) + "}\n", "profiles"),
+    ("lists nested 900 deep", "data: {include: " + "[" * 900 + "]" * 900 + "}\n", "data.include"),
     ("YAML aliases nested nine deep", "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefg", "bcdefgh", strict=True))
      + "data: {include: *h}\n", "data.include"),
@@ -235,6 +242,8 @@ def test_a_hostile_registry_and_file_names_cannot_reach_past_the_repositorys_pre
         entry("scheme", {"key": "s3://bucket/x.pt"}, 0.0004),
         entry("wipe", {"key": None, "uri": f"file://{secret}"}, None),
         entry("fetch", {"key": None, "uri": url}, 0.00001),
+        entry("folder", {"key": f"{REPO}/{RUN}/inflight"}, None),
+        entry("glob", {"key": f"{REPO}/{RUN}/*"}, 0.0005),
     ])
     for value in hostile.values():
         if value["storage"].get("key") is None:
@@ -247,6 +256,9 @@ def test_a_hostile_registry_and_file_names_cannot_reach_past_the_repositorys_pre
                             ".github/retrain.yml": (config + "retention: {max_checkpoints: 2}\n").encode(),
                             f"notes/{'a' * 43}.md": b"# a file the backtracking glob took 42 s over\n" * 20,
                             **odd_names}, message="hostile registry and file names")
+    others = store / REPO / RUN / "inflight" / f"{'e' * 32}.pt"  # another session's safety net, in the run
+    others.parent.mkdir(parents=True, exist_ok=True)
+    others.write_bytes(b"another session's in-session checkpoint")
     before = files_under(store)
 
     # Two sessions: A trains; B waits for the run, and finds the installation's day spent when it gets it.
@@ -260,11 +272,14 @@ def test_a_hostile_registry_and_file_names_cannot_reach_past_the_repositorys_pre
     a = summary(emu)
     assert a["resumed_from"] == first["checkpoint_id"], a["notes"]  # none of the "better" entries was taken
     notes = "\n".join(a["notes"])
-    for name in ("climb", "other", "absolute", "scheme", "fetch"):
+    for name in ("climb", "other", "absolute", "scheme", "fetch", "glob"):
         assert any(name in n and ("outside this run's folder" in n or "not a key" in n) for n in a["notes"]), notes
     assert str(store) not in notes and str(tmp_path) not in json.dumps(emu.read_file(REPO, METADATA).decode())
     assert server.requests == [], server.requests
     assert secret.read_bytes() == b"the worker's, not the repository's" and victim.is_file()
+    assert others.read_bytes() == b"another session's in-session checkpoint"  # neither the folder nor `*` went
+    assert all(c["conclusion"] != "failure" or "internal error" not in json.dumps(c["output"])
+               for c in emu.check_runs(REPO))
     after = files_under(store)
     changed = {p for p in set(before) | set(after) if before.get(p) != after.get(p)}
     assert changed and all(p.startswith(f"{REPO}/{RUN}/") for p in changed), sorted(changed)
@@ -278,6 +293,10 @@ def test_a_hostile_registry_and_file_names_cannot_reach_past_the_repositorys_pre
     hostile_report("metadata.json: a file:// URI to a worker's file, val_loss null (retention bait)",
                    "refused with a note; the file is untouched")
     hostile_report("metadata.json: an http:// URI as the best checkpoint", "refused with a note; no request made")
+    hostile_report("metadata.json: a key naming the run's inflight/ folder, val_loss null (retention bait)",
+                   "retention deleted no folder; the session reported success; another session's file kept")
+    hostile_report("metadata.json: a key `<run>/*` as a good checkpoint (object stores expand globs)",
+                   "refused with a note; nothing read or deleted")
     hostile_report("file names with a newline, dashes, unicode, 200 characters", "trained on like any other; the "
                    "summary is valid JSON")
     hostile_report("data.include `*a*a…*b` (42 s of backtracking before) over a 43-character name",
@@ -330,5 +349,7 @@ def test_a_session_that_kills_its_worker_every_time_ends_with_a_report(github, s
     assert progress_commits(emu) == []
     time.sleep(2.0)  # nothing starts it again
     assert int(client.get(starts)) == 3 and services.train.poll() is None
+    budget = client.hgetall(BUDGET_KEY.format(installation_id=INSTALLATION_ID, day=utc_day()))
+    assert not [k for k in budget if k.startswith(b"held:")], budget  # the lost starts' holds are handed back
     hostile_report("a session whose worker process is killed at every start (OOM)",
                    "failed after 3 losses with a report naming RETRAIN_MAX_WORKER_LOSSES; not sent again")

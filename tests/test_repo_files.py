@@ -65,6 +65,19 @@ def test_a_truncated_listing_is_walked_folder_by_folder_and_still_finds_every_se
     assert len(listings) == 1 + 4
 
 
+def test_a_truncated_listing_that_reaches_too_many_folders_is_refused(github, settings, monkeypatch) -> None:
+    """Each folder is one request out of the installation's hourly 5,000: the walk has a limit of its own."""
+    from workers.session import repos
+
+    emu, _ = github
+    emu.commit_files(REPO, {f"notes/f{i}/x.md": b"# x\n" for i in range(12)})
+    emu.tree_limit_entries = 5
+    monkeypatch.setattr(repos, "MAX_FOLDER_LISTINGS", 10)
+    with pytest.raises(SnapshotTooLarge, match=r"reaches more than 10 of its folders; narrow data\.include"):
+        github_files(settings, REPO, NOTES)
+    assert len(git_calls(emu, "trees")) <= 1 + 10 and not git_calls(emu, "blobs")
+
+
 def test_the_local_checkout_reads_the_same_files_as_github(github, settings, tmp_path: Path) -> None:
     emu, _ = github
     local = make_local_repo(tmp_path / "local")

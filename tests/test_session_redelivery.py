@@ -139,7 +139,7 @@ def test_a_second_session_waits_for_the_run_and_a_fenced_out_one_commits_nothing
 def test_a_redelivered_session_has_only_the_rest_of_its_time_limit(github, settings) -> None:
     """Interruptions do not extend a session: the clock counts what earlier deliveries spent."""
     emu, _ = github
-    set_ci_profile(emu, time_limit_s=3.0, checkpoint_every_s=1e-9)
+    set_ci_profile(emu, time_limit_s=6.0, checkpoint_every_s=1e-9)
 
     def die_after_2s(p: Progress) -> None:
         if p.elapsed_s > 2.0:
@@ -147,9 +147,11 @@ def test_a_redelivered_session_has_only_the_rest_of_its_time_limit(github, setti
 
     with pytest.raises(WorkerDied):
         session(settings, "g" * 32, max_iters=100_000, controls=Controls(on_progress=die_after_2s))
-    resumed = session(settings, "g" * 32, max_iters=100_000)
-    note = next(n for n in resumed.facts.notes if "in-session checkpoint at iteration" in n)
-    before = int(note.split("at iteration ")[1].split(" ")[0])
-    after = resumed.facts.end_iteration - before
+    trained_for: list[float] = []
+    resumed = session(settings, "g" * 32, max_iters=100_000,
+                      controls=Controls(on_progress=lambda p: trained_for.append(p.elapsed_s)))
+    assert any("in-session checkpoint at iteration" in n for n in resumed.facts.notes), resumed.facts.notes
     assert resumed.stopped == "time limit"
-    assert 0 < after < before, f"{after} iterations after the redelivery, {before} before: the clock restarted"
+    # At most 6 - 2 s are left (less what reading and evaluating took, twice); a clock that restarted would
+    # have allowed about 6 s. Seconds, not iterations: a loaded machine changes the pace, not the clock.
+    assert max(trained_for, default=0.0) < 4.5, f"trained {max(trained_for):.1f} s after the redelivery"

@@ -84,3 +84,12 @@ def test_a_selection_over_the_cap_names_its_size_the_cap_and_the_fix() -> None:
         "the 3 files data.include selects are 1,200 bytes together, over the 1,199 bytes a session reads; narrow "
         "data.include in .github/retrain.yml (a folder, or `!` patterns to leave large files out)")
     assert MAX_TOTAL_BYTES == 256 * 1024 * 1024
+
+
+def test_more_selected_files_than_a_session_fetches_is_refused_before_any_request() -> None:
+    from workers.session.snapshot import MAX_FILES
+
+    listing = [entry(f"notes/{i}.md", 1) for i in range(MAX_FILES + 1)]
+    assert len(pick(listing[:-1], selection(["notes/"]))) == MAX_FILES
+    with pytest.raises(SnapshotTooLarge, match=f"selects {MAX_FILES + 1:,} files, more than the {MAX_FILES:,}"):
+        pick(listing, selection(["notes/"]))

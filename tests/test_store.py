@@ -60,6 +60,7 @@ def test_a_missing_object_is_a_store_error_and_delete_is_idempotent(store: Check
     "octo/demo/run/./ckpt.pt", "octo/demo/run//ckpt.pt", "octo/demo/run/",
     "/octo/demo/run/ckpt.pt", "file:///octo/demo/run/ckpt.pt", "octo/demo/run/x://y", "octo/demo/run/a\\..\\b",
     "octo/demo/run/ckpt\x00.pt",
+    "octo/demo/run/*", "octo/demo/run/ckpt?.pt", "octo/demo/run/[c]kpt.pt", "octo/demo/run/{a,b}.pt",  # globs
 ])
 def test_an_object_outside_the_runs_folder_is_never_read_sized_or_deleted(store: CheckpointStore, key: str) -> None:
     victim = store.put("octo/victim/run/ckpt.pt", b"theirs")
@@ -92,3 +93,12 @@ def test_an_older_entrys_uri_is_read_only_inside_the_runs_folder_of_this_store(
 def test_an_entry_naming_no_object_is_refused(store: CheckpointStore) -> None:
     with pytest.raises(StoreError, match="outside this run's folder"):
         store.get(StoredObject(sha256="0" * 64, bytes=0), within=RUN)
+
+
+def test_a_key_naming_a_folder_inside_the_run_is_never_deleted(tmp_path) -> None:
+    """Retention deletes what a registry entry names; an entry can name a folder (the run's inflight/):
+    deleting it must fail quietly, on an object store where folders are prefixes too."""
+    for store in (CheckpointStore(f"file://{tmp_path / 'store'}"), CheckpointStore("memory://retrain-test")):
+        kept = store.put(f"{RUN}/inflight/other.pt", b"another session's")
+        store.delete(StoredObject(key=f"{RUN}/inflight", sha256=kept.sha256, bytes=kept.bytes), within=RUN)
+        assert store.get(kept, within=RUN) == b"another session's"

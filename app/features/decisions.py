@@ -27,6 +27,7 @@ class Origin:
     # What GitHub signed that makes this event itself (the comment, the check run, the workflow run, the
     # dispatch's whole body): the session's identity, which a new delivery id cannot change.
     event_key: str | None = None
+    signed_at: str | None = None  # when the signed event happened (a comment's created_at), ISO 8601
 
     def to_message(self) -> dict[str, Any]:
         return asdict(self)

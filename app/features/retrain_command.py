@@ -40,6 +40,7 @@ def plan_comment(delivery_id: str, payload: dict[str, Any]) -> Decision:
             comment_id=int(comment["id"]),
             line=parsed.line,
             event_key=f"issue_comment:{payload['repository']['full_name']}:{int(comment['id'])}",
+            signed_at=comment.get("created_at"),
         )
     except (KeyError, TypeError, ValueError):
         return Ignore("payload lacks the repository, installation, issue, comment or sender")

@@ -28,7 +28,7 @@ def _origin_problem(origin: Origin) -> str | None:
         value = getattr(origin, name)
         if value is not None and not _positive_int(value):
             return name.replace("_", " ")
-    for name in ("sender", "delivery_id", "line", "ref", "workflow", "trigger", "event_key"):
+    for name in ("sender", "delivery_id", "line", "ref", "workflow", "trigger", "event_key", "signed_at"):
         value = getattr(origin, name)
         if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
             return name

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any
 
 from app.features.decisions import Decision, Ignore, Origin, RejectCommand, StartTraining
@@ -78,8 +79,11 @@ def plan_workflow_run(delivery_id: str, payload: dict[str, Any]) -> Decision:
     if payload.get("action") != "requested" or run.get("event") != "schedule":
         return Ignore("only scheduled workflow runs, when requested, start sessions")
     try:
-        origin = _origin("workflow_run", delivery_id, payload, run.get("head_branch"), run.get("head_sha"),
-                         str(run["path"]), f"workflow_run:{int(run['id'])}:{int(run.get('run_attempt') or 1)}")
+        origin = replace(
+            _origin("workflow_run", delivery_id, payload, run.get("head_branch"), run.get("head_sha"),
+                    str(run["path"]), f"workflow_run:{int(run['id'])}:{int(run.get('run_attempt') or 1)}"),
+            signed_at=run.get("created_at"),
+        )
     except (KeyError, TypeError, ValueError):
         return Ignore("payload lacks the repository, installation or workflow path")
     return StartTraining(origin, SCHEDULED_PROFILE)

@@ -103,6 +103,14 @@ class SessionBudgets:
             raise BudgetSpent(self.per_day_s, float(left), day)
         return Grant(self, key, session_id, float(granted))
 
+    def release_session(self, installation_id: int, session_id: str) -> None:
+        """Whatever the session still holds, today or (started before midnight) yesterday."""
+        now = time.time()
+        with self._redis.pipeline() as pipe:
+            for day in {utc_day(now), utc_day(now - 24 * 3600)}:
+                pipe.hdel(BUDGET_KEY.format(installation_id=installation_id, day=day), f"held:{session_id}")
+            pipe.execute()
+
     def charge(self, key: str, session_id: str, seconds: float) -> None:
         self._charge(keys=[key], args=[session_id, f"{seconds:.3f}", KEEP_S])
 

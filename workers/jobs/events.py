@@ -6,9 +6,11 @@ Runs on the CPU `events` queue; fast, no training stack.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -57,6 +59,17 @@ def session_id_of(origin: Origin) -> str:
     return session_id_for(origin.event_key or origin.delivery_id or uuid.uuid4().hex)
 
 
+def signed_age_s(origin: Origin, now: float | None = None) -> float | None:
+    """How long ago the event happened by its signed timestamp; None when it carries none."""
+    try:
+        signed = datetime.fromisoformat(origin.signed_at) if origin.signed_at else None
+    except ValueError:
+        return None
+    if signed is None or signed.tzinfo is None:
+        return None
+    return (time.time() if now is None else now) - signed.timestamp()
+
+
 @dataclass(frozen=True)
 class Admission:
     """What an event passes before it is carried out (it is new, not a replayed body), and a session before
@@ -87,6 +100,10 @@ async def handle_event(
         return f"ignored: {decision.reason}"
     if isinstance(decision, SyncSchedules | RemoveSchedules):  # installation, installation_repositories, push
         return await apply_schedules(settings, decision, schedules or ScheduleStore.for_url(settings.redis_url), tokens)
+    age = signed_age_s(decision.origin)
+    if age is not None and age > settings.delivery_ttl_s:  # older than replays are remembered: one
+        return (f"ignored: the event was signed {age / 86400:.1f} days ago, longer ago than deliveries are "
+                "remembered (RETRAIN_DELIVERY_TTL_S)")
     admission = admission or Admission.for_settings(settings)
     event_id = session_id_of(decision.origin)
     delivery = decision.origin.delivery_id or event_id

@@ -47,9 +47,12 @@ class Coordination:
     messages: SessionMessages | None = None
     budgets: SessionBudgets | None = None
 
-    def leave(self, repo: str, slot: str | None, session_id: str) -> None:
-        """The session is over, one way or another: out of status, its run's queue and recovery."""
+    def leave(self, repo: str, slot: str | None, session_id: str, installation_id: int | None = None) -> None:
+        """The session is over, one way or another: out of status, its run's queue and recovery, and no
+        session time held for it (a lost worker's hold included)."""
         try:
+            if self.budgets is not None and installation_id is not None:
+                self.budgets.release_session(installation_id, session_id)
             self.live.remove(repo, session_id)
             if self.messages is not None:
                 self.messages.forget(session_id)
@@ -84,12 +87,12 @@ async def run_github_session(
             gh, origin, check_run_id=check_run_id, profile=request.profile, session_id=sid, web_url=settings.web_url,
         )
         if live.cancel_requested(sid):
-            coordination.leave(origin.repo, queue_slot, sid)
+            coordination.leave(origin.repo, queue_slot, sid, origin.installation_id)
             ended("cancelled_before_start")
             await reporter.cancelled_before_start()
             return f"session {sid} cancelled before it started"
         if worker_losses >= settings.max_worker_losses:
-            coordination.leave(origin.repo, queue_slot, sid)
+            coordination.leave(origin.repo, queue_slot, sid, origin.installation_id)
             ended("worker_lost")
             await reporter.failed(
                 f"the worker process running this session was lost {worker_losses} times (killed for memory or "
@@ -189,7 +192,7 @@ async def run_github_session(
             for held in grant:
                 held.close()
             if not busy:
-                coordination.leave(origin.repo, queue_slot, sid)
+                coordination.leave(origin.repo, queue_slot, sid, origin.installation_id)
         ended({STOPPED_ON_REQUEST: "cancelled", STOPPED_AT_TIME_LIMIT: "time_limit"}.get(
             result.facts.stopped or "", "committed"))
         TELEMETRY.gauge("retrain_validation_loss", result.facts.val_loss_after, **series)

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from app.errors import RetrainError, SessionError
 from app.github import BranchHead, GitHubClient, StaleHead
-from workers.session.snapshot import MAX_TOTAL_BYTES, Selection, TreeFile, pick
+from workers.session.snapshot import MAX_FOLDER_LISTINGS, MAX_TOTAL_BYTES, Selection, SnapshotTooLarge, TreeFile, pick
 
 BLOB_CONCURRENCY = 8  # blobs (and, for a truncated listing, sub-trees) fetched at once
 
@@ -74,7 +74,15 @@ class GitHubRepository:
 
         found: list[TreeFile] = []
         folders = [("", str(top["sha"]))]
+        listed = 0
         while folders:  # a level at a time
+            listed += len(folders)
+            if listed > MAX_FOLDER_LISTINGS:
+                raise SnapshotTooLarge(
+                    f"{self.name} is too large to list in full, and data.include reaches more than "
+                    f"{MAX_FOLDER_LISTINGS:,} of its folders; narrow data.include to the folders that hold the "
+                    "training text (`notes/**/*.md` rather than `**/*.md`)"
+                )
             listings = await asyncio.gather(*(one(sha) for _, sha in folders))
             deeper: list[tuple[str, str]] = []
             for (prefix, _), listing in zip(folders, listings, strict=True):

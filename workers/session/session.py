@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -165,9 +166,12 @@ async def _train_and_commit(
         fence=lease.fence_value if lease is not None else None, unusable=plan.unusable,
     )
     entry_record = f"{run_prefix}/{facts.checkpoint_id}{ENTRY_RECORD}"
-    await asyncio.to_thread(
-        forget, store, run_prefix, dropped, (*plan.pending.record_keys, entry_record, inflight, facts_key)
-    )
+    try:  # committed: what is left over costs space, never the session's outcome
+        await asyncio.to_thread(
+            forget, store, run_prefix, dropped, (*plan.pending.record_keys, entry_record, inflight, facts_key)
+        )
+    except Exception:
+        log.warning("session %s committed; cleaning up the store failed", request.session_id, exc_info=True)
     return SessionResult(facts=facts, commit_oid=commit_oid, branch=branch, stopped=facts.stopped)
 
 
@@ -240,6 +244,11 @@ async def _train(
         await asyncio.to_thread(save_inflight, store, inflight, result.state,
                                 so_far_with(result.losses, result.val_loss_before or 0.0))
         raise SessionPaused(result.end_iteration)
+    if not math.isfinite(result.val_loss_after) or not all(map(math.isfinite, result.losses)):
+        raise SessionError(
+            f"training diverged: the loss stopped being a number by iteration {result.end_iteration} (is "
+            f"learning_rate {plan.train_config.learning_rate:g} too high for this model?); nothing was committed"
+        )
     if so_far is not None:  # one session, as if it had never been interrupted
         result = replace(result, start_iteration=start_iteration, losses=[*prior, *result.losses],
                          val_loss_before=so_far.so_far.val_loss_before)

@@ -18,6 +18,8 @@ from app.repo_config import CONFIG_PATH
 
 MAX_FILE_BYTES = 8 * 1024 * 1024  # larger files are skipped: training text, not data dumps
 MAX_TOTAL_BYTES = Limits().max_snapshot_bytes  # what one session reads at most (RETRAIN_MAX_SNAPSHOT_BYTES)
+MAX_FILES = 5000  # blobs one session fetches: one request each, out of the installation's 5,000 an hour
+MAX_FOLDER_LISTINGS = 1000  # folder listings when GitHub truncated the recursive one
 REGULAR_MODES = frozenset({"100644", "100755"})  # not symlinks (120000), submodules (160000) or trees
 _GLOB_CHARS = frozenset("*?[\\")
 
@@ -86,6 +88,11 @@ def pick(entries: Iterable[TreeFile], selected: Selection, *, max_bytes: int = M
         (e for e in entries if e.mode in REGULAR_MODES and e.size <= MAX_FILE_BYTES and selected(e.path)),
         key=lambda e: e.path,
     )
+    if len(chosen) > MAX_FILES:
+        raise SnapshotTooLarge(
+            f"data.include selects {len(chosen):,} files, more than the {MAX_FILES:,} a session reads (each is one "
+            f"API request); narrow data.include in {CONFIG_PATH}, or keep the text in fewer, larger files"
+        )
     total = sum(e.size for e in chosen)
     if total > max_bytes:
         raise SnapshotTooLarge(

@@ -25,7 +25,9 @@ class StoreError(RuntimeError):
     """A stored object is missing, unreadable, outside its run's folder or not what the registry says it is."""
 
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]|://")
+# Control codes, backslashes, schemes, and glob characters (fsspec expands `*`, `?`, `[` and `{` in `rm` on
+# object stores, so one key could name every object of the run).
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\\*?\[\]{}]|://")
 
 
 def key_within(key: str, within: str) -> bool:
@@ -78,8 +80,10 @@ class CheckpointStore:
 
     def delete(self, obj: StoredObject, *, within: str) -> None:
         """Best effort, and only inside `within`: a leftover object costs space, never correctness."""
-        with contextlib.suppress(StoreError, FileNotFoundError, OSError):
-            self.fs.rm(f"{self.root}/{self.key_of(obj, within)}")
+        with contextlib.suppress(StoreError, FileNotFoundError, OSError, ValueError):
+            path = f"{self.root}/{self.key_of(obj, within)}"
+            if self.fs.isfile(path):  # never a folder: a registry entry can name one
+                self.fs.rm_file(path)
 
     def read(self, key: str) -> bytes | None:
         """A small object by key (entry records), or None when it is not there."""
