@@ -19,6 +19,7 @@ CONFIG_PATH = ".github/retrain.yml"
 MAX_CONFIG_BYTES = 64 * 1024  # a config is a page of YAML; a bigger file is not one
 MAX_PROBLEMS = 10  # a reply names the first few problems, not a wall of them
 MAX_PROFILES = 64
+MAX_KEPT_CHECKPOINTS = 1000  # the config's retention and a dispatch's max_checkpoints input alike
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ten times faster, and no deep recursion
 
 # Names from the repository end up in store keys, file paths and API paths: one strict shape each, so none
@@ -159,7 +160,7 @@ class RetentionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_checkpoints: int = Field(
-        10, ge=1, le=1000,
+        10, ge=1, le=MAX_KEPT_CHECKPOINTS,
         description="Checkpoints kept in the registry and the store: entries without weights go first, then other "
         "model shapes', then the worst; the session's own and the lineage's best always stay."
     )

@@ -221,3 +221,26 @@ def test_an_event_signed_longer_ago_than_deliveries_are_remembered_is_ignored(gi
     outcome = asyncio.run(handle_event(settings, "issue_comment", "d-old", payload, lambda m: None))
     assert outcome.startswith("ignored: the event was signed") and "RETRAIN_DELIVERY_TTL_S" in outcome
     assert emu.comments(REPO, 7) == []
+
+
+def test_a_crash_after_the_session_was_queued_keeps_the_event_claimed(github, settings) -> None:
+    """The session is queued, then the "queued" reply fails and the task raises: a replay under a new
+    delivery id must still do nothing (a crash before anything was done lets a redelivery try again)."""
+    emu, _ = github
+    emu.inject_fault("POST", r"/repos/octo/demo/issues/7/comments", 500, times=30)
+    payload = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=INSTALLATION_ID, comment_id=90)
+    sent: list = []
+    with pytest.raises(Exception):  # noqa: B017 - whatever the client raises for a 500 it gave up retrying
+        asyncio.run(handle_event(settings, "issue_comment", "d-crashed", payload, sent.append))
+    assert len(sent) == 1
+    emu.clear_faults()
+    replay = asyncio.run(handle_event(settings, "issue_comment", "d-replay", payload, sent.append))
+    assert replay.startswith("ignored: this event was handled under delivery d-crashed") and len(sent) == 1
+
+    emu.inject_fault("GET", r"/repos/octo/demo/contents/.*", 500, times=30)  # before anything was done
+    other = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=INSTALLATION_ID, comment_id=91)
+    with pytest.raises(Exception):  # noqa: B017
+        asyncio.run(handle_event(settings, "issue_comment", "d-early", other, sent.append))
+    emu.clear_faults()
+    again = asyncio.run(handle_event(settings, "issue_comment", "d-early-redelivered", other, sent.append))
+    assert again.startswith("enqueued") and len(sent) == 2

@@ -72,7 +72,8 @@ def test_a_fresh_start_from_dispatch_needs_the_confirmation_string() -> None:
     assert isinstance(confirmed, StartTraining) and confirmed.fresh
 
 
-@pytest.mark.parametrize("inputs", [{"max_iters": "many"}, {"max_iters": "0"}, {"max_checkpoints": "-2"}])
+@pytest.mark.parametrize("inputs", [{"max_iters": "many"}, {"max_iters": "0"}, {"max_checkpoints": "-2"},
+                                    {"max_checkpoints": "1000000"}, {"max_checkpoints": "1" + "0" * 23}])
 def test_bad_dispatch_inputs_are_named(inputs: dict) -> None:
     decision = plan("workflow_dispatch", "d", dispatch(**inputs))
     assert isinstance(decision, RejectCommand) and next(iter(inputs)) in decision.reason

@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from app.features.decisions import Decision, Ignore, Origin, RejectCommand, StartTraining
+from app.repo_config import MAX_KEPT_CHECKPOINTS
 
 FRESH_CONFIRMATION = "I CONFIRM FRESH START"
 SCHEDULED_PROFILE = "scheduled"
@@ -20,7 +21,7 @@ def _truthy(value: Any) -> bool:
     return value is True or str(value).strip().lower() in {"true", "1", "yes"}
 
 
-def _positive_int(inputs: dict[str, Any], name: str) -> int | None:
+def _positive_int(inputs: dict[str, Any], name: str, most: int | None = None) -> int | None:
     value = inputs.get(name)
     if value in (None, ""):
         return None
@@ -30,6 +31,8 @@ def _positive_int(inputs: dict[str, Any], name: str) -> int | None:
         raise ValueError(f"input `{name}` must be a whole number, got {value!r}") from None
     if number < 1:
         raise ValueError(f"input `{name}` must be at least 1, got {number}")
+    if most is not None and number > most:
+        raise ValueError(f"input `{name}` must be at most {most:,}, got {number:,}")
     return number
 
 
@@ -68,7 +71,7 @@ def plan_dispatch(delivery_id: str, payload: dict[str, Any]) -> Decision:
         )
     try:
         max_iters = _positive_int(inputs, "max_iters")
-        max_checkpoints = _positive_int(inputs, "max_checkpoints")
+        max_checkpoints = _positive_int(inputs, "max_checkpoints", most=MAX_KEPT_CHECKPOINTS)
     except ValueError as exc:
         return RejectCommand(origin, str(exc))
     return StartTraining(origin, profile, max_iters, fresh=fresh, max_checkpoints=max_checkpoints)

@@ -110,17 +110,24 @@ async def handle_event(
     earlier = admission.starts.claim(event_id, delivery)
     if earlier is not None:  # the same signed event under another delivery id: a replay, answered with silence
         return f"ignored: this event was handled under delivery {earlier}; a replay does nothing"
+    acted: list[str] = []  # what was done that a second carrying out would do again
+
+    def enqueue(message: dict[str, Any]) -> None:
+        enqueue_session(message)
+        acted.append("enqueued")
+
     try:
-        return await _carry_out(settings, decision, enqueue_session, tokens, live, admission)
+        return await _carry_out(settings, decision, enqueue, tokens, live, admission, acted)
     except BaseException:
-        admission.starts.release(event_id, delivery)  # not carried out: GitHub's redelivery may try again
+        if not acted:  # nothing done yet: another delivery of the event (GitHub's redelivery) may carry it out
+            admission.starts.release(event_id, delivery)
         raise
 
 
 async def _carry_out(
     settings: Settings, decision: StartTraining | RejectCommand | ShowHelp | ShowStatus | CancelSessions,
     enqueue_session: EnqueueSession, tokens: TokenCache | None,
-    live: LiveSessions | None, admission: Admission,
+    live: LiveSessions | None, admission: Admission, acted: list[str],
 ) -> str:
     origin = decision.origin
     async with installation_client(
@@ -147,6 +154,7 @@ async def _carry_out(
             if not await allowed(gh, feedback, config, origin):
                 return f"refused: {origin.sender} may not cancel"
             asked = live.cancel(origin.repo)
+            acted.append("cancelled")
             await feedback.reply(replies.cancelled(origin, [s.session_id for s in asked]))
             return f"cancel requested for {len(asked)} session(s)"
         return await start(gh, feedback, config, decision, enqueue_session, admission)
