@@ -3,12 +3,16 @@ when the holder dies, fenced when another session takes over, and taken back whe
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import redis
 
-from workers.coordination.run_lock import LOCK_KEY, Lease, LeaseLost, RunBusy, RunLocks
+from workers.coordination.run_lock import FENCE_KEY, LOCK_KEY, Lease, LeaseLost, RunBusy, RunLocks
 
 REPO, RUN = "octo/demo", "nanecho-cached-ci"
 KEY = LOCK_KEY.format(repo=REPO, run=RUN)
@@ -63,8 +67,51 @@ def test_a_lease_forgotten_by_redis_is_taken_back(clean_redis: redis.Redis) -> N
 
 def test_the_fencing_check_waits_out_a_short_outage_then_lets_the_commit_decide() -> None:
     unreachable = redis.Redis(port=1, socket_connect_timeout=0.1)  # nothing listens on port 1
-    lease = Lease(unreachable, KEY, "7:session-a", ttl_s=30)
+    lease = Lease(unreachable, KEY, "7:session-a", ttl_s=30, fence_key=FENCE_KEY.format(repo=REPO, run=RUN))
     started = time.monotonic()
     lease.check(unreachable_for_s=1.0)  # no exception: nobody can have taken the run without Redis
     assert 0.9 < time.monotonic() - started < 5
     lease.release()
+
+
+HOLDER = """
+import sys, redis
+from workers.coordination.run_lock import LeaseLost, RunLocks
+lease = RunLocks(redis.Redis.from_url(sys.argv[1]), ttl_s=1.0).acquire("octo/demo", "nanecho-cached-ci", sys.argv[2])
+print("held", lease.fence.value, flush=True)
+sys.stdin.readline()
+try:
+    lease.check()
+    print("may commit", flush=True)
+except LeaseLost:
+    print("lost", flush=True)
+lease.release()
+"""
+
+
+def holder(redis_url: str, session: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", HOLDER, redis_url, session], cwd=Path(__file__).parents[1],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def test_a_holder_paused_past_its_ttl_is_fenced_out_even_after_the_next_holder_left(
+    redis_url: str, clean_redis: redis.Redis, fault_report,
+) -> None:
+    """Session A's process is frozen (SIGSTOP: a swapping or stopped VM) past its TTL; session B, another
+    process, takes the run, works and releases it; A wakes with the run vacant and must not commit."""
+    a = holder(redis_url, "session-a")
+    try:
+        assert a.stdout.readline().split() == ["held", "1"]
+        a.send_signal(signal.SIGSTOP)
+        time.sleep(1.5)  # past A's TTL: its heartbeat is frozen with it
+        b = holder(redis_url, "session-b")
+        assert b.stdout.readline().split() == ["held", "2"]
+        assert b.communicate("\n", timeout=30)[0].strip() == "may commit"  # B is done, and released the run
+        assert clean_redis.get(KEY) is None
+        a.send_signal(signal.SIGCONT)
+        assert a.communicate("\n", timeout=30)[0].strip() == "lost"
+        assert clean_redis.get(KEY) is None, "the overtaken holder took the vacant run back"
+        fault_report("lease holder A's process SIGSTOPped past its TTL; B took the run, finished and released it",
+                     "A woke to a vacant run, its fencing check failed (fence 2 ≠ 1): A may not commit")
+    finally:
+        a.kill()

@@ -8,8 +8,9 @@ dead session must not block its run for hours. Why a fencing token: a session pa
 
 The token is `<fence>:<session id>`, the fence drawn from a counter per run (INCR). The pre-commit check
 and the heartbeat are one Lua script each, so "is it still mine?" and "extend it" are atomic. When Redis
-loses the key (a restart without persistence) while nobody else holds the run, the holder takes it back
-with the same token instead of abandoning a session that did nothing wrong.
+loses the key (a restart without persistence, or a pause past the TTL) while nobody else took the run in
+between (the fence counter still holds the holder's own fence, or is gone with everything else), the
+holder takes it back with the same token instead of abandoning a session that did nothing wrong.
 
 The emulated GitHub commit itself is a compare-and-swap on the branch head, so even a fencing check
 that passes a moment before a takeover cannot lose an update: the registry is merged, never overwritten.
@@ -39,12 +40,18 @@ local token = fence .. ':' .. ARGV[1]
 redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
 return {1, token}
 """
-# Keep: extend when ours; take back when vacant (Redis lost the key); report a takeover otherwise.
+# Keep: extend when ours; take back when vacant only while no one else drew a fence since ours (the key
+# expired while we were paused and nobody took the run; or Redis lost everything, counter included, which
+# is then restored); report a takeover otherwise: someone who took the run and already let it go counts.
 KEEP = """
 local current = redis.call('GET', KEYS[1])
 if current == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-if not current then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end
-return 0
+if current then return 0 end
+local fence = redis.call('GET', KEYS[2])
+if fence and tonumber(fence) ~= tonumber(ARGV[3]) then return 0 end
+if not fence then redis.call('SET', KEYS[2], ARGV[3]) end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 2
 """
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -73,9 +80,10 @@ class Fence:
 class Lease:
     """A held run. `check()` before committing; `release()` in a finally."""
 
-    def __init__(self, client: redis.Redis, key: str, token: str, ttl_s: float) -> None:
+    def __init__(self, client: redis.Redis, key: str, token: str, ttl_s: float, fence_key: str) -> None:
         self._redis = client
         self._key = key
+        self._fence_key = fence_key
         self.fence = Fence(int(token.split(":", 1)[0]), token)
         self._ttl_ms = int(ttl_s * 1000)
         self._lost = threading.Event()
@@ -98,7 +106,7 @@ class Lease:
                 log.warning("lease heartbeat for %s failed: %s", self._key, exc)
 
     def _renew(self) -> None:
-        kept = self._keep(keys=[self._key], args=[self.fence.token, self._ttl_ms])
+        kept = self._keep(keys=[self._key, self._fence_key], args=[self.fence.token, self._ttl_ms, self.fence.value])
         if kept == 2:
             log.warning("lease %s had vanished from Redis (a restart?); taken back", self._key)
         elif kept == 0:
@@ -141,11 +149,9 @@ class RunLocks:
 
     def acquire(self, repo: str, run: str, session_id: str) -> Lease:
         """The lease, or RunBusy naming the holder."""
-        key = LOCK_KEY.format(repo=repo, run=run)
-        taken, token = self._acquire(
-            keys=[key, FENCE_KEY.format(repo=repo, run=run)], args=[session_id, int(self._ttl_s * 1000)]
-        )
+        key, fence_key = LOCK_KEY.format(repo=repo, run=run), FENCE_KEY.format(repo=repo, run=run)
+        taken, token = self._acquire(keys=[key, fence_key], args=[session_id, int(self._ttl_s * 1000)])
         token = token.decode() if isinstance(token, bytes) else str(token)
         if not taken:
             raise RunBusy(repo, run, token)
-        return Lease(self._redis, key, token, self._ttl_s)
+        return Lease(self._redis, key, token, self._ttl_s, fence_key)
