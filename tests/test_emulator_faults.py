@@ -29,6 +29,15 @@ def test_a_fault_answers_exactly_times_then_normal_service(env: Env) -> None:
     assert env.emu.faults.pending() == 0
 
 
+def test_a_fault_after_the_request_carries_it_out_and_loses_the_answer(env: Env) -> None:
+    env.emu.inject_fault("POST", r"/repos/.*/issues/\d+/comments", 502, after=True, body_contains="lost")
+    assert env.call("POST", COMMENTS, {"body": "kept"}).status == 201  # another body: not this fault's
+    lost = env.call("POST", COMMENTS, {"body": "answer lost"})
+    assert (lost.status, lost.json()) == (502, {"message": "Server Error"})
+    assert [c["body"] for c in env.emu.comments("octo/demo", 3)][-2:] == ["kept", "answer lost"]  # yet it is there
+    assert env.emu.faults.pending() == 0
+
+
 def test_faults_match_method_and_the_whole_path(env: Env) -> None:
     before = len(env.emu.violations)
     env.emu.inject_fault("GET", r"/repos/octo/demo/contents/README\.md", 500, body={"message": "custom"},

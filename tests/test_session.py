@@ -291,3 +291,28 @@ def test_a_hostile_registry_cannot_make_the_worker_read_or_delete_outside_its_ru
     assert not set(hostile) & set(kept)  # retention dropped them...
     assert victim.is_file() and worker_file.read_bytes() == b"not the repository's"  # ...and deleted nothing
     assert stored_file(settings, first).is_file() and stored_file(settings, second).is_file()
+
+
+@pytest.mark.parametrize("fault", ["createCommitOnBranch", "git/refs"])
+def test_a_commit_whose_answer_is_lost_is_committed_once(github, settings, fault: str, fault_report) -> None:
+    """The emulator carries the commit out and then answers 502 (the answer lost on the way back). The
+    client's retry finds the branch moved: by this very session's commit, which must be the one kept."""
+    emu, _ = github
+    if fault == "createCommitOnBranch":
+        emu.inject_fault("POST", "/graphql", 502, after=True, body_contains="createCommitOnBranch")
+    else:  # the Git Data API path: GraphQL refuses the mutation, the ref update's answer is lost
+        refused = {"type": "FORBIDDEN", "path": ["createCommitOnBranch"],
+                   "message": "Resource not accessible by integration"}
+        emu.inject_fault("POST", "/graphql", 200, body_contains="createCommitOnBranch",
+                         body={"data": None, "errors": [refused]})
+        emu.inject_fault("PATCH", r"/repos/octo/demo/git/refs/.*", 502, after=True)
+    before = len(emu.git_log(REPO))
+    result = session(settings, max_iters=6)
+    log = emu.git_log(REPO)
+    assert len(log) == before + 1, [c["message"].splitlines()[0] for c in log[: len(log) - before]]
+    assert result.commit_oid == log[0]["oid"]
+    history = emu.read_file(REPO, ".training-progress/nanecho-cached-ci/history.jsonl").decode().splitlines()
+    assert [json.loads(h)["session"] for h in history].count(result.facts.session_id) == 1
+    assert not emu.faults.pending(), "the fault was never hit: nothing was tested"
+    fault_report(f"the answer to the session's commit ({fault}) lost after GitHub applied it",
+                 "the retry found this session's own commit at the new head: one commit, one history line")

@@ -187,17 +187,22 @@ class GitHubEmulator:
 
     # --- faults and rate limits ------------------------------------------------------------------------
     def inject_fault(self, method: str, path_pattern: str, status: int, *, headers: dict[str, str] | None = None,
-                     body: dict[str, Any] | str | None = None, times: int = 1) -> None:
+                     body: dict[str, Any] | str | None = None, times: int = 1, after: bool = False,
+                     body_contains: str | None = None) -> None:
         """Answer the next `times` requests whose method is `method` ("*": any) and whose path fully matches
         the regex `path_pattern` with `status`, `headers` and `body` instead of handling them.
 
         Without a body GitHub's is used: 403/429 with x-ratelimit-remaining "0" the primary-limit message
         (missing x-ratelimit-* headers are filled in), other 403/429 the secondary-limit message, 500/502
-        {"message": "Server Error"}. Such requests are recorded (RecordedCall.fault) and change nothing.
+        {"message": "Server Error"}. Such requests are recorded (RecordedCall.fault) and change nothing;
+        with `after`, the request is carried out first and only its answer is the fault (a response lost on
+        the way back, the case a retry must not repeat). `body_contains` narrows the fault to requests
+        whose body holds that text (one GraphQL operation, e.g. "createCommitOnBranch").
         """
         if times < 1:
             raise ValueError("times must be at least 1")
-        self.faults.add(Fault(method.upper(), re.compile(path_pattern), status, dict(headers or {}), body, times))
+        self.faults.add(Fault(method.upper(), re.compile(path_pattern), status, dict(headers or {}), body, times,
+                              after=after, body_contains=body_contains.encode() if body_contains else None))
 
     def inject_primary_rate_limit(self, method: str, path_pattern: str, *, reset_in_s: int = 60,
                                   status: int = 403, times: int = 1) -> int:

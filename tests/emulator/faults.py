@@ -49,6 +49,8 @@ class Fault:
     headers: dict[str, str]
     body: Any
     remaining: int
+    after: bool = False  # carry the request out first, then answer with the fault (a response lost on the way)
+    body_contains: bytes | None = None  # only requests whose body holds this (one GraphQL operation, say)
 
 
 class Faults:
@@ -62,11 +64,13 @@ class Faults:
         with self._lock:
             self._faults.append(fault)
 
-    def take(self, method: str, path: str) -> Fault | None:
+    def take(self, method: str, path: str, body: bytes = b"") -> Fault | None:
         """The fault for this request, counted as used (dropped when spent), or None."""
         with self._lock:
             for fault in self._faults:
-                if fault.method in ("*", method.upper()) and fault.pattern.fullmatch(path):
+                if fault.method in ("*", method.upper()) and fault.pattern.fullmatch(path) and (
+                    fault.body_contains is None or fault.body_contains in body
+                ):
                     fault.remaining -= 1
                     if fault.remaining <= 0:
                         self._faults.remove(fault)

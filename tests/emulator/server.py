@@ -94,8 +94,11 @@ def make_app(emu: GitHubEmulator) -> web.Application:
     @web.middleware
     async def record(request: web.Request, handler: Any) -> web.StreamResponse:
         rid, key = request_id(), _rate_key(emu, request)
-        fault = emu.faults.take(request.method, request.path)
-        if fault is not None:
+        fault = emu.faults.take(request.method, request.path, await request.read())
+        if fault is not None and fault.after:  # carried out, and then the answer is lost
+            await handle(request, handler)
+            response = _fault_response(fault, key, rid)
+        elif fault is not None:
             response = _fault_response(fault, key, rid)
         else:
             limit_headers, exceeded = emu.rate_limits.charge(*key) if key else ({}, False)

@@ -58,12 +58,22 @@ async def commit_progress(
         try:
             return await repo.commit(branch, head, files, headline, body), branch, dropped
         except StaleHead:
+            head = (await repo.head(branch)).oid
+            if _holds_session(await repo.read_file(history_path, head), facts.session_id):
+                # The branch moved by this session's own commit: it landed and only its answer was lost
+                # (a retried request found the head it had made). Committing again would make two.
+                log.info("branch %s already holds session %s's commit; not committing again", branch,
+                         facts.session_id)
+                return head, branch, dropped
             if attempt == COMMIT_ATTEMPTS:
                 raise
             log.info("branch %s moved; merging and retrying (attempt %d)", branch, attempt + 1)
             await asyncio.sleep(0.2 * 2**attempt)
-            head = (await repo.head(branch)).oid
     raise AssertionError("unreachable")
+
+
+def _holds_session(history: bytes | None, session_id: str) -> bool:
+    return any(line.get("session") == session_id for line in parse_history(history))
 
 
 def forget(

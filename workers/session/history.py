@@ -55,6 +55,10 @@ def parse_history(raw: bytes | None) -> list[dict[str, Any]]:
 
 
 def appended(raw: bytes | None, line: dict[str, Any]) -> bytes:
+    """The history with the session's line at its end, once: a line the same session wrote before (a
+    commit that landed without its answer) is not written twice."""
+    if line.get("session") is not None and any(old.get("session") == line["session"] for old in parse_history(raw)):
+        return raw or b""
     existing = raw or b""
     if existing and not existing.endswith(b"\n"):
         existing += b"\n"
