@@ -24,6 +24,7 @@ from app.settings import Settings
 from app.telemetry import TELEMETRY
 
 log = logging.getLogger(__name__)
+ROLE_NAMES = ("admin", "maintain", "write", "triage", "read")
 USER_AGENT = "retrain-app"
 RAW = "application/vnd.github.raw+json"
 
@@ -108,7 +109,7 @@ class GitHubClient:
     # -- issues and reactions ---------------------------------------------------------------------------
     @with_retries
     async def permission(self, repo: str, username: str) -> str:
-        """The user's repository permission: admin, write, read or none."""
+        """The user's repository role: admin, maintain, write, triage, read or none."""
         await self._authorize()
         owner, name = split_repo(repo)
         try:
@@ -120,7 +121,10 @@ class GitHubClient:
             if exc.status_code == HTTPStatus.NOT_FOUND:  # not a user GitHub knows: no permission at all
                 return "none"
             raise
-        return str(data.get("permission", "none"))
+        # `role_name` is the real role (maintain, triage, or a custom role's name); the legacy `permission`
+        # folds maintain into write and triage into read. A custom role counts as its legacy permission.
+        role = data.get("role_name")
+        return role if role in ROLE_NAMES else str(data.get("permission", "none"))
 
     @with_retries
     async def add_reaction(self, repo: str, comment_id: int, content: str) -> None:

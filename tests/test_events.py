@@ -244,3 +244,21 @@ def test_a_crash_after_the_session_was_queued_keeps_the_event_claimed(github, se
     emu.clear_faults()
     again = asyncio.run(handle_event(settings, "issue_comment", "d-early-redelivered", other, sent.append))
     assert again.startswith("enqueued") and len(sent) == 2
+
+
+@pytest.mark.parametrize(("needed", "role", "allowed"), [
+    ("maintain", "maintain", True), ("maintain", "write", False), ("triage", "triage", True),
+    ("triage", "read", False), ("write", "maintain", True),
+])
+def test_the_permission_asked_for_is_the_role_github_names(github, settings, needed: str, role: str,
+                                                           allowed: bool) -> None:
+    """The legacy `permission` field folds maintain into write and triage into read; `role_name` does not."""
+    emu, _ = github
+    config = emu.read_file(REPO, ".github/retrain.yml") + f"permission: {needed}\n".encode()
+    emu.commit_files(REPO, {".github/retrain.yml": config}, message=f"permission {needed}")
+    emu.set_permission(REPO, "carol", role)
+    outcome, sent = handle(settings, "/retrain ci", sender="carol")
+    assert outcome.startswith("enqueued" if allowed else "refused"), outcome
+    assert len(sent) == int(allowed)
+    if not allowed:
+        assert f"you have `{role}` permission" in emu.comments(REPO, 7)[0]["body"]
