@@ -262,3 +262,16 @@ def test_the_permission_asked_for_is_the_role_github_names(github, settings, nee
     assert len(sent) == int(allowed)
     if not allowed:
         assert f"you have `{role}` permission" in emu.comments(REPO, 7)[0]["body"]
+
+
+def test_a_dispatch_on_a_tag_is_refused_on_the_default_branch(github, settings) -> None:
+    emu, _ = github
+    listed = ".github/workflows/netrain-cached.yml"
+    list_workflow(emu, listed)
+    sent: list = []
+    payload = {**dispatch_payload(listed, training_type="ci"), "ref": "refs/tags/v1.0"}
+    outcome = asyncio.run(handle_event(settings, "workflow_dispatch", "dd-tag", payload, sent.append))
+    assert outcome == "rejected: malformed command" and sent == []
+    [check] = emu.check_runs(REPO)
+    assert (check["conclusion"], check["head_sha"]) == ("failure", emu.head(REPO))
+    assert "run on the tag `v1.0`" in check["output"]["summary"]

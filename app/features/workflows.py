@@ -60,6 +60,10 @@ def plan_dispatch(delivery_id: str, payload: dict[str, Any]) -> Decision:
                          str(payload["workflow"]), dispatch_key(payload))
     except (KeyError, TypeError, ValueError):
         return Ignore("payload lacks the repository, installation or workflow")
+    if ref.startswith("refs/tags/"):  # a tag is no branch to commit progress to: said on the default branch
+        tag = ref.removeprefix("refs/tags/")
+        return RejectCommand(replace(origin, ref=None), f"the workflow was run on the tag `{tag}`; Retrain trains "
+                             "and commits to a branch: run the workflow on a branch")
     inputs = payload.get("inputs") or {}
     if not isinstance(inputs, dict):
         return RejectCommand(origin, "workflow inputs must be an object")
