@@ -275,3 +275,16 @@ def test_real_beat_fires_a_due_entry_into_a_session_on_the_train_queue(github, s
     assert "Sending due task schedule:octo/demo:0 (retrain.scheduled_session)" in beat_log.read_text()
     fired = RedBeatSchedulerEntry.from_key(store.key(entry_name(REPO, 0)), app=store.app)
     assert fired.total_run_count >= 1 and fired.due_at > datetime.now(UTC) - timedelta(seconds=5)
+
+
+def test_one_repository_failing_on_graphql_spoils_no_other_repositorys_schedule(github, settings) -> None:
+    emu, _ = github
+    emu.add_repository("octo/broken", files={CONFIG: b"schedule: [{cron: '99 * * * *'}]\n"}, default_branch="main",
+                       installation_id=INSTALLATION_ID)
+    emu.commit_files(REPO, {CONFIG: TWO_ENTRIES.encode()})
+    refused = {"type": "FORBIDDEN", "path": ["repository"], "message": "Resource not accessible by integration"}
+    emu.inject_fault("POST", "/graphql", 200, body={"data": None, "errors": [refused]}, body_contains="broken",
+                     times=20)  # a GraphQL error (HTTP 200) where its invalid config's report reads the head
+    outcome = handle(settings, "installation", installation_event("created", ["octo/broken", REPO]))
+    assert "octo/broken: not updated" in outcome, outcome
+    assert crons(ScheduleStore.for_url(settings.redis_url)) == TWO_CRONS

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 from celery import Celery
 from celery.schedules import crontab
-from gidgethub import HTTPException
+from gidgethub import GitHubException  # REST (HTTPException) and GraphQL errors alike
 from redbeat.schedulers import RedBeatSchedulerEntry, ensure_conf, get_redis
 from redis import Redis
 from redis.lock import Lock
@@ -212,7 +212,7 @@ async def apply_schedules(
         for repo in decision.repos:
             try:
                 outcomes.append(await sync_repository(gh, store, decision.installation_id, repo, settings.limits))
-            except (HTTPException, aiohttp.ClientError) as exc:  # one unreadable repository spoils no other
+            except (GitHubException, aiohttp.ClientError) as exc:  # one unreadable repository spoils no other
                 log.warning("schedules of %s not updated: %s", repo, exc, extra={"repo": repo})
                 outcomes.append(f"{repo}: not updated ({type(exc).__name__})")
     return "schedules: " + "; ".join(outcomes)
