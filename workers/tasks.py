@@ -204,10 +204,15 @@ def session_messages(redis_url: str, ttl_s: int) -> SessionMessages:
 
 def admission(settings: Settings) -> Admission:
     return Admission(
-        SessionStarts(redis.Redis.from_url(settings.redis_url), settings.delivery_ttl_s), settings.limits,
+        session_starts(settings.redis_url, settings.delivery_ttl_s), settings.limits,
         budgets(settings.redis_url, settings.gpu_seconds_per_day),
         run_queue(settings.redis_url, settings.visibility_timeout_s),
     )
+
+
+@functools.cache
+def session_starts(redis_url: str, remember_s: int) -> SessionStarts:
+    return SessionStarts(redis.Redis.from_url(redis_url), remember_s)
 
 
 @functools.cache
