@@ -7,26 +7,32 @@ Tasks carry installation ids, never tokens; a client mints (or reuses) its own n
 from __future__ import annotations
 
 import base64
+import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
 import aiohttp
-from gidgethub import BadRequest, GitHubBroken, GraphQLException, sansio
+from gidgethub import BadRequest, GitHubBroken, GraphQLException, QueryError, sansio
 from gidgethub.aiohttp import GitHubAPI
 
+from app.errors import RetrainError
 from app.github_auth import InstallationToken, TokenCache
-from app.github_retry import with_retries
+from app.github_retry import GraphQLRateLimited, create_once, is_rate_limited, with_retries
 from app.settings import Settings
 from app.telemetry import TELEMETRY
 
 log = logging.getLogger(__name__)
+NOT_FAST_FORWARD = "not a fast forward"  # GitHub's 422 for a ref that moved: "Update is not a fast forward"
 ROLE_NAMES = ("admin", "maintain", "write", "triage", "read")
 USER_AGENT = "retrain-app"
 RAW = "application/vnd.github.raw+json"
+CLOCK_SKEW = timedelta(minutes=5)  # between this machine's clock and GitHub's `updated_at`
 
 HEAD_QUERY = """
 query($owner: String!, $name: String!, $qualifiedName: String!) {
@@ -45,7 +51,11 @@ mutation($input: CreateCommitOnBranchInput!) {
 
 
 class MeteredGitHubAPI(GitHubAPI):
-    """gidgethub's aiohttp client, counting calls by method and status and keeping the rate limit left."""
+    """gidgethub's aiohttp client, counting calls by method and status and keeping the rate limit left.
+
+    It also keeps what gidgethub drops from GraphQL answers and GitHub's rate-limit rules need: the headers
+    of a 403/429 (`retry-after` of a secondary limit; gidgethub's BadGraphQLRequest carries none) and the
+    reset of a RATE_LIMITED answer."""
 
     async def _request(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
@@ -56,7 +66,28 @@ class MeteredGitHubAPI(GitHubAPI):
         if remaining is not None and remaining.isdigit():
             resource = response_headers.get("x-ratelimit-resource", "core")
             TELEMETRY.gauge("retrain_github_rate_limit_remaining", float(remaining), resource=resource)
+        if method == "POST" and url.endswith("/graphql") and status in (HTTPStatus.FORBIDDEN, 429):
+            raise BadRequest(HTTPStatus(status), _message_of(data), headers=response_headers)
         return status, response_headers, data
+
+    async def graphql(self, query: str, *, endpoint: str = "https://api.github.com/graphql", **variables: Any) -> Any:
+        try:
+            return await super().graphql(query, endpoint=endpoint, **variables)
+        except QueryError as exc:
+            if not is_rate_limited(exc):
+                raise
+            # gidgethub read this answer's rate-limit headers into self.rate_limit just before raising.
+            reset = self.rate_limit.reset_datetime.timestamp() if self.rate_limit is not None else None
+            raise GraphQLRateLimited(exc.response, reset) from exc
+
+
+def _message_of(data: bytes) -> str:
+    """GitHub's error message from a JSON error body, for the exception (never the request)."""
+    try:
+        message = json.loads(data).get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message) if message else data[:200].decode(errors="replace")
 
 
 class StaleHead(RuntimeError):
@@ -65,6 +96,11 @@ class StaleHead(RuntimeError):
 
 class BranchNotFound(RuntimeError):
     pass
+
+
+class CommitRefused(RetrainError):
+    """GitHub refused the ref update for another reason than a moved branch: branch protection, a ruleset,
+    required checks or signatures. Retrying cannot help; the person who set the rule can."""
 
 
 @dataclass(frozen=True)
@@ -136,23 +172,58 @@ class GitHubClient:
             data={"content": content},
         )
 
-    @with_retries
     async def create_comment(self, repo: str, issue_number: int, body: str) -> dict[str, Any]:
-        await self._authorize()
+        """One comment, even when an attempt's answer is lost: the body ends with an invisible marker, looked
+        for among the issue's recent comments before posting again."""
         owner, name = split_repo(repo)
-        return await self.gh.post(
-            "/repos/{owner}/{repo}/issues/{issue_number}/comments",
-            {"owner": owner, "repo": name, "issue_number": issue_number},
-            data={"body": body},
-        )
+        where = {"owner": owner, "repo": name, "issue_number": issue_number}
+        marker = f"<!-- retrain:{uuid.uuid4().hex} -->"
+        since = (datetime.now(UTC) - CLOCK_SKEW).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        async def post() -> dict[str, Any]:
+            await self._authorize()
+            return await self.gh.post("/repos/{owner}/{repo}/issues/{issue_number}/comments", where,
+                                      data={"body": f"{body}\n\n{marker}"})
+
+        async def find() -> dict[str, Any] | None:
+            await self._authorize()
+            async for comment in self.gh.getiter(
+                "/repos/{owner}/{repo}/issues/{issue_number}/comments{?since,per_page}",
+                {**where, "since": since, "per_page": 100},
+            ):
+                if marker in str(comment.get("body") or ""):
+                    return dict(comment)
+            return None
+
+        return await create_once(post, find)
 
     # -- check runs -------------------------------------------------------------------------------------
-    @with_retries
-    async def create_check_run(self, repo: str, **fields: Any) -> CheckRun:
-        await self._authorize()
-        owner, name = split_repo(repo)
-        data = await self.gh.post("/repos/{owner}/{repo}/check-runs", {"owner": owner, "repo": name}, data=fields)
-        return CheckRun(int(data["id"]), data.get("html_url"))
+    async def create_check_run(self, repo: str, *, name: str, head_sha: str, external_id: str,
+                               **fields: Any) -> CheckRun:
+        """One check run, even when an attempt's answer is lost: `external_id` (unique per call) is looked for
+        among the commit's check runs of that name before creating again — a second, forever-queued check run
+        would block a required check."""
+        owner, repo_name = split_repo(repo)
+        where = {"owner": owner, "repo": repo_name}
+
+        async def post() -> CheckRun:
+            await self._authorize()
+            data = await self.gh.post("/repos/{owner}/{repo}/check-runs", where, data={
+                "name": name, "head_sha": head_sha, "external_id": external_id, **fields})
+            return CheckRun(int(data["id"]), data.get("html_url"))
+
+        async def find() -> CheckRun | None:
+            await self._authorize()
+            async for run in self.gh.getiter(
+                "/repos/{owner}/{repo}/commits/{ref}/check-runs{?check_name,filter,per_page}",
+                {**where, "ref": head_sha, "check_name": name, "filter": "all", "per_page": 100},
+                iterable_key="check_runs",
+            ):
+                if run.get("external_id") == external_id:
+                    return CheckRun(int(run["id"]), run.get("html_url"))
+            return None
+
+        return await create_once(post, find)
 
     @with_retries
     async def update_check_run(self, repo: str, check_run_id: int, **fields: Any) -> None:
@@ -234,6 +305,8 @@ class GitHubClient:
         except GraphQLException as exc:
             if _is_stale(exc):
                 raise StaleHead(f"{repo}@{branch} moved past {expected_head[:12]}") from exc
+            if is_rate_limited(exc):  # waited out as long as GitHub's rules allow: another API is no way round
+                raise
             log.warning("createCommitOnBranch failed on %s (%s); committing through the Git Data API", repo, exc)
         return await self._commit_git_data(repo, branch, expected_head, files, f"{headline}\n\n{body}")
 
@@ -278,15 +351,25 @@ class GitHubClient:
             "/repos/{owner}/{repo}/git/commits", where,
             data={"message": message, "tree": tree["sha"], "parents": [expected_head]},
         )
+        # A non-forced update only asks for a fast-forward: had a force-push rewound the branch to an
+        # ancestor of `expected_head`, it would publish again the commits that push removed. Compare first.
+        ref = await self.gh.getitem("/repos/{owner}/{repo}/git/ref/{+ref}", {**where, "ref": f"heads/{branch}"})
+        if ref["object"]["sha"] != expected_head:
+            raise StaleHead(f"{repo}@{branch} moved past {expected_head[:12]}")
         try:
             await self.gh.patch(
                 "/repos/{owner}/{repo}/git/refs/{+ref}", {**where, "ref": f"heads/{branch}"},
                 data={"sha": commit["sha"], "force": False},
             )
         except BadRequest as exc:
-            if exc.status_code == HTTPStatus.UNPROCESSABLE_ENTITY:  # "Update is not a fast forward"
+            if exc.status_code != HTTPStatus.UNPROCESSABLE_ENTITY:
+                raise
+            if NOT_FAST_FORWARD in str(exc):
                 raise StaleHead(f"{repo}@{branch} moved past {expected_head[:12]}") from exc
-            raise
+            raise CommitRefused(f"GitHub refused the commit to `{branch}`: {exc}. Nothing was committed and "
+                                "the trained checkpoint is kept in the store; let the App push to this branch "
+                                "(branch protection or rulesets), or set `branch:` in .github/retrain.yml to "
+                                "one it may push to, and run the session again.") from exc
         return str(commit["sha"])
 
     # -- plumbing ---------------------------------------------------------------------------------------

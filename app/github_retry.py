@@ -1,8 +1,14 @@
 """When to retry a GitHub call and how long to wait, with tenacity doing the retrying.
 
-GitHub's rules: a secondary rate limit (403 or 429) says `retry-after`; a primary one says
-`x-ratelimit-remaining: 0` and `x-ratelimit-reset`; without either, a 429 means wait at least a minute;
-5xx and dropped connections deserve a few jittered retries. Any other 4xx is a real answer.
+GitHub's rules ("Rate limits for the REST API", "Rate limits and node limits for the GraphQL API"):
+- a secondary rate limit (403 or 429, REST and GraphQL alike) says `retry-after`; without it, wait at
+  least a minute (a 429, or a 403 whose message names the secondary limit);
+- a primary one says `x-ratelimit-remaining: 0` and `x-ratelimit-reset` (REST: 403/429; GraphQL: a 200
+  whose errors say RATE_LIMITED, with the same headers: `GraphQLRateLimited` carries the reset);
+- 5xx and dropped connections deserve a few jittered retries. Any other 4xx is a real answer.
+
+A retried request may already have been carried out when only its answer was lost (`ambiguous`): calls
+that create something use `create_once`, which looks for what the lost attempt made before making it again.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -24,6 +31,24 @@ MAX_WAIT_S = 15 * 60  # a limit that resets later than this ends the task; the f
 _backoff = wait_random_exponential(multiplier=0.5, max=30)
 
 T = TypeVar("T")
+SECONDARY_LIMIT = re.compile(r"secondary rate limit", re.IGNORECASE)
+GRAPHQL_LIMIT_FALLBACK_S = 60.0  # a RATE_LIMITED answer that names no reset: GitHub's minute
+
+
+class GraphQLRateLimited(QueryError):
+    """A GraphQL primary rate limit (HTTP 200, errors of type RATE_LIMITED), with the reset its headers gave,
+    which gidgethub's QueryError drops."""
+
+    def __init__(self, response: dict[str, Any], reset_epoch: float | None) -> None:
+        super().__init__(response)
+        self.reset_epoch = reset_epoch
+
+
+def is_rate_limited(exc: BaseException) -> bool:
+    """A GraphQL answer of type RATE_LIMITED: a limit to wait out, not a reason to try another API."""
+    if not isinstance(exc, QueryError):
+        return False
+    return any(e.get("type") == "RATE_LIMITED" for e in (exc.response or {}).get("errors") or [])
 
 
 def requested_wait_s(exc: BaseException, now: float | None = None) -> float | None:
@@ -31,8 +56,12 @@ def requested_wait_s(exc: BaseException, now: float | None = None) -> float | No
     if isinstance(exc, aiohttp.ClientConnectionError | asyncio.TimeoutError | GitHubBroken):
         return 0.0
     if isinstance(exc, QueryError):
-        errors = (exc.response or {}).get("errors") or []
-        return 60.0 if any(e.get("type") == "RATE_LIMITED" for e in errors) else None
+        if not is_rate_limited(exc):
+            return None
+        reset = getattr(exc, "reset_epoch", None)
+        if reset is None:
+            return GRAPHQL_LIMIT_FALLBACK_S
+        return max(reset - (now or time.time()), 0.0) + 1.0
     if not isinstance(exc, HTTPException):
         return None
     status = int(exc.status_code)
@@ -44,7 +73,15 @@ def requested_wait_s(exc: BaseException, now: float | None = None) -> float | No
     if headers.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in headers:
         reset = _number(headers["x-ratelimit-reset"])
         return None if reset is None else max(reset - (now or time.time()), 0.0) + 1.0
-    return 60.0 if status == 429 else None
+    if status == 429 or SECONDARY_LIMIT.search(str(exc)):  # a secondary limit that says no retry-after
+        return 60.0
+    return None
+
+
+def ambiguous(exc: BaseException) -> bool:
+    """Whether the request may have been carried out although it failed: its answer was lost (a dropped
+    connection, a timeout) or GitHub broke while answering (5xx). A rate limit or 4xx refused it unseen."""
+    return isinstance(exc, aiohttp.ClientConnectionError | asyncio.TimeoutError | GitHubBroken)
 
 
 def _number(value: str) -> float | None:
@@ -81,3 +118,25 @@ def with_retries(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
         raise AssertionError("unreachable")
 
     return wrapper
+
+
+async def create_once(create: Callable[[], Awaitable[T]], find: Callable[[], Awaitable[T | None]]) -> T:
+    """`create`, retried like `with_retries`; after an ambiguous failure, `find` first looks for what the
+    lost attempt may have made (a marker in a comment, a check run's external id) and returns it instead
+    of making a second one."""
+    maybe_made = False
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(_retryable), wait=_wait, stop=stop_after_attempt(MAX_ATTEMPTS), reraise=True
+    ):
+        with attempt:
+            if maybe_made:
+                found = await find()
+                if found is not None:
+                    log.info("a lost answer had made it after all; not creating it again")
+                    return found
+            try:
+                return await create()
+            except BaseException as exc:
+                maybe_made = maybe_made or ambiguous(exc)
+                raise
+    raise AssertionError("unreachable")

@@ -47,7 +47,7 @@ def test_a_permitted_command_reacts_and_enqueues_exactly_this_message(github, se
     assert outcome.startswith("enqueued session")
     assert emu.reactions(REPO, 77) == ["eyes"]
     assert (check["status"], check["name"], check["external_id"], check["head_sha"]) == (
-        "queued", "Retrain (ci)", "retrain:ci", emu.head(REPO),
+        "queued", "Retrain (ci)", f"retrain:ci:{session_id_for(f'issue_comment:{REPO}:77')}", emu.head(REPO),
     )
     [reply] = emu.comments(REPO, 7)
     assert "queued" in reply["body"] and check["html_url"] in reply["body"]

@@ -1,8 +1,12 @@
 """The "Retrain" button on Retrain's own check runs, and "Re-run": both start a new session of the
-same profile. Check runs carry `retrain:<profile>` as external id so that they can be recognised."""
+same profile. Check runs carry `retrain:<profile>:<session>` as external id so that they can be recognised
+(and, the session making it unique, found again when the answer to creating one was lost); check runs of
+earlier versions carry `retrain:<profile>`. Profile names hold no ':'. Notices (failed check runs that
+report a problem) carry `notice:<nonce>`, which no button acts on."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from app.features.decisions import Decision, Ignore, Origin, StartTraining
@@ -11,8 +15,19 @@ EXTERNAL_ID_PREFIX = "retrain:"
 RETRAIN_ACTION = "retrain"
 
 
-def external_id(profile: str) -> str:
-    return f"{EXTERNAL_ID_PREFIX}{profile}"
+NOTICE_PREFIX = "notice:"
+
+
+def external_id(profile: str, session_id: str) -> str:
+    return f"{EXTERNAL_ID_PREFIX}{profile}:{session_id}"
+
+
+def notice_id() -> str:
+    return f"{NOTICE_PREFIX}{uuid.uuid4().hex}"
+
+
+def profile_of(ext: str) -> str:
+    return ext.removeprefix(EXTERNAL_ID_PREFIX).partition(":")[0]
 
 
 def plan_check_run(delivery_id: str, payload: dict[str, Any]) -> Decision:
@@ -37,4 +52,4 @@ def plan_check_run(delivery_id: str, payload: dict[str, Any]) -> Decision:
         )
     except (KeyError, TypeError, ValueError):
         return Ignore("payload lacks the repository or installation")
-    return StartTraining(origin, ext.removeprefix(EXTERNAL_ID_PREFIX))
+    return StartTraining(origin, profile_of(ext))

@@ -197,7 +197,8 @@ class GitHubEmulator:
         {"message": "Server Error"}. Such requests are recorded (RecordedCall.fault) and change nothing;
         with `after`, the request is carried out first and only its answer is the fault (a response lost on
         the way back, the case a retry must not repeat). `body_contains` narrows the fault to requests
-        whose body holds that text (one GraphQL operation, e.g. "createCommitOnBranch").
+        whose body holds that text (one GraphQL operation, e.g. "createCommitOnBranch"). Status
+        `DROP_CONNECTION` (0) sends no answer at all: the connection is aborted.
         """
         if times < 1:
             raise ValueError("times must be at least 1")

@@ -32,6 +32,7 @@ SECONDARY_DOCS = ("https://docs.github.com/free-pro-team@latest/rest/overview/ra
                   "#about-secondary-rate-limits")
 LIMITS = {"installation": 5000, "app": 5000, "client": 60}
 WINDOW_S = 3600
+DROP_CONNECTION = 0  # a fault "status" that answers nothing: the connection is aborted
 
 
 def request_id() -> str:

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import apps, checks, gitdata, hooks, rest
+from . import apps, checks, gitdata, hooks, listing, rest
 from .auth import AuthError, bearer
-from .faults import Fault, default_body, fault_headers, primary_limit_body, request_id
+from .faults import DROP_CONNECTION, Fault, default_body, fault_headers, primary_limit_body, request_id
 from .graphql_api import Context, run_graphql
 from .openapi import Operation
 from .state import GITHUB_COMMITTER
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 _GRAPHQL_OP: Any = web.RequestKey("graphql_operation", str) if hasattr(web, "RequestKey") else "graphql_operation"
 _TARBALL_NO_REF = re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/tarball/?$")
 HANDLERS: dict[tuple[str, str], rest.Handler] = {**rest.HANDLERS, **checks.HANDLERS, **gitdata.HANDLERS,
-                                                 **hooks.HANDLERS, **apps.HANDLERS}
+                                                 **hooks.HANDLERS, **apps.HANDLERS, **listing.HANDLERS}
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,8 @@ def _who(key: tuple[str, str, str] | None) -> str:
 
 
 def _fault_response(fault: Fault, key: tuple[str, str, str] | None, rid: str) -> web.StreamResponse:
+    if fault.status == DROP_CONNECTION:
+        return web.Response(status=502)  # never sent: the connection is aborted
     headers = fault_headers(fault.status, fault.headers, key[2] if key else "core")
     body = fault.body if fault.body is not None else default_body(fault.status, headers, who=_who(key), rid=rid)
     if isinstance(body, str | bytes):
@@ -98,8 +100,12 @@ def make_app(emu: GitHubEmulator) -> web.Application:
         if fault is not None and fault.after:  # carried out, and then the answer is lost
             await handle(request, handler)
             response = _fault_response(fault, key, rid)
+            if fault.status == DROP_CONNECTION and request.transport is not None:
+                request.transport.abort()  # no answer at all: the client sees the connection go
         elif fault is not None:
             response = _fault_response(fault, key, rid)
+            if fault.status == DROP_CONNECTION and request.transport is not None:
+                request.transport.abort()
         else:
             limit_headers, exceeded = emu.rate_limits.charge(*key) if key else ({}, False)
             if exceeded:
@@ -113,7 +119,8 @@ def make_app(emu: GitHubEmulator) -> web.Application:
             body = json.loads(raw) if raw.strip() else None
         except ValueError:
             body = None
-        emu.calls.append(RecordedCall(request.method, request.path, dict(request.query), body, response.status,
+        status = DROP_CONNECTION if fault is not None and fault.status == DROP_CONNECTION else response.status
+        emu.calls.append(RecordedCall(request.method, request.path, dict(request.query), body, status,
                                       request.get(_GRAPHQL_OP), fault is not None))
         return response
 

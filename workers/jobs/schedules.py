@@ -29,6 +29,7 @@ from redis.lock import Lock
 
 from app import check_output
 from app.errors import ConfigError
+from app.features.check_runs import notice_id
 from app.features.decisions import RemoveSchedules, SyncSchedules
 from app.github import GitHubClient, installation_client
 from app.github_auth import TokenCache
@@ -241,6 +242,7 @@ async def report_invalid(gh: GitHubClient, repo: str, reason: str, kept: int) ->
     head = await gh.branch_head(repo, None)
     still = f"The {kept} schedule entries of the last valid config keep running." if kept else "No schedule runs."
     await gh.create_check_run(
-        repo, name=check_output.CHECK_NAME, head_sha=head.oid, status="completed", conclusion="failure",
+        repo, name=check_output.CHECK_NAME, head_sha=head.oid, external_id=notice_id(), status="completed",
+        conclusion="failure",
         output={"title": f"Schedule not updated: {CONFIG_PATH} is invalid", "summary": f"{reason}\n\n{still}"},
     )
