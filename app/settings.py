@@ -64,6 +64,14 @@ class Settings(BaseSettings):
         default=60.0, gt=0,
         description="Lease on a (repository, run): a dead worker's run is free again after this long.",
     )
+    event_retries: int = Field(
+        default=6, ge=0, le=20,
+        description="How often the events worker tries again to carry out a command after GitHub or Redis "
+        "failed past the per-call retries (backoff doubling from event_retry_s, jittered).",
+    )
+    event_retry_s: float = Field(
+        default=15.0, gt=0, le=600, description="The first wait before an events task tries again.",
+    )
     busy_retry_s: float = Field(
         default=30.0, gt=0, description="How often a follow-up session checks whether its run is free."
     )

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from app.github_retry import MAX_ATTEMPTS
 from tests.conftest import REPO
 from tests.emulator import GitHubEmulator
 from tests.payloads import comment_event
@@ -34,7 +35,7 @@ from workers.jobs.events import session_id_for
 RUN = "nanecho-cached-ci"
 RUN_DIR = f".training-progress/{RUN}"
 SESSION_TIMEOUT = 240
-FAST_LEASES = {"RETRAIN_LOCK_TTL_S": "2", "RETRAIN_BUSY_RETRY_S": "0.5"}
+FAST_LEASES = {"RETRAIN_LOCK_TTL_S": "2", "RETRAIN_BUSY_RETRY_S": "0.5", "RETRAIN_EVENT_RETRY_S": "0.5"}
 
 
 @pytest.fixture
@@ -130,6 +131,25 @@ def test_ten_concurrent_duplicate_deliveries_make_one_session(github, services, 
     assert len(progress_commits(emu)) == 1 and len(emu.check_runs(REPO)) == 1
     assert len(history(emu)) == 1
     fault_report("the same delivery posted 10 times at once", "one 202 and nine 200s, exactly one session and commit")
+
+
+def test_a_command_survives_github_failing_past_the_per_call_retries(github, services, fault_report) -> None:
+    """GitHub answers 502 to every retry of one call: the receiver had answered 202, so GitHub will never
+    send this delivery again; the events task itself must try again later, and nothing happens twice."""
+    emu, _ = github
+    emu.inject_fault("GET", r"/repos/octo/demo/collaborators/alice/permission", 502, times=MAX_ATTEMPTS)
+    emu.inject_fault("POST", r"/repos/octo/demo/check-runs", 502, after=True)  # and a lost answer on the way
+    assert post(services.web, comment("/retrain ci max_iters=40", 931), delivery="flaky-github") == 202
+    wait_until(lambda: completed_checks(emu), SESSION_TIMEOUT, "the session", services.train_log)
+    time.sleep(1.0)  # room for a second session or check run to show up
+    assert len(progress_commits(emu)) == 1 and [h["session"] for h in history(emu)] == [session_of(931)]
+    [check] = emu.check_runs(REPO)
+    assert check["conclusion"] == "success"
+    replies = [c["body"] for c in emu.comments(REPO, 7)]
+    assert sum("is queued" in b for b in replies) == 1, replies
+    assert "trying again" in services.events_log.read_text()
+    fault_report(f"GitHub 502 on all {MAX_ATTEMPTS} tries of the permission check, then a check run's answer lost",
+                 "events task tried again later; one check run, one reply, one commit")
 
 
 def test_five_concurrent_comments_run_one_at_a_time_and_lose_nothing(github, services, tmp_path,

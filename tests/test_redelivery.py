@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from app.github_retry import MAX_ATTEMPTS
 from app.settings import Settings
 from workers.jobs import redelivery
 from workers.jobs.redelivery import redeliver_failed, select_redeliveries
@@ -84,3 +85,14 @@ def test_overlapping_runs_ask_once_and_a_refused_redelivery_is_not_retried(githu
     assert asyncio.run(redeliver_failed(settings)) == []
     assert asyncio.run(redeliver_failed(settings)) == []  # claimed: at most once, even when refused
     assert gone not in emu.redelivery_requests
+
+
+def test_a_redelivery_whose_ask_fails_is_asked_again_by_the_next_run(github, settings, clean_redis) -> None:
+    """At least once: GitHub broke on every retry of the ask, so the claim is let go and the next run asks."""
+    emu, _ = github
+    lost = emu.add_hook_delivery(guid="g-lost", event="issue_comment", action="created")
+    emu.inject_fault("POST", rf"/app/hook/deliveries/{lost}/attempts", 502, times=MAX_ATTEMPTS)
+    assert asyncio.run(redeliver_failed(settings)) == []
+    assert lost not in emu.redelivery_requests and clean_redis.get("retrain:redelivered:g-lost") is None
+    assert asyncio.run(redeliver_failed(settings)) == [lost]
+    assert emu.redelivery_requests == [lost]

@@ -20,6 +20,7 @@ from app.github_auth import EVENTS_PERMISSIONS, TokenCache
 from app.log_setup import bound
 from app.repo_config import CONFIG_PATH, parse_repo_config
 from app.settings import Settings
+from app.telemetry import TELEMETRY
 from app.telemetry import configure as configure_telemetry
 from workers.celery_app import (
     EVENTS_TASK,
@@ -39,7 +40,7 @@ from workers.coordination.orphans import SessionMessages, recover_orphans
 from workers.coordination.run_lock import RunBusy, RunLocks
 from workers.coordination.run_queue import RunQueue
 from workers.coordination.starts import SessionStarts
-from workers.jobs.events import Admission, EnqueueSession, Feedback, handle_event, start
+from workers.jobs.events import Admission, EnqueueSession, Feedback, handle_event, start, wait_before_retry_s
 from workers.jobs.redelivery import redeliver_failed
 from workers.jobs.schedules import ScheduleStore, schedule_specs
 
@@ -71,14 +72,30 @@ def enqueue_session(message: dict[str, Any], recoveries: int = 0) -> None:
                          time_limit=soft + settings.hard_limit_grace_s)
 
 
-@celery_app.task(name=EVENTS_TASK)
-def handle_event_task(event: str, delivery_id: str, payload: dict[str, Any]) -> str:
+@celery_app.task(name=EVENTS_TASK, bind=True, max_retries=None)
+def handle_event_task(self: Any, event: str, delivery_id: str, payload: dict[str, Any]) -> str:
+    """Carried out again, with backoff, after a transient GitHub or Redis failure (workers/jobs/events.py
+    `wait_before_retry_s`), at most `settings.event_retries` times, and only while nothing was done that a
+    second go would repeat; then it fails loudly, logged with the delivery it loses."""
     settings = Settings()
+    acted: list[str] = []
     with bound(delivery_id=delivery_id, event=event):
-        outcome = asyncio.run(
-            handle_event(settings, event, delivery_id, payload, enqueue_session, TOKENS, schedules=SCHEDULES,
-                         live=live_sessions(settings.redis_url), admission=admission(settings))
-        )
+        try:
+            outcome = asyncio.run(
+                handle_event(settings, event, delivery_id, payload, enqueue_session, TOKENS, schedules=SCHEDULES,
+                             live=live_sessions(settings.redis_url), admission=admission(settings), acted=acted)
+            )
+        except Exception as exc:
+            wait = wait_before_retry_s(exc, self.request.retries, settings.event_retry_s)
+            if wait is not None and not acted and self.request.retries < settings.event_retries:
+                log.warning("delivery %s (%s) failed (%s); trying again in %.0fs (%d of %d)", delivery_id, event,
+                            type(exc).__name__, wait, self.request.retries + 1, settings.event_retries)
+                raise self.retry(countdown=wait, exc=exc) from exc
+            TELEMETRY.count("retrain_events_failed_total", event=event)
+            log.error("delivery %s (%s) failed for good after %d attempt(s)%s: %s", delivery_id, event,
+                      self.request.retries + 1, f" (already done: {', '.join(acted)})" if acted else "",
+                      type(exc).__name__, exc_info=True)
+            raise
         log.info("delivery %s (%s): %s", delivery_id, event, outcome)
     return outcome
 

@@ -6,6 +6,7 @@ Runs on the CPU `events` queue; fast, no training stack.
 from __future__ import annotations
 
 import logging
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import redis
 from app import check_output, replies
 from app.errors import ConfigError
 from app.features import plan
-from app.features.check_runs import external_id
+from app.features.check_runs import external_id, notice_id
 from app.features.decisions import (
     CancelSessions,
     Ignore,
@@ -32,6 +33,7 @@ from app.features.decisions import (
 )
 from app.github import GitHubClient, installation_client
 from app.github_auth import EVENTS_PERMISSIONS, TokenCache
+from app.github_retry import requested_wait_s
 from app.limits import Limits, profile_problems
 from app.repo_config import CONFIG_PATH, RepoConfig, parse_repo_config
 from app.settings import Settings
@@ -43,6 +45,7 @@ from workers.coordination.starts import SessionStarts
 from workers.jobs.schedules import ScheduleStore, apply_schedules
 
 log = logging.getLogger(__name__)
+MAX_EVENT_WAIT_S = 15 * 60
 SESSION_NAMESPACE = uuid.UUID("0b5e3c59-8d0f-4d2b-9a55-2f1f8b6f6a10")
 
 EnqueueSession = Callable[[dict[str, Any]], None]
@@ -70,6 +73,21 @@ def signed_age_s(origin: Origin, now: float | None = None) -> float | None:
     return (time.time() if now is None else now) - signed.timestamp()
 
 
+def wait_before_retry_s(exc: BaseException, retries: int, first_wait_s: float, rand: random.Random | None = None
+                        ) -> float | None:
+    """How long an events task waits before carrying the event out again after `exc`; None: not again.
+
+    GitHub's transient answers (5xx, dropped connections, rate limits; see app/github_retry.py) and Redis
+    unreachable are worth another go once the per-call retries gave up: the receiver answered 202 already, so
+    GitHub counts the delivery a success and will never send it again. Doubling from `first_wait_s`,
+    jittered over its upper half, never sooner than GitHub asked."""
+    asked = 0.0 if isinstance(exc, redis.ConnectionError | redis.TimeoutError) else requested_wait_s(exc)
+    if asked is None:
+        return None
+    backoff = min(first_wait_s * 2**retries, MAX_EVENT_WAIT_S)
+    return max(asked, (rand or random).uniform(backoff / 2, backoff))
+
+
 @dataclass(frozen=True)
 class Admission:
     """What an event passes before it is carried out (it is new, not a replayed body), and a session before
@@ -92,9 +110,11 @@ class Admission:
 async def handle_event(
     settings: Settings, event: str, delivery_id: str, payload: dict[str, Any], enqueue_session: EnqueueSession,
     tokens: TokenCache | None = None, schedules: ScheduleStore | None = None, live: LiveSessions | None = None,
-    admission: Admission | None = None,
+    admission: Admission | None = None, acted: list[str] | None = None,
 ) -> str:
-    """The outcome in a few words (logged by the task)."""
+    """The outcome in a few words (logged by the task). `acted` collects what was done that carrying the
+    event out again would do twice (a session enqueued, a cancel asked): only with it empty may a failed
+    event be tried again."""
     decision = plan(event, delivery_id, payload)
     if isinstance(decision, Ignore):
         return f"ignored: {decision.reason}"
@@ -110,7 +130,7 @@ async def handle_event(
     earlier = admission.starts.claim(event_id, delivery)
     if earlier is not None:  # the same signed event under another delivery id: a replay, answered with silence
         return f"ignored: this event was handled under delivery {earlier}; a replay does nothing"
-    acted: list[str] = []  # what was done that a second carrying out would do again
+    acted = [] if acted is None else acted
 
     def enqueue(message: dict[str, Any]) -> None:
         enqueue_session(message)
@@ -196,7 +216,7 @@ async def start(
         head_sha = origin.head_sha or (await gh.branch_head(origin.repo, config.branch or origin.ref)).oid
         check = await gh.create_check_run(
             origin.repo, name=check_output.check_name(decision.profile), head_sha=head_sha, status="queued",
-            external_id=external_id(decision.profile),
+            external_id=external_id(decision.profile, session_id),
             output=check_output.queued_output(decision.profile, origin.trigger, origin.sender),
         )
         enqueue(
@@ -254,6 +274,6 @@ class Feedback:
             return
         head = self._origin.head_sha or (await self._gh.branch_head(self._origin.repo, self._origin.ref)).oid
         await self._gh.create_check_run(
-            self._origin.repo, name=check_output.CHECK_NAME, head_sha=head, status="completed",
-            conclusion="failure", output=check_output.failed_output(summary),
+            self._origin.repo, name=check_output.CHECK_NAME, head_sha=head, external_id=notice_id(),
+            status="completed", conclusion="failure", output=check_output.failed_output(summary),
         )

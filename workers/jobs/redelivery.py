@@ -4,8 +4,9 @@ recent deliveries (`GET /app/hook/deliveries`, App JWT) and ask once for a redel
 (`POST /app/hook/deliveries/{id}/attempts`).
 
 "Once" holds across runs and processes: a guid is claimed in Redis with SET NX, kept longer than the
-window looked back on, before its redelivery is asked for. A redelivery keeps the guid, so should one
-ever arrive twice, the receiver's delivery dedupe drops the second.
+window looked back on, before its redelivery is asked for, and released again when asking fails, so the
+next run asks again (at least once). A redelivery keeps the guid, so should one ever arrive twice (an
+ask whose answer was lost, asked again), the receiver's delivery dedupe drops the second.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from gidgethub import HTTPException, sansio
 from gidgethub.apps import get_jwt
 
 from app.github import USER_AGENT
-from app.github_retry import with_retries
+from app.github_retry import requested_wait_s, with_retries
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,14 @@ class AppDeliveries:
             sansio.decipher_response(resp.status, resp.headers, await resp.read())
 
 
+RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+async def release(claims: aioredis.Redis, claim: str, delivery_id: int) -> None:
+    """Give the claim up, if it is still this run's (one script: a get-then-delete could drop another's)."""
+    await claims.eval(RELEASE, 1, claim, str(delivery_id))
+
+
 async def redeliver_failed(settings: Settings, *, now: datetime | None = None, lookback: timedelta = LOOKBACK) -> list[
     int
 ]:
@@ -111,15 +120,21 @@ async def redeliver_failed(settings: Settings, *, now: datetime | None = None, l
             api = AppDeliveries(session, settings)
             for delivery in select_redeliveries(await api.since(now - lookback), now=now, lookback=lookback):
                 guid, delivery_id = str(delivery["guid"]), int(delivery["id"])
-                # Claimed before asking: at most once, even if asking fails or two runs overlap.
-                if not await claims.set(CLAIM_KEY.format(guid), delivery_id, nx=True, ex=CLAIM_TTL_S):
+                # Claimed before asking: two overlapping runs ask once between them.
+                claim = CLAIM_KEY.format(guid)
+                if not await claims.set(claim, delivery_id, nx=True, ex=CLAIM_TTL_S):
                     continue
                 extra = {"guid": guid, "delivery_id": delivery_id, "event": delivery.get("event")}
                 try:
                     await api.redeliver(delivery_id)
-                except (HTTPException, aiohttp.ClientError) as exc:
-                    log.warning("redelivery of %s (%s) refused: %s; not asking again", delivery_id, guid, exc,
-                                extra=extra)
+                except (HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+                    if requested_wait_s(exc) is None:  # a real answer (404: the delivery is gone): final
+                        log.warning("redelivery of %s (%s) refused: %s; not asking again", delivery_id, guid, exc,
+                                    extra=extra)
+                        continue
+                    await release(claims, claim, delivery_id)
+                    log.warning("redelivery of %s (%s) failed: %s; the next run asks again", delivery_id, guid,
+                                exc, extra=extra)
                     continue
                 log.info("asked GitHub to redeliver %s (%s, %s)", delivery_id, guid, delivery.get("event"),
                          extra=extra)
