@@ -4,20 +4,26 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import json
+import uuid
 from typing import Any
 
+import orjson
+import redis
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.features import plan
-from app.features.decisions import Ignore
+from app.features.decisions import Ignore, RemoveSchedules, SyncSchedules
+from app.features.well_formed import problem
 from app.server import create_app, signature_for
 from app.settings import Settings
 from tests.conftest import INSTALLATION_ID, REPO, fixtures_dir
 from tests.payloads import comment_event
+from workers.celery_app import EVENTS_QUEUE, EVENTS_TASK
 from workers.jobs.events import handle_event
 
 SECRET = "hostile-test-secret"
@@ -59,9 +65,9 @@ def paths(value: Any, prefix: tuple = ()) -> list[tuple]:
 
 
 @st.composite
-def mutated(draw: st.DrawFn) -> tuple[str, Any]:
+def mutated(draw: st.DrawFn, examples: list[tuple[str, dict[str, Any]]] | None = None) -> tuple[str, Any]:
     """A real payload with a few subtrees replaced by arbitrary JSON or deleted; sometimes the whole body."""
-    event, payload = draw(st.sampled_from(EXAMPLES))
+    event, payload = draw(st.sampled_from(examples or EXAMPLES))
     payload = copy.deepcopy(payload)
     if draw(st.integers(0, 9)) == 0:
         return event, draw(json_values)
@@ -80,32 +86,90 @@ def mutated(draw: st.DrawFn) -> tuple[str, Any]:
     return event, payload
 
 
+def same(value: Any, sent: Any) -> bool:
+    """Equal and of the same type: 42.0 or True is not the installation 42 or 1 that GitHub would send."""
+    return type(value) is type(sent) and value == sent
+
+
+def _at(payload: Any, *path: str) -> Any:
+    for step in path:
+        payload = payload.get(step) if isinstance(payload, dict) else None
+    return payload
+
+
 @settings(max_examples=400, deadline=None)
-@given(mutated())
-def test_planners_turn_any_payload_into_a_decision(case: tuple[str, Any]) -> None:
+@given(st.one_of(mutated(), mutated(EXAMPLES[:1])))  # the second: a `/retrain` comment, mostly still acted on
+def test_a_decision_says_only_what_the_payload_says(case: tuple[str, Any]) -> None:
+    """Whatever a mutated payload holds, a decision that acts names the payload's own repository,
+    installation, comment and issue, unchanged in value and type, and passes the well-formed check; it
+    never names something the payload does not (a coerced id, a default filled in)."""
     event, payload = case
     decision = plan(event, "hostile-delivery", payload)
-    assert decision is not None
+    if isinstance(decision, Ignore):
+        assert decision.reason
+        return
+    assert problem(decision) is None, decision
+    if isinstance(decision, SyncSchedules | RemoveSchedules):
+        assert same(decision.installation_id, _at(payload, "installation", "id")), decision
+        return
+    origin = decision.origin
+    assert same(origin.repo, _at(payload, "repository", "full_name")), decision
+    assert same(origin.installation_id, _at(payload, "installation", "id")), decision
+    assert origin.delivery_id == "hostile-delivery"
+    if event == "issue_comment":
+        assert same(origin.comment_id, _at(payload, "comment", "id")), decision
+        assert same(origin.issue_number, _at(payload, "issue", "number")), decision
+        assert origin.line is not None and origin.line in str(_at(payload, "comment", "body")), decision
+    assert origin.event_key is not None and origin.repo in origin.event_key, decision
+
+
+def queued_events(client: redis.Redis) -> list[list[Any]]:
+    """The events tasks' arguments on the real queue, decoded as a Celery worker decodes them."""
+    args = []
+    for raw in reversed(client.lrange(EVENTS_QUEUE, 0, -1)):  # pushed on the left, taken from the right
+        message = json.loads(raw)
+        assert message["headers"]["task"] == EVENTS_TASK
+        args.append(json.loads(base64.b64decode(message["body"]))[0])
+    return args
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=mutated(), raw=st.binary(max_size=200))
-def test_the_receiver_never_answers_5xx(redis_url: str, case: tuple[str, Any], raw: bytes) -> None:
+def test_the_receiver_forwards_signed_json_as_sent_and_refuses_the_rest(
+    redis_url: str, clean_redis: redis.Redis, case: tuple[str, Any], raw: bytes
+) -> None:
+    """Never a 5xx; a signed JSON body is queued once, byte for byte what GitHub signed (the events worker
+    judges it, with the planners above); anything that is not JSON is refused (4xx) and queues nothing."""
     event, payload = case
+    clean_redis.delete(EVENTS_QUEUE)
+    bodies = [json.dumps(payload).encode(), raw]
 
     async def go() -> list[int]:
         app = create_app(Settings(_env_file=None, webhook_secret=SECRET, redis_url=redis_url))
         async with TestClient(TestServer(app)) as client:
             statuses = []
-            for body in (json.dumps(payload).encode(), raw):
+            for n, body in enumerate(bodies):
                 headers = {"content-type": "application/json", "x-github-event": event,
-                           "x-github-delivery": f"hostile-{hash(body)}",
+                           "x-github-delivery": f"hostile-{n}-{uuid.uuid4()}",
                            "x-hub-signature-256": signature_for(body, SECRET)}
                 resp = await client.post("/webhook", data=body, headers=headers)
                 statuses.append(resp.status)
             return statuses
 
-    assert all(status < 500 for status in asyncio.run(go()))
+    statuses = asyncio.run(go())
+    assert all(status < 500 for status in statuses), statuses
+    expected = []
+    for body, status in zip(bodies, statuses, strict=True):
+        try:
+            parsed = orjson.loads(body)  # strict JSON: Python's json.dumps writes Infinity, which is not
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            assert status == 202, (body, status)
+            expected.append([event, parsed])
+        else:  # not JSON, or JSON that is not an object: no event GitHub sends
+            assert 400 <= status < 500, (body, status)
+    assert [[e, p] for e, _, p in queued_events(clean_redis)] == expected
 
 
 def test_the_events_job_survives_hostile_payloads(github, settings) -> None:
