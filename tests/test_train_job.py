@@ -113,3 +113,26 @@ def test_training_text_over_the_cap_fails_the_session_with_what_to_do(github, se
     assert not [c for c in emu.calls if "/git/blobs/" in c.path]  # nothing downloaded
     assert emu.head(REPO) == head
     assert "narrow data.include" in emu.comments(REPO, 3)[0]["body"]
+
+
+def test_a_branch_rule_refusing_the_commit_fails_the_session_with_githubs_reason(github, settings,
+                                                                                 clean_redis) -> None:
+    """GraphQL refuses the commit for a ruleset and the Git Data ref update for branch protection: the
+    session says so in its check run and reply, names what to change, and keeps its checkpoint."""
+    emu, _ = github
+    head = emu.head(REPO)
+    emu.inject_fault("POST", "/graphql", 200, body_contains="createCommitOnBranch", body={"errors": [
+        {"type": "UNPROCESSABLE", "message": "Repository rule violations found\n\nChanges must be made through a "
+                                             "pull request."}]})
+    emu.inject_fault("PATCH", r"/repos/octo/demo/git/refs/heads/main", 422, body={
+        "message": "Protected branch update failed for refs/heads/main.",
+        "documentation_url": "https://docs.github.com/articles/about-protected-branches"})
+    check_id = queued_check_run(settings, head)
+    outcome = run_job(settings, LiveSessions(clean_redis), 10, check_id)
+    assert "not run: GitHub refused the commit to `main`: Protected branch update failed" in outcome
+    [check] = emu.check_runs(REPO)
+    assert (check["status"], check["conclusion"]) == ("completed", "failure")
+    assert "Protected branch update failed" in check["output"]["summary"]
+    assert "branch protection or rulesets" in check["output"]["summary"]
+    assert emu.head(REPO) == head
+    assert len([c for c in emu.calls if c.method == "PATCH" and "/git/refs/" in c.path]) == 1
