@@ -25,7 +25,7 @@ from aiohttp import web
 from .apps import CODE_TTL_S, ManifestCode, RegisteredApp, add_code, authenticate_app, register_from_manifest
 from .auth import Installation, InstallationToken, TokenStore
 from .faults import Fault, Faults, RateLimits
-from .gitstore import GitRepo, Identity
+from .gitstore import ZERO_OID, GitRepo, Identity
 from .graphql_schema import load_schema
 from .hooks import delivery_json
 from .openapi import load_spec
@@ -127,6 +127,15 @@ class GitHubEmulator:
         return repo.git.commit(branch, files, message, author=EXTERNAL, committer=EXTERNAL,
                                expected_head=repo.git.branch_head(branch),
                                base=repo.git.branch_head(repo.default_branch))
+
+    def create_branch(self, full_name: str, branch: str, *, at: str | None = None) -> str:
+        """A branch someone made (as `git push origin <oid>:refs/heads/<branch>` would), at the commit `at`
+        (default: the default branch's head); returns that commit."""
+        repo = self.repos[full_name]
+        oid = repo.git.resolve(at or repo.default_branch)
+        if oid is None or not repo.git.update_ref(f"refs/heads/{branch}", oid, ZERO_OID):
+            raise ValueError(f"cannot create {branch} at {at} in {full_name}")
+        return oid
 
     # --- inspecting state ------------------------------------------------------------------------------
     def head(self, full_name: str, branch: str | None = None) -> str:

@@ -30,17 +30,10 @@ from graphql.utilities import get_operation_ast
 
 from .auth import InstallationToken
 from .gitstore import Identity, MissingPath, RefMoved
+from .graphql_errors import GitHubGraphQLError
+from .graphql_refs import refs_connection, tree_entry
 from .graphql_schema import github_validation_error
 from .state import HTML, RepoState, node_id
-
-
-class GitHubGraphQLError(Exception):
-    """A resolver error GitHub reports with a top-level `type` (NOT_FOUND, STALE_DATA, FORBIDDEN, ...)."""
-
-    def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.type = error_type
-        self.message = message
 
 
 @dataclass
@@ -82,6 +75,7 @@ def _commit(repo: RepoState, oid: str) -> dict[str, Any]:
         "messageBody": lambda i: message(i).partition("\n")[2].lstrip("\n"),
         "committedDate": lambda _i: info()["committed_date"],
         "repository": lambda _i: _repository(repo),
+        "file": lambda _i, path: tree_entry(repo, oid, path, lambda: _repository(repo)),
     }
 
 
@@ -92,11 +86,15 @@ def _ref(repo: RepoState, qualified: str) -> dict[str, Any] | None:
     for full in candidates:
         oid = repo.git.resolve(full)
         if oid and full.count("/") >= 2:
-            top, kind, name = full.split("/", 2)
-            return {"__typename": "Ref", "id": node_id("REF", f"{repo.full_name}:{full}"), "name": name,
-                    "prefix": f"{top}/{kind}/", "target": _commit(repo, oid),
-                    "repository": lambda _i: _repository(repo)}
+            return _ref_object(repo, full, oid)
     return None
+
+
+def _ref_object(repo: RepoState, full: str, oid: str, prefix: str | None = None) -> dict[str, Any]:
+    """The Ref `full` pointing at the commit `oid`, named relative to `prefix` (default refs/<kind>/)."""
+    prefix = prefix or "/".join(full.split("/", 2)[:2]) + "/"
+    return {"__typename": "Ref", "id": node_id("REF", f"{repo.full_name}:{full}"), "name": full.removeprefix(prefix),
+            "prefix": prefix, "target": _commit(repo, oid), "repository": lambda _i: _repository(repo)}
 
 
 def _repository(repo: RepoState) -> dict[str, Any]:
@@ -105,6 +103,8 @@ def _repository(repo: RepoState) -> dict[str, Any]:
         "nameWithOwner": repo.full_name, "url": f"{HTML}/{repo.full_name}",
         "defaultBranchRef": lambda _i: _ref(repo, f"refs/heads/{repo.default_branch}"),
         "ref": lambda _i, qualifiedName: _ref(repo, qualifiedName),
+        "refs": lambda _i, **args: refs_connection(
+            repo, lambda prefix, full, oid: _ref_object(repo, full, oid, prefix), **args),
     }
 
 

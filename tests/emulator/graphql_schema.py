@@ -54,10 +54,49 @@ type Commit implements GitObject & Node {
   message: String!
   messageBody: String!
   messageHeadline: String!
+  file(path: String!): TreeEntry
   oid: GitObjectID!
   repository: Repository!
   url: URI!
 }
+type Blob implements GitObject & Node {
+  abbreviatedOid: String!
+  byteSize: Int!
+  commitResourcePath: URI!
+  commitUrl: URI!
+  id: ID!
+  isBinary: Boolean
+  isTruncated: Boolean!
+  oid: GitObjectID!
+  repository: Repository!
+  text: String
+}
+type Tree implements GitObject & Node {
+  abbreviatedOid: String!
+  commitResourcePath: URI!
+  commitUrl: URI!
+  id: ID!
+  oid: GitObjectID!
+  repository: Repository!
+}
+type TreeEntry {
+  extension: String
+  mode: Int!
+  name: String!
+  object: GitObject
+  oid: GitObjectID!
+  path: String
+  size: Int!
+  type: String!
+}
+type PageInfo {
+  endCursor: String
+  hasNextPage: Boolean!
+  hasPreviousPage: Boolean!
+  startCursor: String
+}
+type RefEdge { cursor: String! node: Ref }
+type RefConnection { edges: [RefEdge] nodes: [Ref] pageInfo: PageInfo! totalCount: Int! }
 type Ref implements Node {
   id: ID!
   name: String!
@@ -71,6 +110,7 @@ type Repository implements Node {
   name: String!
   nameWithOwner: String!
   ref(qualifiedName: String!): Ref
+  refs(after: String, before: String, first: Int, last: Int, query: String, refPrefix: String!): RefConnection
   url: URI!
 }
 type Query {
