@@ -43,6 +43,23 @@ query($owner: String!, $name: String!, $qualifiedName: String!) {
 }
 """
 
+# One page of branches with each head's copy of one file: a reference check reads every branch's registry
+# in one request per 100 branches. `Blob.text` is null for a binary blob and cut short (`isTruncated`) past
+# GitHub's limit; those few are read again through the contents API (GitHubRepository).
+BRANCH_FILES_QUERY = """
+query BranchFiles($owner: String!, $name: String!, $path: String!, $first: Int!, $after: String) {
+  repository(owner: $owner, name: $name) {
+    refs(refPrefix: "refs/heads/", first: $first, after: $after) {
+      pageInfo { hasNextPage endCursor }
+      nodes {
+        name
+        target { oid ... on Commit { file(path: $path) { object { ... on Blob { byteSize text isTruncated } } } } }
+      }
+    }
+  }
+}
+"""
+
 COMMIT_MUTATION = """
 mutation($input: CreateCommitOnBranchInput!) {
   createCommitOnBranch(input: $input) { commit { oid url } }
@@ -107,6 +124,19 @@ class CommitRefused(RetrainError):
 class BranchHead:
     name: str
     oid: str
+
+
+@dataclass(frozen=True)
+class BranchFile:
+    """One branch's copy of a file at its head. `text` is None when the branch has no such file, and also
+    when GitHub would not give the text whole (a binary blob, or one cut short): then `exists` is True and
+    the caller reads it through the contents API at `oid`."""
+
+    branch: str
+    oid: str
+    exists: bool
+    text: str | None
+    size: int = 0  # the file's bytes, known before reading it again
 
 
 @dataclass(frozen=True)
@@ -275,6 +305,27 @@ class GitHubClient:
             await self._raise_for_status(resp)
             return await resp.read()
 
+    # -- one file across branches -----------------------------------------------------------------------
+    @with_retries
+    async def branch_files(
+        self, repo: str, path: str, *, first: int = 100, after: str | None = None
+    ) -> tuple[list[BranchFile], str | None]:
+        """One page of the repository's branches (at most `first`, GitHub's limit being 100) with the file at
+        `path` on each head; and the cursor of the next page, None on the last."""
+        await self._authorize()
+        owner, name = split_repo(repo)
+        data = await self.gh.graphql(
+            BRANCH_FILES_QUERY, endpoint=self._graphql_url, owner=owner, name=name, path=path, first=first,
+            after=after,
+        )
+        refs = (data.get("repository") or {}).get("refs")
+        if refs is None:
+            raise BranchNotFound(f"no branches could be listed in {repo}")
+        # A ref without a target has no commit, so no file: leaving it out loses nothing.
+        page = [_branch_file(node) for node in refs["nodes"] if node and node.get("target")]
+        more = refs["pageInfo"]
+        return page, more["endCursor"] if more["hasNextPage"] else None
+
     # -- branches and commits ---------------------------------------------------------------------------
     @with_retries
     async def branch_head(self, repo: str, branch: str | None) -> BranchHead:
@@ -384,6 +435,16 @@ class GitHubClient:
         text = (await resp.text(errors="replace"))[:300]
         error = GitHubBroken if resp.status >= 500 else BadRequest
         raise error(HTTPStatus(resp.status), f"{resp.method} {resp.url.path}: {text}", headers=resp.headers)
+
+
+def _branch_file(node: Mapping[str, Any]) -> BranchFile:
+    """A `refs` node of BRANCH_FILES_QUERY: a path that is a folder or a submodule is no file."""
+    target = node["target"]
+    blob = (target.get("file") or {}).get("object") or {}
+    exists = "isTruncated" in blob  # only a Blob answers the fragment
+    whole = exists and not blob["isTruncated"] and blob.get("text") is not None
+    return BranchFile(branch=node["name"], oid=target["oid"], exists=exists, text=blob["text"] if whole else None,
+                      size=int(blob.get("byteSize") or 0))
 
 
 @asynccontextmanager

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.github import BRANCH_FILES_QUERY
 from tests.emulator.harness import Env
 from tests.emulator.harness import env as env  # the module-scoped emulator fixture
 
@@ -100,3 +101,15 @@ def test_commit_file_gives_the_blob_its_text_null_when_binary_and_cut_when_long(
     assert file_at(branches, "a") is None
     folder = file_at(branches, "feature/c")
     assert folder["type"] == "tree" and folder["object"]["__typename"] == "Tree"
+
+
+def test_the_apps_branch_files_query_is_answered(branches: Env) -> None:
+    out = branches.gql(BRANCH_FILES_QUERY, owner="octo", name="branches", path=PATH, first=100)
+    assert "errors" not in out, out
+    refs = out["data"]["repository"]["refs"]
+    assert refs["pageInfo"] == {"hasNextPage": False, "endCursor": refs["pageInfo"]["endCursor"]}
+    files = {n["name"]: n["target"]["file"] for n in refs["nodes"]}
+    assert files["a"] is None and files["feature/c"] == {"object": {}}  # a Tree answers no Blob fields
+    assert files["main"] == {"object": {"byteSize": 9, "text": '{"x": 1}\n', "isTruncated": False}}
+    assert files["b"] == {"object": {"byteSize": 7, "text": None, "isTruncated": False}}
+    assert branches.emu.calls[-1].graphql_operation == "query BranchFiles repository"
