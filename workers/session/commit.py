@@ -1,5 +1,6 @@
 """Committing a session's progress: registry, summary, history and chart in one compare-and-swap commit,
-merged into what the branch holds now when it moved; then dropping from the store what retention let go."""
+merged into what the branch holds now when it moved; then dropping from the store what retention let go
+and no other branch's registry still names."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from workers.session.progress import (
     summary,
     to_json_bytes,
 )
+from workers.session.references import unshared
 from workers.session.repos import ProgressRepository
 from workers.session.store import CheckpointStore
 
@@ -74,6 +76,34 @@ async def commit_progress(
 
 def _holds_session(history: bytes | None, session_id: str) -> bool:
     return any(line.get("session") == session_id for line in parse_history(history))
+
+
+async def unshared_drops(
+    repo: ProgressRepository, path: str, branch: str, dropped: list[reg.CheckpointEntry]
+) -> list[reg.CheckpointEntry]:
+    """Of what retention dropped on `branch`, the entries whose weights no other branch's registry (the
+    file at `path` on each head) names: only those may leave the store.
+
+    The store is keyed by repository and run, shared by all branches (references.py says why it cannot be
+    keyed by branch), so a branch forked before this commit may resume from weights this branch let go.
+    The check runs after the commit has landed, so a branch forked from now on no longer names them. When
+    the other branches cannot all be read, nothing is deleted: weights cost space, a lost checkpoint costs
+    a branch its training.
+    """
+    stored = [e for e in dropped if e.storage is not None]
+    if not stored:
+        return []  # nothing to delete, nothing to ask
+    try:
+        registries = await repo.registries_elsewhere(path, branch)
+    except Exception:
+        log.warning("could not read the registries of the branches other than %s; keeping the weights of %d "
+                    "dropped checkpoints", branch, len(stored), exc_info=True)
+        return []
+    sharing = unshared(dropped, registries)
+    if sharing.kept:
+        log.info("kept the weights of %s dropped on %s: still named on %s",
+                 ", ".join(e.checkpoint_id for e in sharing.kept), branch, ", ".join(sharing.holders))
+    return list(sharing.free)
 
 
 def forget(

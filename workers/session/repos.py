@@ -14,10 +14,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from app.errors import RetrainError, SessionError
-from app.github import BranchHead, GitHubClient, StaleHead
+from app.github import BranchFile, BranchHead, GitHubClient, StaleHead
 from workers.session.snapshot import MAX_FOLDER_LISTINGS, MAX_TOTAL_BYTES, Selection, SnapshotTooLarge, TreeFile, pick
 
 BLOB_CONCURRENCY = 8  # blobs (and, for a truncated listing, sub-trees) fetched at once
+BRANCHES_PER_PAGE = 100  # GitHub's most per page of a connection
+MAX_BRANCH_PAGES = 10  # 1,000 branches; past that a reference check gives up and deletes nothing
+# Other branches' registries a check reads, together: each is tens of KB to a few MB (an entry lists its files).
+MAX_REGISTRIES_BYTES = 256 * 1024 * 1024
+
+
+class BranchesUnknown(RetrainError):
+    """Not every branch could be read, so no weights may be deleted on what was read."""
 
 
 class ProgressRepository(Protocol):
@@ -36,6 +44,12 @@ class ProgressRepository(Protocol):
         self, branch: str, expected_head: str, files: Mapping[str, bytes], headline: str, body: str
     ) -> str:
         """The new commit's oid; raises `StaleHead` when the branch no longer points at `expected_head`."""
+        ...
+
+    async def registries_elsewhere(self, path: str, except_branch: str) -> dict[str, bytes]:
+        """The file at `path` on the head of every branch but `except_branch` that has one (branch ->
+        bytes): what retention checks before deleting weights another branch may resume from. Raises
+        `BranchesUnknown` rather than answer for only some of the branches."""
         ...
 
 
@@ -101,6 +115,39 @@ class GitHubRepository:
         self, branch: str, expected_head: str, files: Mapping[str, bytes], headline: str, body: str
     ) -> str:
         return await self.client.commit_files(self.name, branch, expected_head, files, headline, body)
+
+    async def registries_elsewhere(self, path: str, except_branch: str) -> dict[str, bytes]:
+        """One GraphQL request per 100 branches, at most MAX_BRANCH_PAGES of them, and registries of at most
+        MAX_REGISTRIES_BYTES together (anyone who can push makes branches); a file GitHub would not give as
+        whole text (binary, or cut short) is read again through the contents API."""
+        others: list[BranchFile] = []
+        cursor: str | None = None
+        for _ in range(MAX_BRANCH_PAGES):
+            page, cursor = await self.client.branch_files(self.name, path, first=BRANCHES_PER_PAGE, after=cursor)
+            others += [f for f in page if f.exists and f.branch != except_branch]
+            if sum(f.size for f in others) > MAX_REGISTRIES_BYTES:  # the registry is repository content
+                raise BranchesUnknown(f"the registries on {self.name}'s other branches are over "
+                                      f"{MAX_REGISTRIES_BYTES:,} bytes together; they were not read")
+            if cursor is None:
+                break
+        else:
+            raise BranchesUnknown(
+                f"{self.name} has more than {MAX_BRANCH_PAGES * BRANCHES_PER_PAGE:,} branches; not all of their "
+                "registries could be read"
+            )
+        limit = asyncio.Semaphore(BLOB_CONCURRENCY)
+
+        async def contents(f: BranchFile) -> bytes:
+            if f.text is not None:
+                return f.text.encode()
+            async with limit:
+                raw = await self.client.read_file(self.name, path, f.oid)
+            if raw is None:  # listed a moment ago at that very commit: GitHub answers oddly, so know nothing
+                raise BranchesUnknown(f"{path} on {f.branch} of {self.name} was listed but could not be read")
+            return raw
+
+        read = await asyncio.gather(*(contents(f) for f in others))
+        return {f.branch: raw for f, raw in zip(others, read, strict=True)}
 
 
 def _tree_files(entries: list[dict[str, Any]], prefix: str) -> list[TreeFile]:
@@ -191,6 +238,15 @@ class LocalGitRepository:
             raise StaleHead(f"{self.name}@{branch} moved past {expected_head[:12]}")
         self._follow_checkout(branch, expected_head, new_oid)
         return new_oid
+
+    async def registries_elsewhere(self, path: str, except_branch: str) -> dict[str, bytes]:
+        listing = self._git("for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/")
+        found: dict[str, bytes] = {}
+        for oid, ref in (line.split(" ", 1) for line in listing.splitlines() if line):
+            branch = ref.removeprefix("refs/heads/")
+            if branch != except_branch and (raw := await self.read_file(path, oid)) is not None:
+                found[branch] = raw
+        return found
 
     def _follow_checkout(self, branch: str, old: str, new: str) -> None:
         """Bring a clean checkout of `branch` to the new commit, as `git pull` would."""

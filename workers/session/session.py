@@ -2,7 +2,7 @@
 
 read config and registry at the branch head → choose the best compatible stored checkpoint → train →
 store the weights → commit registry and summary in one compare-and-swap commit (re-read and merge when
-the branch moved) → drop what retention no longer keeps from the store.
+the branch moved) → drop from the store what retention no longer keeps and no other branch names.
 
 Planning is in plan.py, committing in commit.py; this module runs the session and makes it
 safe to deliver twice (its in-session checkpoint, its finished-but-uncommitted result, its commit).
@@ -23,7 +23,7 @@ from typing import Protocol
 from app.errors import SessionError
 from app.limits import Limits, profile_problems
 from workers.session import registry as reg
-from workers.session.commit import commit_progress, forget
+from workers.session.commit import commit_progress, forget, unshared_drops
 from workers.session.history import downsample
 from workers.session.inflight import InFlight, SessionSoFar, inflight_key, load_inflight, save_inflight
 from workers.session.pending import ENTRY_RECORD
@@ -31,6 +31,7 @@ from workers.session.plan import (
     SessionPlan,
     SessionRequest,
     locate,
+    metadata_path,
     prepare,
 )
 from workers.session.progress import (
@@ -167,8 +168,9 @@ async def _train_and_commit(
     )
     entry_record = f"{run_prefix}/{facts.checkpoint_id}{ENTRY_RECORD}"
     try:  # committed: what is left over costs space, never the session's outcome
+        free = await unshared_drops(repo, metadata_path(plan.config, plan.run), branch, dropped)
         await asyncio.to_thread(
-            forget, store, run_prefix, dropped, (*plan.pending.record_keys, entry_record, inflight, facts_key)
+            forget, store, run_prefix, free, (*plan.pending.record_keys, entry_record, inflight, facts_key)
         )
     except Exception:
         log.warning("session %s committed; cleaning up the store failed", request.session_id, exc_info=True)
