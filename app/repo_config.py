@@ -162,7 +162,8 @@ class RetentionConfig(BaseModel):
     max_checkpoints: int = Field(
         10, ge=1, le=MAX_KEPT_CHECKPOINTS,
         description="Checkpoints kept in the registry and the store: entries without weights go first, then other "
-        "model shapes', then the worst; the session's own and the lineage's best always stay."
+        "model shapes', then the worst; the session's own and the lineage's best always stay. Weights another "
+        "branch's registry still names stay in the store."
     )
 
 
