@@ -8,9 +8,12 @@ import copy
 import json
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.conftest import fixtures_dir
+
+if TYPE_CHECKING:
+    from tests.emulator import GitHubEmulator
 
 
 def _user(login: str, kind: str = "User") -> dict[str, Any]:
@@ -39,7 +42,10 @@ def _template() -> str:
 def comment_event(
     body: str, *, sender: str = "alice", repo: str = "octo/demo", installation_id: int = 42,
     issue_number: int = 7, comment_id: int = 1001, action: str = "created", sender_type: str = "User",
+    github: GitHubEmulator | None = None,
 ) -> dict[str, Any]:
+    """An `issue_comment` payload. With `github`, the emulator is told the comment was made (its issue and the
+    comment exist there, as they do on GitHub for any real delivery), so the App can reply and react."""
     payload = copy.deepcopy(json.loads(_template()))
     owner, name = repo.split("/")
     payload["action"] = action
@@ -51,4 +57,4 @@ def comment_event(
     payload["repository"].update(name=name, full_name=repo)
     payload["repository"]["owner"]["login"] = owner
     payload["installation"]["id"] = installation_id
-    return payload
+    return github.event_happened("issue_comment", payload) if github is not None else payload

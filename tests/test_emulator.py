@@ -100,6 +100,7 @@ def test_permission_lookup(env: Env, role: str | None, permission: str) -> None:
 
 
 def test_reactions(env: Env) -> None:
+    env.emu.add_comment("octo/demo", 7, comment_id=555)
     path = "/repos/octo/demo/issues/comments/555/reactions"
     reply = env.call("POST", path, {"content": "eyes"})
     assert reply.status == 201 and reply.json()["content"] == "eyes"
@@ -120,6 +121,7 @@ def test_reactions(env: Env) -> None:
 
 
 def test_comments(env: Env) -> None:
+    env.emu.open_issue("octo/demo", 7)
     path = "/repos/octo/demo/issues/7/comments"
     reply = env.call("POST", path, {"body": "Started training."})
     assert reply.status == 201
@@ -291,6 +293,7 @@ def test_rest_calls_outside_the_description_are_404_and_violations(env: Env) -> 
 
 
 def test_calls_are_recorded(env: Env) -> None:
+    env.emu.open_issue("octo/demo", 9)
     env.call("POST", "/repos/octo/demo/issues/9/comments?x=1", {"body": "hi"})
     assert env.emu.calls[-1] == RecordedCall("POST", "/repos/octo/demo/issues/9/comments", {"x": "1"},
                                              {"body": "hi"}, 201, None)

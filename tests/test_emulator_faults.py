@@ -19,6 +19,7 @@ SECONDARY = "You have exceeded a secondary rate limit. Please wait a few minutes
 
 
 def test_a_fault_answers_exactly_times_then_normal_service(env: Env) -> None:
+    env.emu.open_issue("octo/demo", 3)
     env.emu.inject_fault("POST", r"/repos/.*/issues/\d+/comments", 502, times=2)
     first, second = (env.call("POST", COMMENTS, {"body": f"try {i}"}) for i in (1, 2))
     assert (first.status, first.json()) == (502, {"message": "Server Error"}) and second.status == 502
@@ -30,6 +31,7 @@ def test_a_fault_answers_exactly_times_then_normal_service(env: Env) -> None:
 
 
 def test_a_fault_after_the_request_carries_it_out_and_loses_the_answer(env: Env) -> None:
+    env.emu.open_issue("octo/demo", 3)
     env.emu.inject_fault("POST", r"/repos/.*/issues/\d+/comments", 502, after=True, body_contains="lost")
     assert env.call("POST", COMMENTS, {"body": "kept"}).status == 201  # another body: not this fault's
     lost = env.call("POST", COMMENTS, {"body": "answer lost"})
@@ -116,6 +118,7 @@ def test_every_answer_carries_rate_limit_headers(env: Env) -> None:
 
 
 def test_a_spent_budget_answers_403_until_it_resets(env: Env) -> None:
+    env.emu.open_issue("octo/demo", 3)
     env.emu.set_rate_limit_remaining(INSTALLATION, 1)
     try:
         last = env.call("POST", COMMENTS, {"body": "last one"})

@@ -54,7 +54,7 @@ def test_comments_become_committed_sessions_and_the_second_resumes_the_first(git
     log = tmp_path / "worker.log"
 
     # A first /retrain ci, delivered twice by GitHub: one session.
-    first = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=42, comment_id=501)
+    first = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=42, comment_id=501, github=emu)
     assert post(web, first, delivery="delivery-1") == 202
     assert post(web, first, delivery="delivery-1") == 200
     wait_until(lambda: len(progress_commits(emu)) == 1, SESSION_TIMEOUT, "the first progress commit", log)
@@ -71,7 +71,7 @@ def test_comments_become_committed_sessions_and_the_second_resumes_the_first(git
     assert entry1["parent_checkpoint"] is None and entry1["iteration"] == 40
 
     # A second comment: a new session resumed from the first one's weights.
-    second = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=42, comment_id=502)
+    second = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=42, comment_id=502, github=emu)
     assert post(web, second, delivery="delivery-2") == 202
     wait_until(lambda: len(progress_commits(emu)) == 2, SESSION_TIMEOUT, "the second progress commit", log)
     c2 = progress_commits(emu)[0]
@@ -137,11 +137,12 @@ def test_comments_become_committed_sessions_and_the_second_resumes_the_first(git
 def test_refused_and_forged_deliveries_start_nothing(github, services, tmp_path) -> None:
     emu, _ = github
     web = services
-    payload = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=42, comment_id=601)
+    payload = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=42, comment_id=601, github=emu)
     assert post(web, payload, delivery=str(uuid.uuid4()), secret="not-the-secret") == 401
     assert post(web, payload, delivery=str(uuid.uuid4()), secret=None) == 401
 
-    bob = comment_event("/retrain ci", sender="bob", repo=REPO, installation_id=42, comment_id=602, issue_number=9)
+    bob = comment_event("/retrain ci", sender="bob", repo=REPO, installation_id=42, comment_id=602, issue_number=9,
+                        github=emu)
     assert post(web, bob, delivery=str(uuid.uuid4())) == 202
     replies = wait_until(lambda: emu.comments(REPO, 9), 60, "the refusal reply", tmp_path / "events.log")
     assert "@bob" in replies[0]["body"] and "`read` permission" in replies[0]["body"]

@@ -11,23 +11,26 @@ import redis
 
 from app.settings import Settings
 from tests.conftest import INSTALLATION_ID, REPO
+from tests.emulator import GitHubEmulator
 from tests.payloads import comment_event
 from workers.coordination.live import LiveSession, LiveSessions
 from workers.jobs.events import handle_event, session_id_for
 
 
 def handle(
-    settings: Settings, body: str, *, sender: str = "alice", comment_id: int = 77, live: LiveSessions | None = None
+    github: tuple[GitHubEmulator, str], settings: Settings, body: str, *, sender: str = "alice", comment_id: int = 77,
+    live: LiveSessions | None = None,
 ) -> tuple[str, list]:
     sent: list[dict[str, Any]] = []
-    payload = comment_event(body, sender=sender, repo=REPO, installation_id=INSTALLATION_ID, comment_id=comment_id)
+    payload = comment_event(body, sender=sender, repo=REPO, installation_id=INSTALLATION_ID, comment_id=comment_id,
+                            github=github[0])
     outcome = asyncio.run(handle_event(settings, "issue_comment", "delivery-9", payload, sent.append, live=live))
     return outcome, sent
 
 
 def test_a_permitted_command_reacts_and_enqueues_exactly_this_message(github, settings) -> None:
     emu, _ = github
-    outcome, sent = handle(settings, "/retrain ci max_iters=12")
+    outcome, sent = handle(github, settings, "/retrain ci max_iters=12")
     [check] = emu.check_runs(REPO)
     assert sent == [
         {
@@ -64,7 +67,7 @@ def test_a_permitted_command_reacts_and_enqueues_exactly_this_message(github, se
 )
 def test_refused_or_malformed_commands_get_a_reply_and_start_nothing(github, settings, body, sender, reply_part):
     emu, _ = github
-    _, sent = handle(settings, body, sender=sender)
+    _, sent = handle(github, settings, body, sender=sender)
     assert sent == []
     [reply] = emu.comments(REPO, 7)
     assert reply["body"].startswith("<!-- retrain -->\n> " + body)
@@ -76,7 +79,7 @@ def test_refused_or_malformed_commands_get_a_reply_and_start_nothing(github, set
 def test_an_invalid_repository_config_is_reported_to_the_requester(github, settings) -> None:
     emu, _ = github
     emu.commit_files(REPO, {".github/retrain.yml": b"retention: {max_checkpoints: 0}\n"})
-    _, sent = handle(settings, "/retrain")
+    _, sent = handle(github, settings, "/retrain")
     assert sent == []
     [reply] = emu.comments(REPO, 7)
     assert "retention.max_checkpoints" in reply["body"]
@@ -84,15 +87,15 @@ def test_an_invalid_repository_config_is_reported_to_the_requester(github, setti
 
 def test_comments_without_a_command_make_no_api_calls(github, settings) -> None:
     emu, _ = github
-    outcome, sent = handle(settings, "thanks!")
+    outcome, sent = handle(github, settings, "thanks!")
     assert outcome.startswith("ignored") and sent == [] and emu.calls == []
 
 
 def test_refusal_gets_a_thumbs_down_and_help_lists_the_profiles(github, settings) -> None:
     emu, _ = github
-    handle(settings, "/retrain ci", sender="bob", comment_id=78)
+    handle(github, settings, "/retrain ci", sender="bob", comment_id=78)
     assert emu.reactions(REPO, 78) == ["-1"]
-    _, sent = handle(settings, "/retrain help", comment_id=79)
+    _, sent = handle(github, settings, "/retrain help", comment_id=79)
     assert sent == []
     help_reply = emu.comments(REPO, 7)[-1]["body"]
     assert "/retrain [profile]" in help_reply and "`ci`" in help_reply and "`scheduled`" in help_reply
@@ -137,20 +140,20 @@ def test_an_unconfirmed_fresh_dispatch_fails_its_check_run_and_starts_nothing(gi
 def test_status_lists_live_sessions_and_cancel_asks_them_to_stop(github, settings, clean_redis) -> None:
     emu, _ = github
     live = LiveSessions(clean_redis)
-    handle(settings, "/retrain status", live=live, comment_id=81)
+    handle(github, settings, "/retrain status", live=live, comment_id=81)
     assert "no session of this repository is queued or running" in emu.comments(REPO, 7)[-1]["body"]
 
     live.put(REPO, LiveSession("abcdef1234", "ci", "running", "issue_comment", "alice", iteration=50,
                                session_iteration=10, max_iters=40, loss=1.2345, eta_s=12))
     live.put(REPO, LiveSession("bbbbbbbb99", "full", "queued", "workflow_dispatch"))
-    handle(settings, "/retrain status", live=live, comment_id=82)
+    handle(github, settings, "/retrain status", live=live, comment_id=82)
     status = emu.comments(REPO, 7)[-1]["body"]
     assert "`abcdef12` | `ci` | running | 50 (10/40) | 1.2345 | 12 s | @alice" in status
     assert "`bbbbbbbb` | `full` | queued" in status
 
-    handle(settings, "/retrain cancel", sender="bob", live=live, comment_id=83)  # read permission: refused
+    handle(github, settings, "/retrain cancel", sender="bob", live=live, comment_id=83)  # read permission: refused
     assert not live.cancel_requested("abcdef1234") and emu.reactions(REPO, 83) == ["-1"]
-    handle(settings, "/retrain cancel", live=live, comment_id=84)
+    handle(github, settings, "/retrain cancel", live=live, comment_id=84)
     assert live.cancel_requested("abcdef1234") and live.cancel_requested("bbbbbbbb99")
     assert "asked 2 session(s) to stop" in emu.comments(REPO, 7)[-1]["body"]
 
@@ -202,7 +205,7 @@ def test_any_command_replayed_under_a_new_delivery_id_does_nothing(github, setti
     emu, _ = github
     live = LiveSessions(redis.Redis.from_url(settings.redis_url))
     payload = comment_event("/retrain cancel", sender="alice", repo=REPO, installation_id=INSTALLATION_ID,
-                            comment_id=88)
+                            comment_id=88, github=emu)
     first = asyncio.run(handle_event(settings, "issue_comment", "d-first", payload, lambda m: None, live=live))
     assert first.startswith("cancel requested")
     again = asyncio.run(handle_event(settings, "issue_comment", "d-first", payload, lambda m: None, live=live))
@@ -216,7 +219,7 @@ def test_an_event_signed_longer_ago_than_deliveries_are_remembered_is_ignored(gi
     """Past RETRAIN_DELIVERY_TTL_S the claim of its first delivery is gone; the signed timestamp is not."""
     emu, _ = github
     payload = comment_event("/retrain help", sender="alice", repo=REPO, installation_id=INSTALLATION_ID,
-                            comment_id=89)
+                            comment_id=89, github=emu)
     payload["comment"]["created_at"] = "2020-01-01T00:00:00Z"
     outcome = asyncio.run(handle_event(settings, "issue_comment", "d-old", payload, lambda m: None))
     assert outcome.startswith("ignored: the event was signed") and "RETRAIN_DELIVERY_TTL_S" in outcome
@@ -228,7 +231,8 @@ def test_a_crash_after_the_session_was_queued_keeps_the_event_claimed(github, se
     delivery id must still do nothing (a crash before anything was done lets a redelivery try again)."""
     emu, _ = github
     emu.inject_fault("POST", r"/repos/octo/demo/issues/7/comments", 500, times=30)
-    payload = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=INSTALLATION_ID, comment_id=90)
+    payload = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=INSTALLATION_ID, comment_id=90,
+                            github=emu)
     sent: list = []
     with pytest.raises(Exception):  # noqa: B017 - whatever the client raises for a 500 it gave up retrying
         asyncio.run(handle_event(settings, "issue_comment", "d-crashed", payload, sent.append))
@@ -238,7 +242,8 @@ def test_a_crash_after_the_session_was_queued_keeps_the_event_claimed(github, se
     assert replay.startswith("ignored: this event was handled under delivery d-crashed") and len(sent) == 1
 
     emu.inject_fault("GET", r"/repos/octo/demo/contents/.*", 500, times=30)  # before anything was done
-    other = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=INSTALLATION_ID, comment_id=91)
+    other = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=INSTALLATION_ID, comment_id=91,
+                            github=emu)
     with pytest.raises(Exception):  # noqa: B017
         asyncio.run(handle_event(settings, "issue_comment", "d-early", other, sent.append))
     emu.clear_faults()
@@ -257,7 +262,7 @@ def test_the_permission_asked_for_is_the_role_github_names(github, settings, nee
     config = emu.read_file(REPO, ".github/retrain.yml") + f"permission: {needed}\n".encode()
     emu.commit_files(REPO, {".github/retrain.yml": config}, message=f"permission {needed}")
     emu.set_permission(REPO, "carol", role)
-    outcome, sent = handle(settings, "/retrain ci", sender="carol")
+    outcome, sent = handle(github, settings, "/retrain ci", sender="carol")
     assert outcome.startswith("enqueued" if allowed else "refused"), outcome
     assert len(sent) == int(allowed)
     if not allowed:

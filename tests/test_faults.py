@@ -59,9 +59,9 @@ def history(emu: GitHubEmulator) -> list[dict]:
     return [json.loads(line) for line in raw.splitlines() if line.strip()]
 
 
-def comment(text: str, comment_id: int, issue: int = 7) -> dict:
+def comment(emu: GitHubEmulator, text: str, comment_id: int, issue: int = 7) -> dict:
     return comment_event(text, sender="alice", repo=REPO, installation_id=42, comment_id=comment_id,
-                         issue_number=issue)
+                         issue_number=issue, github=emu)
 
 
 def session_of(comment_id: int) -> str:
@@ -90,7 +90,7 @@ def test_worker_sigkilled_mid_session_resumes_and_commits_once(github, services,
     set_ci_profile(emu, checkpoint_every_s=0.3)
     delivery = f"kill-{after_s}"
     inflight = tmp_path / "store" / REPO / RUN / "inflight" / f"{session_of(901)}.pt"
-    assert post(services.web, comment("/retrain ci max_iters=800", 901), delivery=delivery) == 202
+    assert post(services.web, comment(emu, "/retrain ci max_iters=800", 901), delivery=delivery) == 202
     wait_until(inflight.is_file, SESSION_TIMEOUT, "the first in-session checkpoint", services.train_log)
     time.sleep(after_s)
     [child] = pool_children(services.train)
@@ -117,7 +117,7 @@ def test_worker_sigkilled_mid_session_resumes_and_commits_once(github, services,
 
 def test_ten_concurrent_duplicate_deliveries_make_one_session(github, services, fault_report) -> None:
     emu, _ = github
-    payload = comment("/retrain ci max_iters=60", 911)
+    payload = comment(emu, "/retrain ci max_iters=60", 911)
     statuses: list[int] = []
     threads = [threading.Thread(target=lambda: statuses.append(post(services.web, payload, delivery="dup-1")))
                for _ in range(10)]
@@ -156,7 +156,7 @@ def test_five_concurrent_comments_run_one_at_a_time_and_lose_nothing(github, ser
                                                                       fault_report) -> None:
     emu, _ = github
     threads = [
-        threading.Thread(target=post, args=(services.web, comment("/retrain ci max_iters=300", 920 + n)),
+        threading.Thread(target=post, args=(services.web, comment(emu, "/retrain ci max_iters=300", 920 + n)),
                          kwargs={"delivery": f"concurrent-{n}"})
         for n in range(5)
     ]
@@ -195,7 +195,7 @@ def test_a_commit_landing_during_a_session_is_kept_under_the_progress_commit(git
                                                                            fault_report) -> None:
     emu, _ = github
     live = LiveSessions(redis.Redis.from_url(redis_url))
-    assert post(services.web, comment("/retrain ci max_iters=800", 931), delivery="stale-1") == 202
+    assert post(services.web, comment(emu, "/retrain ci max_iters=800", 931), delivery="stale-1") == 202
     wait_until(lambda: any(s.status == "running" and s.iteration for s in live.of_repo(REPO)), SESSION_TIMEOUT,
                "the session to be training", services.train_log)
     theirs = emu.commit_files(REPO, {"docs/written-meanwhile.md": b"a person's work\n"}, message="a person's commit")
@@ -217,17 +217,17 @@ def test_redis_restarted_while_a_session_trains(github, tmp_path, app_key_pair, 
     try:
         with retrain_services(tmp_path, github_url, url, app_key_pair[0], **FAST_LEASES) as running:
             live = LiveSessions(redis.Redis.from_url(url))
-            assert post(running.web, comment("/retrain ci max_iters=1500", 941), delivery="restart-1") == 202
+            assert post(running.web, comment(emu, "/retrain ci max_iters=1500", 941), delivery="restart-1") == 202
             wait_until(lambda: any(s.status == "running" and s.iteration for s in live.of_repo(REPO)),
                        SESSION_TIMEOUT, "the session to be training", running.train_log)
             outage.__exit__(None, None, None)
-            during = post(running.web, comment("/retrain help", 942), delivery="restart-2")
+            during = post(running.web, comment(emu, "/retrain help", 942), delivery="restart-2")
             time.sleep(1.0)
             outage = redis_server(port, tmp_path)
             outage.__enter__()
             wait_until(lambda: progress_commits(emu), SESSION_TIMEOUT, "the progress commit", running.train_log)
             after = wait_until(
-                lambda: (s := post(running.web, comment("/retrain help", 943), delivery="restart-3")) != 503 and s,
+                lambda: (s := post(running.web, comment(emu, "/retrain help", 943), delivery="restart-3")) != 503 and s,
                 30, "the receiver to accept again",
             )
             wait_until(lambda: completed_checks(emu), 60, "the check run to complete", running.train_log)
@@ -249,7 +249,7 @@ def test_corrupt_inputs_are_reported_and_never_committed_wrongly(github, service
     def session(note: str | None = None) -> dict:
         before = len(progress_commits(emu))
         cid = next(n)
-        assert post(services.web, comment("/retrain ci max_iters=20", cid), delivery=f"corrupt-{cid}") == 202
+        assert post(services.web, comment(emu, "/retrain ci max_iters=20", cid), delivery=f"corrupt-{cid}") == 202
         wait_until(lambda: len(progress_commits(emu)) > before, SESSION_TIMEOUT, "a commit", services.train_log)
         found = file_at(emu, f"{RUN_DIR}/training_summary.json")["session"]
         if note is not None:
@@ -288,7 +288,7 @@ def test_corrupt_inputs_are_reported_and_never_committed_wrongly(github, service
     commits = len(progress_commits(emu))
     emu.commit_files(REPO, {".github/retrain.yml": b"profiles: {ci: {n_layer: 2}}\nlearning_rate_typo: 3\n"},
                      message="typo")
-    assert post(services.web, comment("/retrain ci", 999, issue=8), delivery="corrupt-config") == 202
+    assert post(services.web, comment(emu, "/retrain ci", 999, issue=8), delivery="corrupt-config") == 202
     [reply] = wait_until(lambda: emu.comments(REPO, 8), 60, "the config problem's reply", services.events_log)
     assert "retrain.yml is invalid" in reply["body"] and "learning_rate_typo" in reply["body"]
     time.sleep(1.0)
@@ -313,7 +313,7 @@ def test_a_whole_worker_lost_is_noticed_and_its_session_resumed(github, services
     delivery = "machine-lost"
     sid = session_of(961)
     inflight = tmp_path / "store" / REPO / RUN / "inflight" / f"{sid}.pt"
-    assert post(services.web, comment("/retrain ci max_iters=1200", 961), delivery=delivery) == 202
+    assert post(services.web, comment(emu, "/retrain ci max_iters=1200", 961), delivery=delivery) == 202
     wait_until(inflight.is_file, SESSION_TIMEOUT, "the first in-session checkpoint", services.train_log)
     [child] = pool_children(services.train)
     os.kill(services.train.pid, signal.SIGSTOP)  # the worker cannot react: both go at once
@@ -352,7 +352,7 @@ def test_sigterm_saves_the_session_and_the_next_worker_continues_it(github, serv
 
     emu, _ = github
     live = LiveSessions(redis.Redis.from_url(redis_url))
-    assert post(services.web, comment("/retrain ci max_iters=3000", 971), delivery="sigterm") == 202
+    assert post(services.web, comment(emu, "/retrain ci max_iters=3000", 971), delivery="sigterm") == 202
     wait_until(lambda: any(s.status == "running" and (s.iteration or 0) > 50 for s in live.of_repo(REPO)),
                SESSION_TIMEOUT, "the session to be training", services.train_log)
     asked = time.monotonic()

@@ -41,6 +41,7 @@ def test_tokens_are_narrowed_to_the_repository_and_reused(github, settings) -> N
 
 def test_secondary_rate_limit_waits_as_told_then_succeeds(github, settings) -> None:
     emu, _ = github
+    emu.open_issue(REPO, 3)
     emu.inject_fault("POST", r"/repos/octo/demo/issues/\d+/comments", 429, headers={"retry-after": "1"})
 
     async def comment() -> float:

@@ -115,7 +115,7 @@ class Commenter:
         self.next_id += 1
         cid = comment_id or self.next_id
         payload = comment_event(text, sender="alice", repo=REPO, installation_id=INSTALLATION_ID, comment_id=cid,
-                                issue_number=issue)
+                                issue_number=issue, github=self.emu)
         assert post(self.services.web, payload, delivery=delivery or f"hostile-{cid}") == 202
         return cid
 

@@ -41,7 +41,7 @@ def test_honcho_runs_the_procfile_through_a_whole_session(github, redis_url, cle
         wait_until(lambda: answers_ok(f"{web}/readyz", honcho, log), 60, "web's /readyz", log)
         wait_until(lambda: log.read_text().count(" ready.") >= 2, 90, "both celery workers", log)
         payload = comment_event("/retrain ci max_iters=20", sender="alice", repo=REPO, installation_id=42,
-                                comment_id=1201)
+                                comment_id=1201, github=emu)
         assert post(web, payload, delivery="honcho-1") == 202
         wait_until(lambda: [c for c in emu.check_runs(REPO) if c["status"] == "completed"], 240,
                    "the session's check run to complete", log)

@@ -8,6 +8,8 @@ import json
 import threading
 import time
 
+import pytest
+
 from app.features.decisions import Origin
 from app.github import installation_client
 from app.github_auth import TokenCache
@@ -20,6 +22,12 @@ from workers.session.session import SessionRequest
 from workers.session.snapshot import MAX_FILE_BYTES
 
 RUN_DIR = ".training-progress/nanecho-cached-ci"
+
+
+@pytest.fixture(autouse=True)
+def commented(github) -> None:
+    """The issue and comment `origin()` names exist, as they do for any session a comment started."""
+    github[0].add_comment(REPO, 3, comment_id=31)
 
 
 def origin() -> Origin:

@@ -30,7 +30,7 @@ from .graphql_schema import load_schema
 from .hooks import delivery_json
 from .openapi import load_spec
 from .server import RecordedCall, make_app
-from .state import GITHUB_COMMITTER, ROLES, RepoState, user_json
+from .state import GITHUB_COMMITTER, ROLES, RepoState, next_id, user_json
 
 __all__ = ["EXTERNAL", "GITHUB_COMMITTER", "GitHubEmulator", "RecordedCall"]
 
@@ -98,6 +98,55 @@ class GitHubEmulator:
     def set_installation_permissions(self, installation_id: int, permissions: dict[str, str]) -> None:
         """Replace what an installation was granted (tokens minted later are limited by it)."""
         self.installations[installation_id].permissions = dict(permissions)
+
+    def open_issue(self, full_name: str, number: int | None = None, *, pull_request: bool = False) -> int:
+        """An issue (or pull request: they share one sequence of numbers) that exists; returns its number.
+
+        GitHub answers 404 to a comment on an issue that does not exist, so a test whose App comments on
+        issue N opens it first (or lets `event_happened` do it). Without `number`, the next free one;
+        an existing number is left as it is.
+        """
+        issues = self.repos[full_name].issues
+        number = number if number is not None else max(issues, default=0) + 1
+        if number < 1:
+            raise ValueError("issue numbers start at 1")
+        issues.setdefault(number, "pull_request" if pull_request else "issue")
+        return number
+
+    def add_comment(self, full_name: str, issue_number: int, *, comment_id: int | None = None) -> int:
+        """A comment someone made on issue `issue_number` (opened if need be); returns its id.
+
+        Reactions need a comment that exists (GitHub answers 404 otherwise). Comment ids are unique across
+        GitHub, so an id already used on another issue is refused.
+        """
+        repo = self.repos[full_name]
+        self.open_issue(full_name, issue_number)
+        cid = comment_id if comment_id is not None else next_id()
+        if repo.comment_issues.setdefault(cid, issue_number) != issue_number:
+            raise ValueError(f"comment {cid} already exists on issue {repo.comment_issues[cid]} of {full_name}")
+        return cid
+
+    def event_happened(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Make what a webhook event reports true here; returns the payload.
+
+        On GitHub an `issue_comment` delivery exists because the comment was made: its issue (or pull
+        request) and the comment exist, and the App can answer on the issue and react to the comment.
+        `issues` and `pull_request` events open their issue or pull request. A deleted comment no longer
+        exists. Other events change nothing.
+        """
+        full_name = payload["repository"]["full_name"]
+        if event == "issue_comment":
+            issue = payload["issue"]
+            self.open_issue(full_name, int(issue["number"]), pull_request="pull_request" in issue)
+            cid = int(payload["comment"]["id"])
+            if payload.get("action") == "deleted":
+                self.repos[full_name].comment_issues.pop(cid, None)
+            else:
+                self.add_comment(full_name, int(issue["number"]), comment_id=cid)
+        elif event in ("issues", "pull_request"):
+            item = payload["issue" if event == "issues" else "pull_request"]
+            self.open_issue(full_name, int(item["number"]), pull_request=event == "pull_request")
+        return payload
 
     def add_manifest_code(self, manifest: dict[str, Any], *, owner: str | None = None, org: str | None = None,
                           name: str | None = None, ttl_s: float = CODE_TTL_S) -> str:

@@ -1,7 +1,8 @@
 """Handlers for the REST operations the App uses, keyed by their OpenAPI path template.
 
 Each handler checks what GitHub checks, in GitHub's order: credentials (401), whether the token can
-see the repository (404), the token's permission (403), then the body (400/422).
+see the repository (404), the token's permission (403), whether the issue or comment named in the path
+exists (404), then the body (400/422).
 """
 
 from __future__ import annotations
@@ -151,12 +152,30 @@ async def collaborator_permission(request: web.Request, emu: GitHubEmulator, op:
     return web.json_response(permission_json(emu.base_url, login, repo.roles.get(login, "none")))
 
 
+def _number(raw: str) -> int | None:
+    return int(raw) if raw.isdigit() else None
+
+
+def existing_issue(repo: RepoState, op: Operation) -> int:
+    """The issue (or pull request) in the path if it exists, else 404 as GitHub answers it."""
+    number = _number(op.params["issue_number"])
+    if number is None or number not in repo.issues:
+        raise not_found()
+    return number
+
+
+def existing_comment(repo: RepoState, op: Operation) -> int:
+    """The issue comment in the path if it exists on this repository, else 404."""
+    comment_id = _number(op.params["comment_id"])
+    if comment_id is None or comment_id not in repo.comment_issues:
+        raise not_found()
+    return comment_id
+
+
 async def create_reaction(request: web.Request, emu: GitHubEmulator, op: Operation) -> web.StreamResponse:
     repo = visible_repo(emu, installation_token(request, emu), op, ("issues", "pull_requests"), "write")
+    comment_id = existing_comment(repo, op)
     body = await read_json(request, emu, op)
-    comment_id = int(op.params["comment_id"]) if op.params["comment_id"].isdigit() else None
-    if comment_id is None:
-        raise not_found()
     existing = [r for r in repo.reactions.get(comment_id, []) if r["content"] == body["content"]]
     if existing:  # GitHub answers 200 with the reaction the same user already left
         return web.json_response(existing[0], status=200)
@@ -167,12 +186,11 @@ async def create_reaction(request: web.Request, emu: GitHubEmulator, op: Operati
 
 async def create_comment(request: web.Request, emu: GitHubEmulator, op: Operation) -> web.StreamResponse:
     repo = visible_repo(emu, installation_token(request, emu), op, ("issues", "pull_requests"), "write")
+    issue = existing_issue(repo, op)
     body = await read_json(request, emu, op)
-    if not op.params["issue_number"].isdigit():
-        raise not_found()
-    issue = int(op.params["issue_number"])
     comment = comment_json(emu.base_url, repo, issue, body["body"], emu.bot_user())
     repo.comments.setdefault(issue, []).append(comment)
+    repo.comment_issues[comment["id"]] = issue  # so reactions on the App's own comments work
     return web.json_response(comment, status=201)
 
 

@@ -48,7 +48,10 @@ class RepoState:
     default_branch: str
     id: int = field(default_factory=next_id)
     roles: dict[str, str] = field(default_factory=dict)  # login -> one of ROLES
-    comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # issue -> comment objects
+    # Issues and pull requests that exist (they share one sequence of numbers) -> "issue" or "pull_request"
+    issues: dict[int, str] = field(default_factory=dict)
+    comment_issues: dict[int, int] = field(default_factory=dict)  # every comment that exists -> its issue number
+    comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # issue -> the App's comment objects
     reactions: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # comment id -> reactions
     check_runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # id -> check-run object, in creation order
     check_history: dict[int, list[Any]] = field(default_factory=dict)  # id -> accepted create/update bodies

@@ -1,0 +1,50 @@
+"""The GitHub emulator refuses what GitHub refuses where Retrain depends on it: comments on issues that do
+not exist, reactions on comments that do not exist, bodies over GitHub's limits, check-run outputs without
+a title, unknown users, unsupported API versions, tokens sent to the archive host; and it can answer
+GraphQL with GitHub's rate-limit shapes."""
+
+from __future__ import annotations
+
+from tests.emulator.harness import Env
+from tests.emulator.harness import env as env  # the module-scoped emulator fixture
+from tests.payloads import comment_event
+
+REPO = "octo/demo"
+
+
+# --- issues and comments exist before the App answers on them -------------------------------------------------
+def test_a_comment_on_an_issue_that_does_not_exist_is_404(env: Env) -> None:
+    path = "/repos/octo/demo/issues/4242/comments"
+    missing = env.call("POST", path, {"body": "hello"})
+    assert (missing.status, missing.json()["message"]) == (404, "Not Found")
+    assert env.emu.comments(REPO, 4242) == []
+    assert env.emu.open_issue(REPO, 4242) == 4242
+    assert env.call("POST", path, {"body": "hello"}).status == 201
+    pull = env.emu.open_issue(REPO, pull_request=True)  # the next free number; pull requests share them
+    assert pull == 4243 and env.call("POST", f"/repos/octo/demo/issues/{pull}/comments", {"body": "hi"}).status == 201
+    assert env.call("POST", "/repos/octo/other/issues/4242/comments", {"body": "x"}).status == 404  # per repository
+
+
+def test_a_reaction_on_a_comment_that_does_not_exist_is_404(env: Env) -> None:
+    path = "/repos/octo/demo/issues/comments/8080/reactions"
+    assert env.call("POST", path, {"content": "eyes"}).status == 404
+    env.emu.add_comment("octo/other", 12, comment_id=8080)  # a comment of another repository
+    assert env.call("POST", path, {"content": "eyes"}).status == 404
+    assert env.emu.reactions(REPO, 8080) == []
+    assert env.call("POST", "/repos/octo/other/issues/comments/8080/reactions", {"content": "eyes"}).status == 201
+
+
+def test_the_apps_own_comments_exist_and_take_reactions(env: Env) -> None:
+    env.emu.open_issue(REPO, 21)
+    mine = env.call("POST", "/repos/octo/demo/issues/21/comments", {"body": "queued"}).json()
+    reply = env.call("POST", f"/repos/octo/demo/issues/comments/{mine['id']}/reactions", {"content": "rocket"})
+    assert reply.status == 201 and env.emu.reactions(REPO, mine["id"]) == ["rocket"]
+
+
+def test_an_issue_comment_event_makes_its_issue_and_comment_exist(env: Env) -> None:
+    payload = comment_event("/retrain ci", repo=REPO, issue_number=31, comment_id=3101, github=env.emu)
+    assert payload["issue"]["number"] == 31
+    assert env.call("POST", "/repos/octo/demo/issues/31/comments", {"body": "on it"}).status == 201
+    assert env.call("POST", "/repos/octo/demo/issues/comments/3101/reactions", {"content": "eyes"}).status == 201
+    env.emu.event_happened("issue_comment", {**payload, "action": "deleted"})
+    assert env.call("POST", "/repos/octo/demo/issues/comments/3101/reactions", {"content": "+1"}).status == 404
