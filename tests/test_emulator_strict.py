@@ -48,3 +48,39 @@ def test_an_issue_comment_event_makes_its_issue_and_comment_exist(env: Env) -> N
     assert env.call("POST", "/repos/octo/demo/issues/comments/3101/reactions", {"content": "eyes"}).status == 201
     env.emu.event_happened("issue_comment", {**payload, "action": "deleted"})
     assert env.call("POST", "/repos/octo/demo/issues/comments/3101/reactions", {"content": "+1"}).status == 404
+
+
+# --- GitHub's length limits ------------------------------------------------------------------------------------
+def test_a_comment_body_over_65536_characters_is_refused_in_githubs_words(env: Env) -> None:
+    env.emu.open_issue(REPO, 40)
+    path = "/repos/octo/demo/issues/40/comments"
+    assert env.call("POST", path, {"body": "x" * 65_536}).status == 201
+    assert env.call("POST", path, {"body": "é" * 65_536}).status == 201  # characters, not bytes
+    before = len(env.emu.violations)
+    reply = env.call("POST", path, {"body": "x" * 65_537})
+    assert reply.status == 422
+    assert reply.json()["message"] == "Validation Failed"
+    assert reply.json()["errors"] == [{"resource": "IssueComment", "code": "unprocessable", "field": "data",
+                                       "message": "Body is too long (maximum is 65536 characters)"}]
+    assert reply.json()["documentation_url"].endswith("#create-an-issue-comment")
+    env.conforms("POST", path, reply)
+    assert len(env.emu.comments(REPO, 40)) == 2
+    assert "65,537 characters" in env.take_violations(before)[0]
+
+
+def test_check_run_summary_and_text_over_65535_characters_are_refused_on_create_and_update(env: Env) -> None:
+    runs = "/repos/octo/demo/check-runs"
+    head = env.emu.head(REPO)
+    at_limit = {"title": "t", "summary": "s" * 65_535, "text": "t" * 65_535}
+    created = env.call("POST", runs, {"name": "limits", "head_sha": head, "output": at_limit})
+    assert created.status == 201
+    path = f"{runs}/{created.json()['id']}"
+    assert env.call("PATCH", path, {"output": at_limit}).status == 200
+    before = len(env.emu.violations)
+    for field in ("summary", "text"):
+        over = {**at_limit, field: "x" * 65_536}
+        assert env.call("POST", runs, {"name": "limits", "head_sha": head, "output": over}).status == 422
+        assert env.call("PATCH", path, {"output": {**over, "title": "changed"}}).status == 422
+    assert len(env.take_violations(before)) == 4
+    assert env.call("GET", path).json()["output"]["title"] == "t"  # refused updates changed nothing
+    assert [r["name"] for r in env.emu.check_runs(REPO)].count("limits") == 1

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 DOCS = "https://docs.github.com/rest"
 RAW_MEDIA = {"application/vnd.github.raw", "application/vnd.github.raw+json", "application/vnd.github.v3.raw"}
 CODELOAD_TTL_S = 300
+MAX_COMMENT_CHARS = 65_536  # "Body is too long (maximum is 65536 characters)"
 Handler = Callable[[web.Request, "GitHubEmulator", Operation], Awaitable[web.StreamResponse]]
 
 
@@ -184,10 +185,30 @@ async def create_reaction(request: web.Request, emu: GitHubEmulator, op: Operati
     return web.json_response(reaction, status=201)
 
 
+def check_comment_length(request: web.Request, emu: GitHubEmulator, op: Operation, text: str) -> None:
+    """GitHub's IssueComment model refuses a body over 65,536 characters (counted as characters, not bytes).
+
+    The body is the one seen from GitHub since 2021, quoted in public issues (reg-viz/reg-actions#123,
+    easybuilders/easybuild-easyconfigs#24647, 2025): 422 {"message": "Validation Failed", "errors":
+    [{"resource": "IssueComment", "code": "unprocessable", "field": "data", "message": "Body is too long
+    (maximum is 65536 characters)"}], "documentation_url": ".../issues/comments#create-an-issue-comment"}.
+    Before that GitHub said code "custom", field "body", "body is too long (maximum is 65536 characters)"
+    (danger/danger#424, 2016); a client should look at the status, not at these words.
+    """
+    if len(text) <= MAX_COMMENT_CHARS:
+        return
+    emu.violations.append(f"{op.method} {request.path}: comment body of {len(text):,} characters is over "
+                          f"GitHub's {MAX_COMMENT_CHARS:,}")
+    raise fail(op, 422, "Validation Failed", errors=[{
+        "resource": "IssueComment", "code": "unprocessable", "field": "data",
+        "message": f"Body is too long (maximum is {MAX_COMMENT_CHARS} characters)"}])
+
+
 async def create_comment(request: web.Request, emu: GitHubEmulator, op: Operation) -> web.StreamResponse:
     repo = visible_repo(emu, installation_token(request, emu), op, ("issues", "pull_requests"), "write")
     issue = existing_issue(repo, op)
     body = await read_json(request, emu, op)
+    check_comment_length(request, emu, op, body["body"])
     comment = comment_json(emu.base_url, repo, issue, body["body"], emu.bot_user())
     repo.comments.setdefault(issue, []).append(comment)
     repo.comment_issues[comment["id"]] = issue  # so reactions on the App's own comments work
