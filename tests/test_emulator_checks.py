@@ -42,9 +42,9 @@ def test_create_update_complete_lifecycle(env: Env) -> None:
     assert reply.status == 200 and reply.json()["status"] == "in_progress"
     env.conforms("PATCH", path, reply)
     note = {"path": "README.md", "start_line": 1, "end_line": 1, "annotation_level": "notice", "message": "hi"}
-    more = {"output": {"summary": "iteration 50/100", "annotations": [note]}}
+    more = {"output": {"title": "Training", "summary": "iteration 50/100", "annotations": [note]}}
     reply = env.call("PATCH", path, more)
-    # GitHub keeps title and summary unless sent, replaces text with what is sent, appends annotations
+    # GitHub replaces text with what is sent (none: null) and appends annotations
     assert reply.json()["output"] == {**run["output"], "title": "Training", "summary": "iteration 50/100",
                                       "text": None, "annotations_count": 1}
     done = {"conclusion": "success", "output": {"title": "Done", "summary": "Loss 1.20 after 100 iterations"}}

@@ -84,3 +84,21 @@ def test_check_run_summary_and_text_over_65535_characters_are_refused_on_create_
     assert len(env.take_violations(before)) == 4
     assert env.call("GET", path).json()["output"]["title"] == "t"  # refused updates changed nothing
     assert [r["name"] for r in env.emu.check_runs(REPO)].count("limits") == 1
+
+
+# --- check-run outputs name a title ----------------------------------------------------------------------------
+def test_a_check_run_output_without_a_title_is_refused_on_update_and_on_create(env: Env) -> None:
+    runs = "/repos/octo/demo/check-runs"
+    head = env.emu.head(REPO)
+    run = env.call("POST", runs, {"name": "titles", "head_sha": head,
+                                  "output": {"title": "Queued", "summary": "waiting"}}).json()
+    path = f"{runs}/{run['id']}"
+    before = len(env.emu.violations)
+    untitled = env.call("PATCH", path, {"status": "in_progress", "output": {"summary": "iteration 3"}})
+    assert untitled.status == 422
+    assert untitled.json()["message"] == 'Invalid request.\n\n"title" wasn\'t supplied.'
+    bare = env.call("POST", runs, {"name": "titles", "head_sha": head, "output": {"text": "details"}})
+    assert bare.json()["message"] == 'Invalid request.\n\n"title", "summary" weren\'t supplied.'
+    assert len(env.take_violations(before)) == 2
+    assert env.call("GET", path).json()["status"] == "queued"  # the refused update changed nothing
+    assert env.call("PATCH", path, {"status": "in_progress"}).status == 200  # no output: nothing to title

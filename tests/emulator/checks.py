@@ -10,6 +10,10 @@ What GitHub does, and the emulator with it:
 - On update, the schema's anyOf refuses `status` waiting/requested/pending and `status: completed`
   without a `conclusion`; the wording is the json_schema gem's, as seen from a live call for waiting
   (the completed-without-conclusion text is derived from the same rules).
+- An `output` needs `title` and `summary`, on update too (the published description marks only summary
+  required there, and says "**Required**." in title's description; GitHub answers 422): 'Invalid
+  request.\n\n"title" wasn't supplied.', the json_schema gem's wording for a missing property as seen
+  from live calls for other fields ('"annotation_level", "path" weren't supplied.', humanmade/linter-bot#71).
 - The model refuses a completed run, or one with `completed_at`, that has no conclusion: 422
   "Validation Failed" with errors [{resource: CheckRun, code: missing_field, field: conclusion}] (the
   `errors` item is Rails' presence error in GitHub's usual mapping; not seen from a live call).
@@ -80,6 +84,12 @@ def _schema_errors(op: Operation, body: dict[str, Any], *, updating: bool) -> li
             lines += ['No subschema in "anyOf" matched.', *top, *first, *second]
     if conclusion is not None and conclusion not in SETTABLE_CONCLUSIONS:
         lines.append(f"{conclusion} is not a member of {_quoted(SETTABLE_CONCLUSIONS)}.")
+    output = body.get("output")
+    if isinstance(output, dict):
+        missing = [key for key in ("title", "summary") if key not in output]
+        if missing:
+            names = ", ".join(f'"{key}"' for key in missing)
+            lines.append(f"{names} {'wasn' if len(missing) == 1 else 'weren'}'t supplied.")
     return lines
 
 
