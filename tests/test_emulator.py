@@ -91,6 +91,8 @@ def test_permission_lookup(env: Env, role: str | None, permission: str) -> None:
     login = f"user-{role}"
     if role:
         env.emu.set_permission("octo/demo", login, role)
+    else:
+        env.emu.add_user(login)  # known to GitHub, no role here
     path = f"/repos/octo/demo/collaborators/{login}/permission"
     reply = env.call("GET", path)
     assert reply.status == 200
@@ -306,6 +308,7 @@ def test_gidgethub_talks_to_the_emulator(env: Env) -> None:
             minted = await get_installation_access_token(app, installation_id=str(INSTALLATION), app_id=APP_ID,
                                                          private_key=KEY.private_pem.decode())
             gh = GitHubAPI(session, "retrain-tests", oauth_token=minted["token"], base_url=env.base)
+            env.emu.add_user("nobody")
             perm = await gh.getitem("/repos/{owner}/{repo}/collaborators/{user}/permission",
                                     {"owner": "octo", "repo": "demo", "user": "nobody"})
             assert perm["permission"] == "none"

@@ -74,6 +74,7 @@ def test_primary_rate_limit(env: Env) -> None:
 def test_gidgethub_reads_the_limits_as_github_s(env: Env) -> None:
     env.emu.inject_primary_rate_limit("GET", r"/repos/octo/demo/collaborators/.*")
     env.emu.inject_secondary_rate_limit("GET", r"/repos/octo/demo/collaborators/.*")
+    env.emu.add_user("x")
 
     async def go() -> None:
         async with aiohttp.ClientSession() as session:

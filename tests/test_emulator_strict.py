@@ -102,3 +102,28 @@ def test_a_check_run_output_without_a_title_is_refused_on_update_and_on_create(e
     assert len(env.take_violations(before)) == 2
     assert env.call("GET", path).json()["status"] == "queued"  # the refused update changed nothing
     assert env.call("PATCH", path, {"status": "in_progress"}).status == 200  # no output: nothing to title
+
+
+# --- the permission API knows who exists -----------------------------------------------------------------------
+def test_the_permission_of_a_user_github_does_not_know_is_404(env: Env) -> None:
+    path = "/repos/octo/demo/collaborators/{}/permission"
+    missing = env.call("GET", path.format("no-such-user-anywhere"))
+    assert (missing.status, missing.json()["message"]) == (404, "Not Found")
+    env.conforms("GET", path.format("no-such-user-anywhere"), missing)
+    env.emu.add_user("Stranger")
+    known = env.call("GET", path.format("stranger"))  # logins are case-insensitive
+    assert known.status == 200 and (known.json()["permission"], known.json()["role_name"]) == ("none", "none")
+    env.conforms("GET", path.format("stranger"), known)
+    comment_event("/retrain", repo=REPO, sender="commenter", comment_id=5101, github=env.emu)
+    assert env.call("GET", path.format("commenter")).json()["permission"] == "none"  # an event's sender exists
+    assert env.call("GET", path.format("octo")).status == 200  # the owner exists
+
+
+def test_every_known_user_may_read_a_public_repository(env: Env) -> None:
+    env.emu.add_repository("octo/public", {"README.md": b"hi\n"}, installation_id=42, private=False)
+    env.emu.add_user("passer-by")
+    reply = env.call("GET", "/repos/octo/public/collaborators/passer-by/permission")
+    assert (reply.json()["permission"], reply.json()["role_name"]) == ("read", "read")
+    assert env.call("GET", "/repos/octo/public/collaborators/nobody-at-all/permission").status == 404
+    env.emu.set_permission("octo/public", "passer-by", "triage")
+    assert env.call("GET", "/repos/octo/public/collaborators/passer-by/permission").json()["role_name"] == "triage"

@@ -56,6 +56,9 @@ class GitHubEmulator:
         self.apps: dict[str, RegisteredApp] = {self.app_id: RegisteredApp(self.app_id, app_public_key_pem, {})}
         self.manifest_codes: dict[str, ManifestCode] = {}  # GitHub's one-time codes of the manifest flow
         self.web_user = "octo"  # who is signed in to the emulated github.com (registers Apps there)
+        # Logins of the users GitHub knows, lowercased (logins are case-insensitive): repository owners, anyone
+        # given a role, the senders and authors of events that happened, and those added with add_user.
+        self.users: set[str] = {self.web_user, bot_login.lower()}
         self.installations: dict[int, Installation] = {}
         self.repos: dict[str, RepoState] = {}
         self.codeload: dict[str, tuple[str, str, float]] = {}
@@ -75,8 +78,11 @@ class GitHubEmulator:
 
     # --- setting up state ------------------------------------------------------------------------------
     def add_repository(self, full_name: str, files: dict[str, bytes], *, default_branch: str = "main",
-                       installation_id: int = 1) -> Path:
-        """Create a bare repository with one initial commit holding `files`; return its git dir."""
+                       installation_id: int = 1, private: bool = True) -> Path:
+        """Create a bare repository with one initial commit holding `files`; return its git dir.
+
+        Private by default; on a public one every user GitHub knows has at least read permission.
+        """
         owner, _, name = full_name.partition("/")
         if not owner or not name or "/" in name or full_name in self.repos:
             raise ValueError(f"bad or duplicate repository name {full_name!r}")
@@ -84,15 +90,25 @@ class GitHubEmulator:
         git = GitRepo.init(git_dir, default_branch)
         git.commit(default_branch, dict(files), "Initial commit", author=EXTERNAL, committer=EXTERNAL,
                    expected_head=None)
-        self.repos[full_name] = RepoState(full_name, git, installation_id, default_branch)
+        self.repos[full_name] = RepoState(full_name, git, installation_id, default_branch, private=private)
+        self.add_user(owner)
         inst = self.installations.setdefault(installation_id, Installation(installation_id, owner))
         inst.repositories.add(full_name)
         return git_dir
 
+    def add_user(self, login: str) -> None:
+        """A user GitHub knows (the permission API answers 404 for a login that names no one)."""
+        self.users.add(login.lower())
+
+    def knows_user(self, login: str) -> bool:
+        return login.lower() in self.users
+
     def set_permission(self, full_name: str, login: str, role: str) -> None:
-        """Give `login` a role on the repository; logins never given one read as "none"."""
+        """Give `login` (now a known user) a role on the repository; known users never given one have none
+        (read on a public repository)."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}")
+        self.add_user(login)
         self.repos[full_name].roles[login] = role
 
     def set_installation_permissions(self, installation_id: int, permissions: dict[str, str]) -> None:
@@ -132,9 +148,12 @@ class GitHubEmulator:
         On GitHub an `issue_comment` delivery exists because the comment was made: its issue (or pull
         request) and the comment exist, and the App can answer on the issue and react to the comment.
         `issues` and `pull_request` events open their issue or pull request. A deleted comment no longer
-        exists. Other events change nothing.
+        exists. The sender and the authors named are users GitHub knows. Other events change nothing else.
         """
         full_name = payload["repository"]["full_name"]
+        for person in (payload.get("sender"), *(payload.get(k, {}).get("user") for k in ("comment", "issue"))):
+            if isinstance(person, dict) and isinstance(person.get("login"), str):
+                self.add_user(person["login"])
         if event == "issue_comment":
             issue = payload["issue"]
             self.open_issue(full_name, int(issue["number"]), pull_request="pull_request" in issue)

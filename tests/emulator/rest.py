@@ -148,9 +148,21 @@ async def create_token(request: web.Request, emu: GitHubEmulator, op: Operation)
 
 
 async def collaborator_permission(request: web.Request, emu: GitHubEmulator, op: Operation) -> web.StreamResponse:
+    """A user's role on the repository (`role_name`) and its legacy `permission`.
+
+    A login that names no user GitHub knows is 404 (the description documents 404 for this operation;
+    app/github.py reads it as no permission). A known user with no role on the repository is not an error:
+    200 with permission and role_name "none" on a private repository, and "read" on a public one, where
+    everyone may read (public projects see "read" for every non-collaborator:
+    aws-ia/cloudformation-github-resource-providers#14). Roles through teams or the organization are not
+    emulated: a role is what set_permission gave.
+    """
     repo = visible_repo(emu, installation_token(request, emu), op, ("metadata",), "read")
     login = op.params["username"]
-    return web.json_response(permission_json(emu.base_url, login, repo.roles.get(login, "none")))
+    if not emu.knows_user(login):
+        raise fail(op, 404, "Not Found")
+    role = repo.roles.get(login) or ("none" if repo.private else "read")
+    return web.json_response(permission_json(emu.base_url, login, role))
 
 
 def _number(raw: str) -> int | None:

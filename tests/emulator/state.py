@@ -46,6 +46,7 @@ class RepoState:
     git: GitRepo
     installation_id: int
     default_branch: str
+    private: bool = True  # a public repository lets every user read it
     id: int = field(default_factory=next_id)
     roles: dict[str, str] = field(default_factory=dict)  # login -> one of ROLES
     # Issues and pull requests that exist (they share one sequence of numbers) -> "issue" or "pull_request"
