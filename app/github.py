@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 NOT_FAST_FORWARD = "not a fast forward"  # GitHub's 422 for a ref that moved: "Update is not a fast forward"
 ROLE_NAMES = ("admin", "maintain", "write", "triage", "read")
 USER_AGENT = "retrain-app"
+API_VERSION = "2022-11-28"  # the REST API version this client is written against, sent on every request
 RAW = "application/vnd.github.raw+json"
 CLOCK_SKEW = timedelta(minutes=5)  # between this machine's clock and GitHub's `updated_at`
 
@@ -72,11 +73,14 @@ class MeteredGitHubAPI(GitHubAPI):
 
     It also keeps what gidgethub drops from GraphQL answers and GitHub's rate-limit rules need: the headers
     of a 403/429 (`retry-after` of a secondary limit; gidgethub's BadGraphQLRequest carries none) and the
-    reset of a RATE_LIMITED answer."""
+    reset of a RATE_LIMITED answer. Every gidgethub call passes through `_request`, so the API version is
+    named here once: without it GitHub serves its default version, which may change under the App.
+    """
 
     async def _request(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
     ) -> tuple[int, Mapping[str, str], bytes]:
+        headers = {**headers, "x-github-api-version": API_VERSION}
         status, response_headers, data = await super()._request(method, url, headers, body)
         TELEMETRY.count("retrain_github_api_calls_total", method=method, status=str(status))
         remaining = response_headers.get("x-ratelimit-remaining")
@@ -425,7 +429,8 @@ class GitHubClient:
 
     # -- plumbing ---------------------------------------------------------------------------------------
     def _headers(self, accept: str) -> dict[str, str]:
-        return dict(sansio.create_headers(USER_AGENT, accept=accept, oauth_token=self.gh.oauth_token))
+        headers = sansio.create_headers(USER_AGENT, accept=accept, oauth_token=self.gh.oauth_token)
+        return {**headers, "x-github-api-version": API_VERSION}
 
     @staticmethod
     async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:

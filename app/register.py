@@ -31,9 +31,9 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 from aiohttp import web
 from gidgethub import BadRequest, GitHubBroken, GitHubException
-from gidgethub.aiohttp import GitHubAPI
 
 from app.errors import RetrainError
+from app.github import MeteredGitHubAPI
 
 MANIFEST_PATH = Path(__file__).resolve().parent.parent / "deploy" / "app-manifest.json"
 USER_AGENT = "retrain-app"
@@ -112,7 +112,7 @@ async def exchange_code(api_url: str, code: str, *, session: aiohttp.ClientSessi
     own = session is None
     session = session or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
     try:
-        gh = GitHubAPI(session, USER_AGENT, base_url=api_url.rstrip("/"))
+        gh = MeteredGitHubAPI(session, USER_AGENT, base_url=api_url.rstrip("/"))  # names the API version
         data = await gh.post("/app-manifests/{code}/conversions", {"code": code}, data=b"")
     except BadRequest as exc:
         if exc.status_code == 404:

@@ -79,7 +79,8 @@ def github(tmp_path: Path, app_key_pair: tuple[bytes, bytes]) -> Iterator[tuple[
     """The GitHub emulator serving REPO (the demo corpus, a tiny `ci` profile) on a local port.
 
     alice may write, bob may only read. Any `git push` into the repository would trip a hook, so a test
-    that passes has committed only through the API.
+    that passes has committed only through the API. It is strict about the REST API version: a call that
+    does not name it is a violation.
     """
     root = fixtures_dir()
     emu = GitHubEmulator(
@@ -93,6 +94,7 @@ def github(tmp_path: Path, app_key_pair: tuple[bytes, bytes]) -> Iterator[tuple[
     hook.chmod(0o755)
     emu.set_permission(REPO, "alice", "write")
     emu.set_permission(REPO, "bob", "read")
+    emu.require_api_version = True
     with emu.running_in_thread() as base_url:
         yield emu, base_url
     assert not (tmp_path / "PUSHED").exists(), "something ran git push into the emulated repository"

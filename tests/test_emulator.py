@@ -298,7 +298,7 @@ def test_calls_are_recorded(env: Env) -> None:
     env.emu.open_issue("octo/demo", 9)
     env.call("POST", "/repos/octo/demo/issues/9/comments?x=1", {"body": "hi"})
     assert env.emu.calls[-1] == RecordedCall("POST", "/repos/octo/demo/issues/9/comments", {"x": "1"},
-                                             {"body": "hi"}, 201, None)
+                                             {"body": "hi"}, 201, None, api_version="2022-11-28")
 
 
 def test_gidgethub_talks_to_the_emulator(env: Env) -> None:

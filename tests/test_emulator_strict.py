@@ -5,9 +5,20 @@ GraphQL with GitHub's rate-limit shapes."""
 
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
+
+from app.github import API_VERSION, installation_client
+from app.register import MANIFEST_PATH, exchange_code, load_manifest
+from app.settings import Settings
+from tests.conftest import INSTALLATION_ID
+from tests.emulator import GitHubEmulator
+from tests.emulator.client import http
 from tests.emulator.harness import Env
 from tests.emulator.harness import env as env  # the module-scoped emulator fixture
 from tests.payloads import comment_event
+from workers.jobs.redelivery import redeliver_failed
 
 REPO = "octo/demo"
 
@@ -127,3 +138,70 @@ def test_every_known_user_may_read_a_public_repository(env: Env) -> None:
     assert env.call("GET", "/repos/octo/public/collaborators/nobody-at-all/permission").status == 404
     env.emu.set_permission("octo/public", "passer-by", "triage")
     assert env.call("GET", "/repos/octo/public/collaborators/passer-by/permission").json()["role_name"] == "triage"
+
+
+# --- the REST API version ----------------------------------------------------------------------------------------
+def test_an_unsupported_api_version_is_400_in_githubs_words(env: Env) -> None:
+    path = env.base + "/repos/octo/demo/contents/README.md"
+    auth = f"token {env.token}"
+    refused = http("GET", path, auth=auth, api_version="v3")
+    assert refused.status == 400
+    assert refused.json() == {
+        "message": "Bad Request", "documentation_url": "https://docs.github.com/rest", "status": "400",
+        "errors": 'The version you specified in the "X-GitHub-API-Version" request header, "v3", is not a '
+                  'supported version. The following versions are currently supported: "2026-03-10" (most '
+                  'recent) and "2022-11-28".'}
+    assert http("GET", path, auth=auth, api_version="2021-01-01").status == 400
+    for asked, served in (("2022-11-28", "2022-11-28"), ("2026-03-10", "2026-03-10"), (" 2026-03-10 ", "2026-03-10"),
+                          (None, "2022-11-28")):  # no header: GitHub's default version
+        reply = http("GET", path, auth=auth, api_version=asked)
+        assert reply.status == 200 and reply.headers["x-github-api-version-selected"] == served
+    graphql = http("POST", env.base + "/graphql", auth=f"bearer {env.token}", body={"query": "{ __typename }"},
+                   api_version="v3")  # GitHub does not read the header on GraphQL
+    assert graphql.status == 200 and "x-github-api-version-selected" not in graphql.headers
+    assert env.emu.calls[-2].api_version is None and env.emu.calls[-1].api_version == "v3"
+
+
+def test_in_strict_mode_a_rest_call_without_the_version_is_a_violation(env: Env) -> None:
+    env.emu.require_api_version = True
+    try:
+        before = len(env.emu.violations)
+        assert http("GET", env.base + "/repos/octo/demo/contents/README.md", auth=f"token {env.token}",
+                    api_version=None).status == 200  # GitHub serves it; the emulator notes it
+        assert env.take_violations(before) == ["GET /repos/octo/demo/contents/README.md: no X-GitHub-Api-Version "
+                                               "header"]
+        http("POST", env.base + "/graphql", auth=f"bearer {env.token}", body={"query": "{ __typename }"},
+             api_version=None)
+        assert env.emu.violations[before:] == []
+    finally:
+        env.emu.require_api_version = False
+
+
+def test_every_call_the_app_makes_names_the_api_version(github: tuple[GitHubEmulator, str],
+                                                         settings: Settings) -> None:
+    """Tokens, REST through gidgethub and raw, GraphQL, the App-JWT delivery endpoints and the manifest code
+    exchange; the shared fixture is strict, so a call without the header also fails the test at teardown."""
+    emu, base = github
+    emu.add_comment("octo/demo", 7, comment_id=7001)
+    emu.add_hook_delivery(guid="g-1", event="issue_comment", action="created", status_code=502)
+
+    async def go() -> None:
+        async with installation_client(settings, INSTALLATION_ID, repo="octo/demo") as gh:
+            await gh.permission("octo/demo", "alice")
+            await gh.add_reaction("octo/demo", 7001, "eyes")
+            await gh.create_comment("octo/demo", 7, "on it")
+            await gh.read_file("octo/demo", "README.md", None)
+            head = await gh.branch_head("octo/demo", None)
+            await gh.create_check_run("octo/demo", name="v", head_sha=head.oid, status="queued")
+            entries = (await gh.tree("octo/demo", head.oid))["tree"]
+            await gh.blob("octo/demo", next(e["sha"] for e in entries if e["type"] == "blob"))
+        await redeliver_failed(settings)
+        async with aiohttp.ClientSession() as session:
+            await exchange_code(base, emu.add_manifest_code(load_manifest(MANIFEST_PATH), name="Retrain V"),
+                                session=session)
+
+    asyncio.run(go())
+    paths = {c.path.split("/")[-1] for c in emu.calls}
+    assert {"access_tokens", "permission", "reactions", "comments", "README.md", "graphql", "check-runs",
+            "deliveries", "attempts", "conversions"} <= paths
+    assert {c.api_version for c in emu.calls} == {API_VERSION}

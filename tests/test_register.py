@@ -159,7 +159,8 @@ async def _app_jwt_get(base: str, settings: Settings, path: str) -> dict[str, An
     app_id, key = settings.require_app()
     async with aiohttp.ClientSession() as session:
         gh = GitHubAPI(session, "retrain-test", base_url=base)
-        return await gh.getitem(path, jwt=get_jwt(app_id=app_id, private_key=key))
+        return await gh.getitem(path, jwt=get_jwt(app_id=app_id, private_key=key),
+                                extra_headers={"X-GitHub-Api-Version": "2022-11-28"})
 
 
 # --- the whole flow over HTTP ---------------------------------------------------------------------------------

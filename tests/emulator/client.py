@@ -55,10 +55,15 @@ class Reply:
         return json.loads(self.body)
 
 
+API_VERSION = "2022-11-28"
+
+
 def http(method: str, url: str, *, auth: str | None = None, body: Any = None,
-         accept: str = "application/vnd.github+json") -> Reply:
-    """One request from sync code, redirects not followed (tests look at the 302 itself)."""
-    headers = {"Accept": accept, **({"Authorization": auth} if auth else {})}
+         accept: str = "application/vnd.github+json", api_version: str | None = API_VERSION) -> Reply:
+    """One request from sync code, redirects not followed (tests look at the 302 itself); it names the REST
+    API version as a well-behaved client does (`api_version=None`: no X-GitHub-Api-Version header)."""
+    headers = {"Accept": accept, **({"Authorization": auth} if auth else {}),
+               **({"X-GitHub-Api-Version": api_version} if api_version else {})}
 
     async def go() -> Reply:
         async with aiohttp.ClientSession() as session, session.request(

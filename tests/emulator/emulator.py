@@ -68,6 +68,10 @@ class GitHubEmulator:
         self.tree_limit_bytes = 7 * 1024 * 1024
         self.calls: list[RecordedCall] = []
         self.violations: list[str] = []
+        # Strict about the API version: a REST call without X-GitHub-Api-Version is a violation (GitHub would
+        # serve its default version; the App pins the one it was written against). An unsupported version
+        # is answered 400 either way.
+        self.require_api_version = False
         self.faults = Faults()
         self.rate_limits = RateLimits()
         self.hook_deliveries: list[dict[str, Any]] = []  # the App's webhook deliveries (add_hook_delivery)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import apps, checks, gitdata, hooks, listing, rest
+from . import apps, checks, gitdata, hooks, listing, rest, versions
 from .auth import AuthError, bearer
 from .faults import DROP_CONNECTION, Fault, default_body, fault_headers, primary_limit_body, request_id
 from .graphql_api import Context, run_graphql
@@ -33,7 +33,8 @@ class RecordedCall:
 
     `graphql_operation` (POST /graphql only): operation type, name if any, root fields, e.g.
     "mutation createCommitOnBranch" or "query Head repository". `fault`: answered by an injected fault
-    (the request was not handled and changed nothing).
+    (the request was not handled and changed nothing). `api_version`: the X-GitHub-Api-Version header the
+    request carried, None without one.
     """
 
     method: str
@@ -43,6 +44,7 @@ class RecordedCall:
     status: int
     graphql_operation: str | None
     fault: bool = False
+    api_version: str | None = None
 
 
 def _rate_key(emu: GitHubEmulator, request: web.Request) -> tuple[str, str, str] | None:
@@ -93,9 +95,17 @@ def make_app(emu: GitHubEmulator) -> web.Application:
             emu.violations.append(f"emulator error on {request.method} {request.path}: {exc!r}")
             return web.json_response({"message": "Server Error"}, status=500)
 
+    def check_version_sent(request: web.Request) -> None:
+        """In strict mode (emu.require_api_version) a REST call without the header is a violation: GitHub
+        would serve it with its default version, but the App pins the version it was written against."""
+        if emu.require_api_version and versions.versioned(request.path) and versions.requested(
+                request.headers) is None:
+            emu.violations.append(f"{request.method} {request.path}: no {versions.HEADER} header")
+
     @web.middleware
     async def record(request: web.Request, handler: Any) -> web.StreamResponse:
         rid, key = request_id(), _rate_key(emu, request)
+        check_version_sent(request)
         fault = emu.faults.take(request.method, request.path, await request.read())
         if fault is not None and fault.after:  # carried out, and then the answer is lost
             await handle(request, handler)
@@ -114,6 +124,9 @@ def make_app(emu: GitHubEmulator) -> web.Application:
                 response = await handle(request, handler)
             response.headers.update(limit_headers)
         response.headers["x-github-request-id"] = rid
+        asked = versions.requested(request.headers)
+        if versions.versioned(request.path) and (served := versions.selected(asked)):
+            response.headers[versions.SELECTED_HEADER] = served
         raw = await request.read()
         try:
             body = json.loads(raw) if raw.strip() else None
@@ -121,10 +134,13 @@ def make_app(emu: GitHubEmulator) -> web.Application:
             body = None
         status = DROP_CONNECTION if fault is not None and fault.status == DROP_CONNECTION else response.status
         emu.calls.append(RecordedCall(request.method, request.path, dict(request.query), body, status,
-                                      request.get(_GRAPHQL_OP), fault is not None))
+                                      request.get(_GRAPHQL_OP), fault is not None, asked))
         return response
 
     async def rest_call(request: web.Request) -> web.StreamResponse:
+        asked = versions.requested(request.headers)
+        if versions.selected(asked) is None:
+            raise rest.GitHubError(400, "Bad Request", errors=versions.unsupported_message(asked or ""))
         where = f"{request.method} {request.path}"
         op = emu.spec.match(request.method, request.path)
         if op is None:

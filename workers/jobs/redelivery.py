@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from gidgethub import HTTPException, sansio
 from gidgethub.apps import get_jwt
 
-from app.github import USER_AGENT
+from app.github import API_VERSION, USER_AGENT
 from app.github_retry import requested_wait_s, with_retries
 from app.settings import Settings
 
@@ -71,7 +71,8 @@ class AppDeliveries:
 
     def _headers(self) -> dict[str, str]:
         # A JWT per request: it lives 10 minutes, and paging may take longer.
-        return dict(sansio.create_headers(USER_AGENT, jwt=get_jwt(app_id=self._app_id, private_key=self._private_key)))
+        headers = sansio.create_headers(USER_AGENT, jwt=get_jwt(app_id=self._app_id, private_key=self._private_key))
+        return {**headers, "x-github-api-version": API_VERSION}
 
     @with_retries
     async def page(self, url: str) -> tuple[list[Delivery], str | None]:
