@@ -172,7 +172,8 @@ def test_tarball_redirects_to_a_one_time_archive(env: Env) -> None:
     assert reply.status == 302
     location = reply.headers["Location"]
     sha = env.emu.head("octo/demo")
-    assert location.startswith(f"{env.base}/_codeload/octo/demo/legacy.tar.gz/{sha}?token=")
+    assert location.startswith(f"{env.emu.codeload_url}/octo/demo/legacy.tar.gz/{sha}?token=")
+    assert env.emu.codeload_url != env.base  # another host, as codeload.github.com is
     archive = http("GET", location)
     assert archive.status == 200 and archive.headers["Content-Type"] == "application/x-gzip"
     with tarfile.open(fileobj=io.BytesIO(archive.body), mode="r:gz") as tar:

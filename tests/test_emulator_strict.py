@@ -205,3 +205,30 @@ def test_every_call_the_app_makes_names_the_api_version(github: tuple[GitHubEmul
     assert {"access_tokens", "permission", "reactions", "comments", "README.md", "graphql", "check-runs",
             "deliveries", "attempts", "conversions"} <= paths
     assert {c.api_version for c in emu.calls} == {API_VERSION}
+
+
+# --- archives come from another host --------------------------------------------------------------------------
+def test_a_tarball_redirects_to_another_host_and_a_client_following_it_drops_the_token(env: Env) -> None:
+    async def follow() -> tuple[int, bytes]:
+        async with aiohttp.ClientSession() as session, session.get(
+                env.base + "/repos/octo/demo/tarball/main",
+                headers={"Authorization": f"token {env.token}", "X-GitHub-Api-Version": API_VERSION}) as r:
+            return r.status, await r.read()
+
+    before = len(env.emu.violations)
+    status, archive = asyncio.run(follow())
+    assert status == 200 and archive[:2] == b"\x1f\x8b"  # gzip
+    [redirect, download] = env.emu.calls[-2:]
+    assert (redirect.host, redirect.status) == ("api.github.com", 302)
+    assert (download.host, download.status) == ("codeload.github.com", 200)
+    assert download.path == f"/octo/demo/legacy.tar.gz/{env.emu.head(REPO)}"
+    assert env.emu.violations[before:] == []
+
+
+def test_the_archive_host_refuses_a_request_that_carries_a_token(env: Env) -> None:
+    location = env.call("GET", "/repos/octo/demo/tarball/main").headers["Location"]
+    before = len(env.emu.violations)
+    leaked = http("GET", location, auth=f"token {env.token}")
+    assert leaked.status == 400
+    [violation] = env.take_violations(before)
+    assert "codeload.github.com" in violation and "Authorization" in violation

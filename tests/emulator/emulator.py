@@ -1,7 +1,8 @@
 """GitHubEmulator: an aiohttp stand-in for api.github.com, backed by real git repositories.
 
 It serves exactly the calls the App makes (rest.py, checks.py, gitdata.py, hooks.py, apps.py, graphql_api.py)
-and github.com's page for registering an App from a manifest (apps.py),
+and github.com's page for registering an App from a manifest (apps.py), with tarballs downloaded from an
+archive host of its own (codeload.github.com, another port),
 checks every REST call against GitHub's OpenAPI description and every GraphQL document against GitHub's
 schema when those are given, and records every call so tests can assert on traffic as well as on
 resulting git history. Tests can inject faults (rate limits, server errors; faults.py), and every REST
@@ -29,7 +30,7 @@ from .gitstore import ZERO_OID, GitRepo, Identity
 from .graphql_schema import load_schema
 from .hooks import delivery_json
 from .openapi import load_spec
-from .server import RecordedCall, make_app
+from .server import RecordedCall, make_app, make_codeload_app
 from .state import GITHUB_COMMITTER, ROLES, RepoState, next_id, user_json
 
 __all__ = ["EXTERNAL", "GITHUB_COMMITTER", "GitHubEmulator", "RecordedCall"]
@@ -78,7 +79,8 @@ class GitHubEmulator:
         self.redelivery_status_code: int | None = None  # when set, a redelivery adds a delivery with this status
         self._redeliveries: list[int] = []
         self.base_url = ""
-        self._runner: web.AppRunner | None = None
+        self.codeload_url = ""  # the archive host's base URL (codeload.github.com), another port
+        self._runners: list[web.AppRunner] = []
 
     # --- setting up state ------------------------------------------------------------------------------
     def add_repository(self, full_name: str, files: dict[str, bytes], *, default_branch: str = "main",
@@ -329,20 +331,27 @@ class GitHubEmulator:
         return make_app(self)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on the running loop; returns the base URL (the emulator's https://api.github.com)."""
-        self._runner = web.AppRunner(self.make_app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound_host, bound_port = self._runner.addresses[0][:2]
-        bound_host = f"[{bound_host}]" if ":" in bound_host else bound_host  # IPv6 literal
-        self.base_url = f"http://{bound_host}:{bound_port}"
+        """Serve on the running loop; returns the base URL (the emulator's https://api.github.com).
+
+        The archive host (codeload.github.com) gets a port of its own, `codeload_url`: another origin, as on
+        GitHub, so that a client following a tarball redirect must drop its Authorization header.
+        """
+        self.base_url = await self._serve(self.make_app(), host, port)
+        self.codeload_url = await self._serve(make_codeload_app(self), host, 0)
         return self.base_url
 
+    async def _serve(self, app: web.Application, host: str, port: int) -> str:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        self._runners.append(runner)
+        bound_host, bound_port = runner.addresses[0][:2]
+        bound_host = f"[{bound_host}]" if ":" in bound_host else bound_host  # IPv6 literal
+        return f"http://{bound_host}:{bound_port}"
+
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        while self._runners:
+            await self._runners.pop().cleanup()
 
     @contextlib.contextmanager
     def running_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:

@@ -260,12 +260,21 @@ async def tarball(request: web.Request, emu: GitHubEmulator, op: Operation) -> w
         raise not_found()
     one_time = secrets.token_urlsafe(24)
     emu.codeload[one_time] = (repo.full_name, sha, time.time() + CODELOAD_TTL_S)
-    location = f"{emu.base_url}/_codeload/{repo.full_name}/legacy.tar.gz/{sha}?token={one_time}"
+    location = f"{emu.codeload_url}/{repo.full_name}/legacy.tar.gz/{sha}?token={one_time}"
     return web.Response(status=302, headers={"Location": location})
 
 
 async def codeload(request: web.Request, emu: GitHubEmulator) -> web.StreamResponse:
-    """The redirect target of a tarball request: no Authorization, a one-time token in the query."""
+    """The redirect target of a tarball request, on the archive host: a one-time token in the query.
+
+    GitHub's codeload would ignore an Authorization header; the emulator refuses the request and records a
+    violation, because a client that sends one has leaked the App's token to another host (following the
+    redirect must drop it, as aiohttp and requests do when the origin changes).
+    """
+    if "Authorization" in request.headers:
+        emu.violations.append(f"GET {request.path} on codeload.github.com: the request carries an Authorization "
+                              "header (a token sent to another host)")
+        return web.Response(status=400, text="400: Authorization is not accepted here")
     grant = emu.codeload.pop(request.query.get("token", ""), None)
     owner, name, sha = (request.match_info[k] for k in ("owner", "repo", "sha"))
     if grant is None or grant[0] != f"{owner}/{name}" or grant[1] != sha or grant[2] < time.time():

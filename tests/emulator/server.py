@@ -45,11 +45,12 @@ class RecordedCall:
     graphql_operation: str | None
     fault: bool = False
     api_version: str | None = None
+    host: str = "api.github.com"  # or "codeload.github.com", the archive host (make_codeload_app)
 
 
 def _rate_key(emu: GitHubEmulator, request: web.Request) -> tuple[str, str, str] | None:
-    """(kind, who, resource) GitHub counts this request against; None for codeload downloads and web pages."""
-    if request.path.startswith("/_codeload/") or request.path.endswith("/settings/apps/new"):
+    """(kind, who, resource) GitHub counts this request against; None for github.com's web pages."""
+    if request.path.endswith("/settings/apps/new"):
         return None
     resource = "graphql" if request.path == "/graphql" else "core"
     credential = bearer(request.headers.get("Authorization"))
@@ -157,9 +158,6 @@ def make_app(emu: GitHubEmulator) -> web.Application:
             raise rest.not_found()
         return await handler(request, emu, op)
 
-    async def codeload(request: web.Request) -> web.StreamResponse:
-        return await rest.codeload(request, emu)
-
     async def new_app(request: web.Request) -> web.StreamResponse:
         return await apps.new_app_page(request, emu)
 
@@ -183,9 +181,27 @@ def make_app(emu: GitHubEmulator) -> web.Application:
 
     app = web.Application(middlewares=[record], client_max_size=64 * 1024 * 1024)
     app.router.add_post("/graphql", graphql)
-    app.router.add_get("/_codeload/{owner}/{repo}/legacy.tar.gz/{sha}", codeload)
     # github.com's pages for registering an App from a manifest (the emulator's base URL is also its web URL)
     app.router.add_post("/settings/apps/new", new_app)
     app.router.add_post("/organizations/{org}/settings/apps/new", new_app)
     app.router.add_route("*", "/{tail:.*}", rest_call)
+    return app
+
+
+def make_codeload_app(emu: GitHubEmulator) -> web.Application:
+    """codeload.github.com, where a tarball request redirects: served on a port of its own, so it is another
+    origin and an HTTP client following the redirect drops the Authorization header, as it must."""
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        response = await handler(request)
+        emu.calls.append(RecordedCall(request.method, request.path, dict(request.query), None, response.status,
+                                      None, host="codeload.github.com"))
+        return response
+
+    async def archive(request: web.Request) -> web.StreamResponse:
+        return await rest.codeload(request, emu)
+
+    app = web.Application(middlewares=[record])
+    app.router.add_get("/{owner}/{repo}/legacy.tar.gz/{sha}", archive)
     return app

@@ -21,8 +21,8 @@ DEFAULT = "2022-11-28"
 
 
 def versioned(path: str) -> bool:
-    """Whether GitHub reads the version header on this path (REST calls, not GraphQL, pages or archives)."""
-    return not (path == "/graphql" or path.endswith("/settings/apps/new") or path.startswith("/_codeload/"))
+    """Whether GitHub reads the version header on this path (REST calls, not GraphQL or web pages)."""
+    return not (path == "/graphql" or path.endswith("/settings/apps/new"))
 
 
 def requested(headers: Mapping[str, str]) -> str | None:
