@@ -8,6 +8,10 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
+from gidgethub import BadGraphQLRequest, QueryError
+from gidgethub.aiohttp import GitHubAPI
+from multidict import CIMultiDict
 
 from app.github import API_VERSION, installation_client
 from app.register import MANIFEST_PATH, exchange_code, load_manifest
@@ -232,3 +236,87 @@ def test_the_archive_host_refuses_a_request_that_carries_a_token(env: Env) -> No
     assert leaked.status == 400
     [violation] = env.take_violations(before)
     assert "codeload.github.com" in violation and "Authorization" in violation
+
+
+# --- GraphQL rate limits -------------------------------------------------------------------------------------
+SECONDARY = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
+HEAD = '{ repository(owner: "octo", name: "demo") { nameWithOwner } }'
+COMMIT = """mutation($input: CreateCommitOnBranchInput!) { createCommitOnBranch(input: $input) { commit { oid } } }"""
+
+
+def graphql(env: Env, query: str, **variables: object) -> tuple[int, CIMultiDict[str], dict]:
+    reply = http("POST", env.base + "/graphql", auth=f"bearer {env.token}",
+                 body={"query": query, "variables": variables})
+    return reply.status, reply.headers, reply.json()
+
+
+def commit_input(env: Env, path: str) -> dict:
+    return {"branch": {"repositoryNameWithOwner": "octo/commits", "branchName": "main"},
+            "expectedHeadOid": env.emu.head("octo/commits"), "message": {"headline": "limits"},
+            "fileChanges": {"additions": [{"path": path, "contents": "eA=="}]}}
+
+
+def test_a_graphql_secondary_limit_is_403_with_or_without_retry_after(env: Env) -> None:
+    env.emu.inject_graphql_secondary_limit(retry_after_s=30)
+    status, headers, body = graphql(env, HEAD)
+    assert (status, headers["retry-after"]) == (403, "30")
+    assert body["message"].startswith(SECONDARY) and body["documentation_url"].endswith("#about-secondary-rate-limits")
+    assert graphql(env, HEAD)[0] == 200  # once
+    env.emu.inject_graphql_secondary_limit(retry_after_s=None, times=2, body_contains="createCommitOnBranch")
+    assert graphql(env, HEAD)[0] == 200  # another operation: not this fault's
+    head = env.emu.head("octo/commits")
+    for _ in range(2):
+        status, headers, body = graphql(env, COMMIT, input=commit_input(env, "limited"))
+        assert status == 403 and "retry-after" not in headers and body["message"].startswith(SECONDARY)
+    assert env.emu.head("octo/commits") == head  # nothing was committed
+    assert "errors" not in graphql(env, COMMIT, input=commit_input(env, "limited"))[2]
+
+
+def test_a_spent_graphql_primary_limit_is_a_200_with_githubs_error_and_headers(env: Env) -> None:
+    reset = env.emu.inject_graphql_primary_limit(reset_in_s=120)
+    status, headers, body = graphql(env, HEAD)
+    assert status == 200
+    assert body == {"errors": [{"type": "RATE_LIMITED", "message": "API rate limit exceeded for installation ID 42."}]}
+    assert (headers["x-ratelimit-remaining"], headers["x-ratelimit-reset"], headers["x-ratelimit-resource"]) == (
+        "0", str(reset), "graphql")
+    assert headers["x-ratelimit-limit"] == headers["x-ratelimit-used"] == "5000"
+    env.emu.inject_graphql_primary_limit(error_type="RATE_LIMIT")  # the shape seen since 2026
+    assert graphql(env, HEAD)[2]["errors"] == [{"type": "RATE_LIMIT", "code": "graphql_rate_limit",
+                                                "message": "API rate limit already exceeded for installation ID 42."}]
+    env.emu.inject_graphql_primary_limit(after=True, body_contains="createCommitOnBranch")  # applied, answer lost
+    head = env.emu.head("octo/commits")
+    assert graphql(env, COMMIT, input=commit_input(env, "applied"))[2]["errors"][0]["type"] == "RATE_LIMITED"
+    assert env.emu.head("octo/commits") != head and env.emu.read_file("octo/commits", "applied") == b"x"
+
+
+def test_gidgethub_sees_the_graphql_limits_as_github_gives_them(env: Env) -> None:
+    reset = env.emu.inject_graphql_primary_limit()
+    env.emu.inject_graphql_secondary_limit(retry_after_s=5)
+
+    async def go() -> None:
+        async with aiohttp.ClientSession() as session:
+            gh = GitHubAPI(session, "retrain-tests", oauth_token=env.token, base_url=env.base)
+            with pytest.raises(QueryError) as primary:
+                await gh.graphql(HEAD, endpoint=env.base + "/graphql")
+            assert primary.value.response["errors"][0]["type"] == "RATE_LIMITED"
+            assert gh.rate_limit is not None and gh.rate_limit.remaining == 0
+            assert int(gh.rate_limit.reset_datetime.timestamp()) == reset
+            with pytest.raises(BadGraphQLRequest) as secondary:
+                await gh.graphql(HEAD, endpoint=env.base + "/graphql")
+            assert secondary.value.status_code == 403
+            assert secondary.value.response["message"].startswith(SECONDARY)
+            assert (await gh.graphql(HEAD, endpoint=env.base + "/graphql"))["repository"]["nameWithOwner"]
+
+    asyncio.run(go())
+    assert env.emu.faults.pending() == 0
+
+
+def test_an_installation_that_spent_its_graphql_points_gets_the_graphql_answer(env: Env) -> None:
+    env.emu.set_rate_limit_remaining(42, 0, resource="graphql")
+    try:
+        status, headers, body = graphql(env, HEAD)
+        assert status == 200 and body["errors"][0]["type"] == "RATE_LIMITED"
+        assert headers["x-ratelimit-remaining"] == "0" and headers["x-ratelimit-resource"] == "graphql"
+        assert env.call("GET", "/repos/octo/demo/contents/README.md").status == 200  # REST counts apart
+    finally:
+        env.emu.set_rate_limit_remaining(42, 5000, resource="graphql")

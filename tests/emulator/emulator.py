@@ -17,7 +17,7 @@ import copy
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from aiohttp import web
 
 from .apps import CODE_TTL_S, ManifestCode, RegisteredApp, add_code, authenticate_app, register_from_manifest
 from .auth import Installation, InstallationToken, TokenStore
-from .faults import Fault, Faults, RateLimits
+from .faults import Fault, Faults, RateLimits, graphql_rate_limited_body, spent_limit_headers
 from .gitstore import ZERO_OID, GitRepo, Identity
 from .graphql_schema import load_schema
 from .hooks import delivery_json
@@ -270,10 +270,11 @@ class GitHubEmulator:
 
     # --- faults and rate limits ------------------------------------------------------------------------
     def inject_fault(self, method: str, path_pattern: str, status: int, *, headers: dict[str, str] | None = None,
-                     body: dict[str, Any] | str | None = None, times: int = 1, after: bool = False,
-                     body_contains: str | None = None) -> None:
+                     body: dict[str, Any] | str | Callable[[str, str], Any] | None = None, times: int = 1,
+                     after: bool = False, body_contains: str | None = None) -> None:
         """Answer the next `times` requests whose method is `method` ("*": any) and whose path fully matches
-        the regex `path_pattern` with `status`, `headers` and `body` instead of handling them.
+        the regex `path_pattern` with `status`, `headers` and `body` instead of handling them (a callable
+        body is called with who the caller is, e.g. "installation ID 42", and the request id).
 
         Without a body GitHub's is used: 403/429 with x-ratelimit-remaining "0" the primary-limit message
         (missing x-ratelimit-* headers are filled in), other 403/429 the secondary-limit message, 500/502
@@ -301,6 +302,38 @@ class GitHubEmulator:
         """A secondary limit (403 or 429, with `retry-after` unless None)."""
         headers = {} if retry_after_s is None else {"retry-after": str(retry_after_s)}
         self.inject_fault(method, path_pattern, status, headers=headers, times=times)
+
+    def inject_graphql_secondary_limit(self, *, times: int = 1, retry_after_s: int | None = 60, status: int = 403,
+                                       body_contains: str | None = None) -> None:
+        """The next `times` POST /graphql (only those holding `body_contains`, e.g. "createCommitOnBranch")
+        hit a secondary limit: `status` (GitHub's documentation says 200 or 403) with GitHub's secondary-limit
+        body (faults.py) and `retry-after: <retry_after_s>` unless None (then the documented rule is to wait
+        at least a minute). Nothing is carried out.
+
+        For a client: gidgethub's `graphql()` raises BadGraphQLRequest(403, body) for it, which carries no
+        headers, so a client that wants `retry-after` has to read it where the response passes (e.g.
+        MeteredGitHubAPI._request); the message starts "You have exceeded a secondary rate limit".
+        """
+        headers = {} if retry_after_s is None else {"retry-after": str(retry_after_s)}
+        self.inject_fault("POST", "/graphql", status, headers=headers, times=times, body_contains=body_contains)
+
+    def inject_graphql_primary_limit(self, *, times: int = 1, reset_in_s: int = 60, error_type: str = "RATE_LIMITED",
+                                     body_contains: str | None = None, after: bool = False) -> int:
+        """The next `times` POST /graphql find the installation's GraphQL points spent: HTTP 200 with
+        {"errors": [{"type": "RATE_LIMITED", "message": "API rate limit exceeded for installation ID <id>."}]}
+        and x-ratelimit-remaining 0, x-ratelimit-reset `reset_in_s` from now, x-ratelimit-resource graphql.
+        Returns the reset epoch. `error_type="RATE_LIMIT"` gives the newer shape (with code
+        "graphql_rate_limit"); `after` carries the request out first (a mutation applied, its answer lost).
+
+        For a client: gidgethub's `graphql()` raises QueryError(body) (no headers on it), having set
+        `gh.rate_limit` from this response's headers first, so `gh.rate_limit.reset_datetime` is the time to
+        wait for. See faults.py for where these shapes come from.
+        """
+        reset = int(time.time()) + reset_in_s
+        self.inject_fault("POST", "/graphql", 200, headers=spent_limit_headers(reset, "graphql"), times=times,
+                          body=lambda who, _rid: graphql_rate_limited_body(who, error_type),
+                          body_contains=body_contains, after=after)
+        return reset
 
     def clear_faults(self) -> None:
         self.faults.clear()

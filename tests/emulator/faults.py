@@ -11,6 +11,14 @@ bodies of real answers quoted in public projects (found with the search tool):
   please include the request ID <id>.", "documentation_url": ".../rate-limits-for-the-rest-api#about-
   secondary-rate-limits"};
 - 500/502: {"message": "Server Error"}.
+GraphQL, from "Rate limits and query limits for the GraphQL API" (docs.github.com): a spent primary limit is
+still HTTP 200, with an error in the body and `x-ratelimit-remaining: 0` (wait for `x-ratelimit-reset`);
+`x-ratelimit-resource` is always `graphql`. The error is {"type": "RATE_LIMITED", "message": "API rate limit
+exceeded for <who>."} (the type octokit/plugin-throttling.js looks for; `gh` prints "GraphQL: API rate limit
+exceeded for user ID <id>", cli/cli#8321); since 2026 GitHub has also been seen answering {"type":
+"RATE_LIMIT", "code": "graphql_rate_limit", "message": "API rate limit already exceeded for user ID <id>."}
+(yanyongyu/githubkit#271). A secondary limit is "200 or 403" with a message saying so, and `retry-after`
+when GitHub names a wait (otherwise wait at least a minute).
 Every answer carries `x-github-request-id`; REST and GraphQL answers carry x-ratelimit-limit, -remaining,
 -reset, -used and -resource (core or graphql), counted per installation as GitHub counts them (per App
 for App JWTs, per client address for anything else, 60 an hour).
@@ -48,7 +56,7 @@ class Fault:
     pattern: re.Pattern[str]
     status: int
     headers: dict[str, str]
-    body: Any
+    body: Any  # JSON, text, or a callable (who, request id) -> JSON for bodies that name the caller
     remaining: int
     after: bool = False  # carry the request out first, then answer with the fault (a response lost on the way)
     body_contains: bytes | None = None  # only requests whose body holds this (one GraphQL operation, say)
@@ -96,6 +104,20 @@ def primary_limit_body(who: str, rid: str, status: int = 403) -> dict[str, Any]:
     return {"message": f"API rate limit exceeded for {who}. If you reach out to GitHub Support for help, please "
                        f"include the request ID {rid} and timestamp {_stamp()}.",
             "documentation_url": PRIMARY_DOCS, "status": str(status)}
+
+
+def graphql_rate_limited_body(who: str, error_type: str = "RATE_LIMITED") -> dict[str, Any]:
+    """GraphQL's answer (HTTP 200) to a spent primary limit; `error_type` "RATE_LIMIT" gives the newer shape."""
+    if error_type == "RATE_LIMIT":
+        return {"errors": [{"type": "RATE_LIMIT", "code": "graphql_rate_limit",
+                            "message": f"API rate limit already exceeded for {who}."}]}
+    return {"errors": [{"type": error_type, "message": f"API rate limit exceeded for {who}."}]}
+
+
+def spent_limit_headers(reset: int, resource: str, limit: int = LIMITS["installation"]) -> dict[str, str]:
+    """The x-ratelimit-* headers of a window with nothing left."""
+    return {"x-ratelimit-limit": str(limit), "x-ratelimit-remaining": "0", "x-ratelimit-used": str(limit),
+            "x-ratelimit-reset": str(reset), "x-ratelimit-resource": resource}
 
 
 def default_body(status: int, headers: dict[str, str], *, who: str, rid: str) -> dict[str, Any]:

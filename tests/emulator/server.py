@@ -12,7 +12,15 @@ from aiohttp import web
 
 from . import apps, checks, gitdata, hooks, listing, rest, versions
 from .auth import AuthError, bearer
-from .faults import DROP_CONNECTION, Fault, default_body, fault_headers, primary_limit_body, request_id
+from .faults import (
+    DROP_CONNECTION,
+    Fault,
+    default_body,
+    fault_headers,
+    graphql_rate_limited_body,
+    primary_limit_body,
+    request_id,
+)
 from .graphql_api import Context, run_graphql
 from .openapi import Operation
 from .state import GITHUB_COMMITTER
@@ -77,6 +85,8 @@ def _fault_response(fault: Fault, key: tuple[str, str, str] | None, rid: str) ->
         return web.Response(status=502)  # never sent: the connection is aborted
     headers = fault_headers(fault.status, fault.headers, key[2] if key else "core")
     body = fault.body if fault.body is not None else default_body(fault.status, headers, who=_who(key), rid=rid)
+    if callable(body):
+        body = body(_who(key), rid)
     if isinstance(body, str | bytes):
         return web.Response(body=body, status=fault.status, headers=headers, content_type="text/html")
     return web.json_response(body, status=fault.status, headers=headers)
@@ -119,7 +129,9 @@ def make_app(emu: GitHubEmulator) -> web.Application:
                 request.transport.abort()
         else:
             limit_headers, exceeded = emu.rate_limits.charge(*key) if key else ({}, False)
-            if exceeded:
+            if exceeded and key is not None and key[2] == "graphql":  # GraphQL says so in a 200
+                response = web.json_response(graphql_rate_limited_body(_who(key)))
+            elif exceeded:
                 response = web.json_response(primary_limit_body(_who(key), rid), status=403)
             else:
                 response = await handle(request, handler)
