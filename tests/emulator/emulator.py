@@ -164,7 +164,7 @@ class GitHubEmulator(FaultInjection):
                 self.add_user(person["login"])
         if event == "issue_comment":
             issue = payload["issue"]
-            self.open_issue(full_name, int(issue["number"]), pull_request="pull_request" in issue)
+            self.open_issue(full_name, int(issue["number"]), pull_request=bool(issue.get("pull_request")))
             cid = int(payload["comment"]["id"])
             if payload.get("action") == "deleted":
                 self.repos[full_name].comment_issues.pop(cid, None)
