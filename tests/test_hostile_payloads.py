@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import json
 import uuid
@@ -22,6 +23,7 @@ from app.features.well_formed import problem
 from app.server import create_app, signature_for
 from app.settings import Settings
 from tests.conftest import INSTALLATION_ID, REPO, fixtures_dir
+from tests.emulator import GitHubEmulator
 from tests.payloads import comment_event
 from workers.celery_app import EVENTS_QUEUE, EVENTS_TASK
 from workers.jobs.events import handle_event
@@ -172,12 +174,21 @@ def test_the_receiver_forwards_signed_json_as_sent_and_refuses_the_rest(
     assert [[e, p] for e, _, p in queued_events(clean_redis)] == expected
 
 
+def happened(emu: GitHubEmulator, event: str, payload: Any) -> None:
+    """A delivered event happened on GitHub: the issue and comment it names exist there. Make them exist in the
+    emulator too, where the mutated payload still names them in a form it can hold."""
+    # Not when it names no repository the emulator serves, or ids no issue or comment could have.
+    with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
+        emu.event_happened(event, payload)
+
+
 def test_the_events_job_survives_hostile_payloads(github, settings) -> None:
     """Through the events worker's job against the emulator: an outcome for every payload, never a raise."""
     @settings_for_job
     @given(mutated())
     def check(case: tuple[str, Any]) -> None:
         event, payload = case
+        happened(github[0], event, payload)
         outcome = asyncio.run(handle_event(settings, event, "hostile", payload, lambda message: None))
         assert isinstance(outcome, str)
 
