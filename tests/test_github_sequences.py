@@ -36,6 +36,7 @@ async def _client_call(settings, call):
 @pytest.mark.parametrize("lost", [502, DROP_CONNECTION], ids=["502-after-applied", "connection-dropped"])
 def test_a_comment_whose_answer_is_lost_is_posted_once(github, settings, lost, fault_report) -> None:
     emu, _ = github
+    emu.open_issue(REPO, 3)
     emu.inject_fault("POST", COMMENTS, lost, after=True)
     posted = run(_client_call(settings, lambda gh: gh.create_comment(REPO, 3, "queued")))
     bodies = [c["body"] for c in emu.comments(REPO, 3)]
