@@ -34,6 +34,10 @@ USER_AGENT = "retrain-app"
 API_VERSION = "2022-11-28"  # the REST API version this client is written against, sent on every request
 RAW = "application/vnd.github.raw+json"
 CLOCK_SKEW = timedelta(minutes=5)  # between this machine's clock and GitHub's `updated_at`
+# GitHub refuses longer text with a 422: a comment's body, a check run's output.summary and output.text.
+MAX_COMMENT_CHARS = 65536
+MAX_CHECK_TEXT_CHARS = 65535
+CUT_NOTE = "\n\n… (cut: GitHub takes at most {limit:,} characters here)"
 
 HEAD_QUERY = """
 query($owner: String!, $name: String!, $qualifiedName: String!) {
@@ -149,6 +153,24 @@ class CheckRun:
     html_url: str | None
 
 
+def fit(text: str, limit: int) -> str:
+    """`text` cut to GitHub's limit, saying so: a long report (many notes, a long config error) still
+    arrives, where the whole of it would be refused and the person told nothing."""
+    if len(text) <= limit:
+        return text
+    note = CUT_NOTE.format(limit=limit)
+    return text[: limit - len(note)] + note
+
+
+def _fit_output(fields: dict[str, Any]) -> dict[str, Any]:
+    output = fields.get("output")
+    if not isinstance(output, dict):
+        return fields
+    fitted = {k: fit(v, MAX_CHECK_TEXT_CHARS) if k in ("summary", "text") and isinstance(v, str) else v
+              for k, v in output.items()}
+    return {**fields, "output": fitted}
+
+
 def split_repo(full_name: str) -> tuple[str, str]:
     owner, _, name = full_name.partition("/")
     if not owner or not name or "/" in name:
@@ -217,7 +239,7 @@ class GitHubClient:
         async def post() -> dict[str, Any]:
             await self._authorize()
             return await self.gh.post("/repos/{owner}/{repo}/issues/{issue_number}/comments", where,
-                                      data={"body": f"{body}\n\n{marker}"})
+                                      data={"body": f"{fit(body, MAX_COMMENT_CHARS - len(marker) - 2)}\n\n{marker}"})
 
         async def find() -> dict[str, Any] | None:
             await self._authorize()
@@ -243,7 +265,7 @@ class GitHubClient:
         async def post() -> CheckRun:
             await self._authorize()
             data = await self.gh.post("/repos/{owner}/{repo}/check-runs", where, data={
-                "name": name, "head_sha": head_sha, "external_id": external_id, **fields})
+                "name": name, "head_sha": head_sha, "external_id": external_id, **_fit_output(fields)})
             return CheckRun(int(data["id"]), data.get("html_url"))
 
         async def find() -> CheckRun | None:
@@ -266,7 +288,7 @@ class GitHubClient:
         await self.gh.patch(
             "/repos/{owner}/{repo}/check-runs/{check_run_id}",
             {"owner": owner, "repo": name, "check_run_id": check_run_id},
-            data=fields,
+            data=_fit_output(fields),
         )
 
     # -- contents ---------------------------------------------------------------------------------------

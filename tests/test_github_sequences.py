@@ -155,3 +155,26 @@ def test_graphql_commit_committed_once_when_its_answer_is_lost(github, settings)
     with pytest.raises(StaleHead):
         run(_commit(settings, head, base64.b64encode(b"x")))
     assert len([c for c in emu.git_log(REPO) if c["message"].startswith("retrain: test")]) == 1
+
+
+def test_text_over_githubs_limits_is_cut_and_says_so_rather_than_refused(github, settings) -> None:
+    """GitHub refuses a comment over 65,536 characters and check-run text over 65,535 (the emulator too):
+    a long report arrives cut, with a note, instead of not at all."""
+    emu, _ = github
+    emu.open_issue(REPO, 3)
+    head = emu.head(REPO)
+    long = "a session note. " * 6000  # 96,000 characters
+
+    async def go(gh) -> None:
+        await gh.create_comment(REPO, 3, long)
+        check = await gh.create_check_run(REPO, name="retrain / ci", head_sha=head, external_id="retrain:ci:s9",
+                                          status="queued", output={"title": "Queued", "summary": long})
+        await gh.update_check_run(REPO, check.id, status="completed", conclusion="failure",
+                                  output={"title": "Failed", "summary": long, "text": long})
+
+    run(_client_call(settings, go))
+    [comment] = emu.comments(REPO, 3)
+    assert len(comment["body"]) <= 65536 and "cut: GitHub takes at most" in comment["body"]
+    [check] = emu.check_runs(REPO)
+    assert check["conclusion"] == "failure"
+    assert len(check["output"]["summary"]) <= 65535 and check["output"]["summary"].endswith("characters here)")
