@@ -23,7 +23,7 @@ from gidgethub.aiohttp import GitHubAPI
 
 from app.errors import RetrainError
 from app.github_auth import InstallationToken, TokenCache
-from app.github_retry import GraphQLRateLimited, create_once, is_rate_limited, with_retries
+from app.github_retry import GraphQLRateLimited, create_once, is_rate_limited, requested_wait_s, with_retries
 from app.settings import Settings
 from app.telemetry import TELEMETRY
 
@@ -91,8 +91,13 @@ class MeteredGitHubAPI(GitHubAPI):
         if remaining is not None and remaining.isdigit():
             resource = response_headers.get("x-ratelimit-resource", "core")
             TELEMETRY.gauge("retrain_github_rate_limit_remaining", float(remaining), resource=resource)
-        if method == "POST" and url.endswith("/graphql") and status in (HTTPStatus.FORBIDDEN, 429):
-            raise BadRequest(HTTPStatus(status), _message_of(data), headers=response_headers)
+        if method == "POST" and url.endswith("/graphql"):
+            if status >= HTTPStatus.INTERNAL_SERVER_ERROR:  # gidgethub would first fail to decode an HTML page
+                raise GitHubBroken(HTTPStatus(status))
+            if status in (HTTPStatus.FORBIDDEN, 429):
+                limited = BadRequest(HTTPStatus(status), _message_of(data), headers=response_headers)
+                if requested_wait_s(limited) is not None:  # a rate limit; any other 403 stays gidgethub's
+                    raise limited
         return status, response_headers, data
 
     async def graphql(self, query: str, *, endpoint: str = "https://api.github.com/graphql", **variables: Any) -> Any:
@@ -101,8 +106,11 @@ class MeteredGitHubAPI(GitHubAPI):
         except QueryError as exc:
             if not is_rate_limited(exc):
                 raise
-            # gidgethub read this answer's rate-limit headers into self.rate_limit just before raising.
-            reset = self.rate_limit.reset_datetime.timestamp() if self.rate_limit is not None else None
+            # gidgethub read this answer's rate-limit headers into self.rate_limit just before raising; their
+            # reset is the time to wait for only when they say the points are spent (else: a secondary limit).
+            limit = self.rate_limit  # (a RateLimit is falsy when spent: compare with None)
+            spent = limit is not None and limit.remaining == 0
+            reset = limit.reset_datetime.timestamp() if spent and limit is not None else None
             raise GraphQLRateLimited(exc.response, reset) from exc
 
 
@@ -255,10 +263,11 @@ class GitHubClient:
 
     # -- check runs -------------------------------------------------------------------------------------
     async def create_check_run(self, repo: str, *, name: str, head_sha: str, external_id: str,
-                               **fields: Any) -> CheckRun:
-        """One check run, even when an attempt's answer is lost: `external_id` (unique per call) is looked for
-        among the commit's check runs of that name before creating again — a second, forever-queued check run
-        would block a required check."""
+                               look_first: bool = False, **fields: Any) -> CheckRun:
+        """One check run, even when an attempt's answer is lost: `external_id` (unique per call, or per
+        session) is looked for among the commit's check runs of that name before creating again — a second,
+        forever-queued check run would block a required check. `look_first`: look before the first attempt
+        too (an events task carried out again after a failure that came later than the check run)."""
         owner, repo_name = split_repo(repo)
         where = {"owner": owner, "repo": repo_name}
 
@@ -279,6 +288,8 @@ class GitHubClient:
                     return CheckRun(int(run["id"]), run.get("html_url"))
             return None
 
+        if look_first and (found := await with_retries(find)()) is not None:
+            return found
         return await create_once(post, find)
 
     @with_retries

@@ -23,11 +23,18 @@ from typing import Any, TypeVar
 
 import aiohttp
 from gidgethub import GitHubBroken, HTTPException, QueryError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
-MAX_WAIT_S = 15 * 60  # a limit that resets later than this ends the task; the failure is reported
+MAX_WAIT_S = 15 * 60  # one call waits at most this long in all; past it the task ends (or is tried again later)
 _backoff = wait_random_exponential(multiplier=0.5, max=30)
 
 T = TypeVar("T")
@@ -35,9 +42,12 @@ SECONDARY_LIMIT = re.compile(r"secondary rate limit", re.IGNORECASE)
 GRAPHQL_LIMIT_FALLBACK_S = 60.0  # a RATE_LIMITED answer that names no reset: GitHub's minute
 
 
+GRAPHQL_LIMIT_TYPES = {"RATE_LIMITED", "RATE_LIMIT"}  # the older and the newer shape of the same answer
+
+
 class GraphQLRateLimited(QueryError):
-    """A GraphQL primary rate limit (HTTP 200, errors of type RATE_LIMITED), with the reset its headers gave,
-    which gidgethub's QueryError drops."""
+    """A GraphQL rate limit answered in a 200 (errors of type RATE_LIMITED), with the reset its headers gave
+    when they say the points are spent, which gidgethub's QueryError drops."""
 
     def __init__(self, response: dict[str, Any], reset_epoch: float | None) -> None:
         super().__init__(response)
@@ -45,10 +55,14 @@ class GraphQLRateLimited(QueryError):
 
 
 def is_rate_limited(exc: BaseException) -> bool:
-    """A GraphQL answer of type RATE_LIMITED: a limit to wait out, not a reason to try another API."""
+    """A GraphQL answer that is a rate limit, primary (type RATE_LIMITED, or RATE_LIMIT with code
+    graphql_rate_limit) or secondary (its message says so): a limit to wait out, not a reason to try
+    another API."""
     if not isinstance(exc, QueryError):
         return False
-    return any(e.get("type") == "RATE_LIMITED" for e in (exc.response or {}).get("errors") or [])
+    errors = [e for e in (exc.response or {}).get("errors") or [] if isinstance(e, dict)]
+    return any(e.get("type") in GRAPHQL_LIMIT_TYPES or e.get("code") == "graphql_rate_limit"
+               or SECONDARY_LIMIT.search(str(e.get("message") or "")) for e in errors)
 
 
 def requested_wait_s(exc: BaseException, now: float | None = None) -> float | None:
@@ -110,9 +124,7 @@ def with_retries(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> T:
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(_retryable), wait=_wait, stop=stop_after_attempt(MAX_ATTEMPTS), reraise=True
-        ):
+        async for attempt in _attempts():
             with attempt:
                 return await fn(*args, **kwargs)
         raise AssertionError("unreachable")
@@ -120,14 +132,19 @@ def with_retries(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
     return wrapper
 
 
+def _attempts() -> AsyncRetrying:
+    """At most MAX_ATTEMPTS tries and MAX_WAIT_S of waiting in all: a spent limit must not hold a worker
+    slot for an hour in four waits; the events task tries again later without holding one."""
+    return AsyncRetrying(retry=retry_if_exception(_retryable), wait=_wait, reraise=True,
+                         stop=stop_after_attempt(MAX_ATTEMPTS) | stop_before_delay(MAX_WAIT_S))
+
+
 async def create_once(create: Callable[[], Awaitable[T]], find: Callable[[], Awaitable[T | None]]) -> T:
     """`create`, retried like `with_retries`; after an ambiguous failure, `find` first looks for what the
     lost attempt may have made (a marker in a comment, a check run's external id) and returns it instead
     of making a second one."""
     maybe_made = False
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception(_retryable), wait=_wait, stop=stop_after_attempt(MAX_ATTEMPTS), reraise=True
-    ):
+    async for attempt in _attempts():
         with attempt:
             if maybe_made:
                 found = await find()

@@ -280,3 +280,27 @@ def test_a_dispatch_on_a_tag_is_refused_on_the_default_branch(github, settings) 
     [check] = emu.check_runs(REPO)
     assert (check["conclusion"], check["head_sha"]) == ("failure", emu.head(REPO))
     assert "run on the tag `v1.0`" in check["output"]["summary"]
+
+
+def test_an_event_carried_out_again_after_a_late_failure_opens_one_check_run(github, settings) -> None:
+    """The check run was created, then Redis failed on the way to the queue: nothing was enqueued, so the
+    events task carries the event out again, and finds the session's check run instead of opening a
+    second one that would stay queued for ever."""
+    emu, _ = github
+    payload = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=INSTALLATION_ID,
+                            comment_id=78, github=emu)
+    sent: list[dict[str, Any]] = []
+
+    def enqueue_once_redis_is_back(message: dict[str, Any]) -> None:
+        if not sent and not getattr(enqueue_once_redis_is_back, "failed", False):
+            enqueue_once_redis_is_back.failed = True  # type: ignore[attr-defined]
+            raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        sent.append(message)
+
+    with pytest.raises(redis.ConnectionError):
+        asyncio.run(handle_event(settings, "issue_comment", "delivery-10", payload, enqueue_once_redis_is_back))
+    outcome = asyncio.run(handle_event(settings, "issue_comment", "delivery-10", payload, enqueue_once_redis_is_back))
+    assert outcome.startswith("enqueued session")
+    [check] = emu.check_runs(REPO)
+    assert sent[0]["check_run_id"] == check["id"]
+    assert sum("is queued" in c["body"] for c in emu.comments(REPO, 7)) == 1

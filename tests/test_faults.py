@@ -139,7 +139,7 @@ def test_a_command_survives_github_failing_past_the_per_call_retries(github, ser
     emu, _ = github
     emu.inject_fault("GET", r"/repos/octo/demo/collaborators/alice/permission", 502, times=MAX_ATTEMPTS)
     emu.inject_fault("POST", r"/repos/octo/demo/check-runs", 502, after=True)  # and a lost answer on the way
-    assert post(services.web, comment("/retrain ci max_iters=40", 931), delivery="flaky-github") == 202
+    assert post(services.web, comment(emu, "/retrain ci max_iters=40", 931), delivery="flaky-github") == 202
     wait_until(lambda: completed_checks(emu), SESSION_TIMEOUT, "the session", services.train_log)
     time.sleep(1.0)  # room for a second session or check run to show up
     assert len(progress_commits(emu)) == 1 and [h["session"] for h in history(emu)] == [session_of(931)]

@@ -6,6 +6,7 @@ import random
 from http import HTTPStatus
 
 import aiohttp
+import kombu.exceptions
 import pytest
 import redis
 from gidgethub import BadRequest, GitHubBroken, QueryError, RateLimitExceeded, sansio
@@ -38,6 +39,8 @@ def bad(status: int, **headers: str) -> BadRequest:
         (QueryError({"errors": [{"type": "RATE_LIMITED", "message": "x"}]}), 60.0),  # no reset known
         (GraphQLRateLimited({"errors": [{"type": "RATE_LIMITED", "message": "x"}]}, NOW + 9), 10.0),
         (GraphQLRateLimited({"errors": [{"type": "RATE_LIMITED", "message": "x"}]}, None), 60.0),
+        (QueryError({"errors": [{"type": "RATE_LIMIT", "code": "graphql_rate_limit", "message": "x"}]}), 60.0),
+        (QueryError({"errors": [{"message": "You have exceeded a secondary rate limit."}]}), 60.0),  # in a 200
         (QueryError({"errors": [{"type": "STALE_DATA", "message": "x"}]}), None),
         (ValueError("bug"), None),
     ],
@@ -69,6 +72,7 @@ def test_an_events_task_waits_longer_each_time_and_gives_up_on_real_answers() ->
     assert all(w is not None for w in waits)
     assert [10 * 2**n / 2 <= w <= 10 * 2**n for n, w in enumerate(waits)] == [True] * 4
     assert wait_before_retry_s(redis.ConnectionError("down"), 0, 10.0, rand) is not None
+    assert wait_before_retry_s(kombu.exceptions.OperationalError("broker down"), 0, 10.0, rand) is not None
     assert wait_before_retry_s(bad(403, **{"retry-after": "120"}), 0, 10.0, rand) == 120.0  # as GitHub asked
     assert wait_before_retry_s(bad(404), 0, 10.0, rand) is None
     assert wait_before_retry_s(ValueError("a bug"), 0, 10.0, rand) is None

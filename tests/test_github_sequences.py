@@ -9,6 +9,7 @@ import base64
 import time
 
 import pytest
+from gidgethub import BadRequest
 
 from app.github import CommitRefused, StaleHead, installation_client
 from app.github_auth import SESSION_PERMISSIONS
@@ -178,3 +179,47 @@ def test_text_over_githubs_limits_is_cut_and_says_so_rather_than_refused(github,
     [check] = emu.check_runs(REPO)
     assert check["conclusion"] == "failure"
     assert len(check["output"]["summary"]) <= 65535 and check["output"]["summary"].endswith("characters here)")
+
+
+def test_graphql_limit_in_its_newer_shape_is_waited_out_not_sent_to_git_data(github, settings) -> None:
+    emu, _ = github
+    head = emu.head(REPO)
+    reset = emu.inject_graphql_primary_limit(reset_in_s=2, error_type="RATE_LIMIT", body_contains=MUTATION)
+    oid = run(_commit(settings, head))
+    assert reset <= time.time() < reset + 30
+    assert emu.head(REPO) == oid and calls(emu, "POST", "/git/") == []
+
+
+def test_graphql_5xx_with_an_html_page_is_retried(github, settings) -> None:
+    """GitHub's 502s are often an HTML page; gidgethub fails decoding it before it looks at the status."""
+    emu, _ = github
+    emu.inject_fault("POST", "/graphql", 502, body="<html><body><h1>502 Bad Gateway</h1></body></html>")
+    head = run(_client_call(settings, lambda gh: gh.branch_head(REPO, "main")))
+    assert head.oid == emu.head(REPO)
+    assert [c.status for c in calls(emu, "POST", "/graphql")] == [502, 200]
+
+
+def test_a_graphql_403_that_is_no_limit_still_commits_through_git_data(github, settings) -> None:
+    emu, _ = github
+    head = emu.head(REPO)
+    emu.inject_fault("POST", "/graphql", 403, body_contains=MUTATION,
+                     body={"message": "Resource not accessible by integration",
+                           "documentation_url": "https://docs.github.com/graphql"})
+    oid = run(_commit(settings, head))
+    assert emu.head(REPO) == oid
+    assert len(calls(emu, "PATCH", "/git/refs/")) == 1
+
+
+def test_one_call_waits_at_most_max_wait_in_all(github, settings, monkeypatch) -> None:
+    """Four waits under the cap each would add up to four times it; the cap is for the call."""
+    import app.github_retry as retry
+
+    emu, _ = github
+    monkeypatch.setattr(retry, "MAX_WAIT_S", 2.5)
+    emu.inject_fault("GET", r"/repos/octo/demo/collaborators/alice/permission", 429, headers={"retry-after": "1"},
+                     times=5)
+    start = time.monotonic()
+    with pytest.raises(BadRequest):
+        run(_client_call(settings, lambda gh: gh.permission(REPO, "alice")))
+    assert time.monotonic() - start < 4.5
+    assert len(calls(emu, "GET", "/permission")) < 5

@@ -144,3 +144,9 @@ def test_a_branch_rule_refusing_the_commit_fails_the_session_with_githubs_reason
     assert "branch protection or rulesets" in check["output"]["summary"]
     assert emu.head(REPO) == head
     assert len([c for c in emu.calls if c.method == "PATCH" and "/git/refs/" in c.path]) == 1
+
+    # The rule is lifted: the next session commits its own checkpoint and the refused one, kept in the store.
+    later = run_job(settings, LiveSessions(clean_redis), 10, queued_check_run(settings, head), session_id="t" * 32)
+    assert later.startswith(f"session {'t' * 32} committed")
+    registry = json.loads(emu.read_file(REPO, f"{RUN_DIR}/cache/metadata.json"))
+    assert len(registry) == 2, list(registry)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import kombu.exceptions
 import redis
 
 from app import check_output, replies
@@ -81,7 +82,8 @@ def wait_before_retry_s(exc: BaseException, retries: int, first_wait_s: float, r
     unreachable are worth another go once the per-call retries gave up: the receiver answered 202 already, so
     GitHub counts the delivery a success and will never send it again. Doubling from `first_wait_s`,
     jittered over its upper half, never sooner than GitHub asked."""
-    asked = 0.0 if isinstance(exc, redis.ConnectionError | redis.TimeoutError) else requested_wait_s(exc)
+    unreachable = redis.ConnectionError | redis.TimeoutError | kombu.exceptions.OperationalError  # broker too
+    asked = 0.0 if isinstance(exc, unreachable) else requested_wait_s(exc)
     if asked is None:
         return None
     backoff = min(first_wait_s * 2**retries, MAX_EVENT_WAIT_S)
@@ -216,7 +218,7 @@ async def start(
         head_sha = origin.head_sha or (await gh.branch_head(origin.repo, config.branch or origin.ref)).oid
         check = await gh.create_check_run(
             origin.repo, name=check_output.check_name(decision.profile), head_sha=head_sha, status="queued",
-            external_id=external_id(decision.profile, session_id),
+            external_id=external_id(decision.profile, session_id), look_first=True,
             output=check_output.queued_output(decision.profile, origin.trigger, origin.sender),
         )
         enqueue(
