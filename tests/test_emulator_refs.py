@@ -67,6 +67,9 @@ def test_refs_come_in_pages_named_relative_to_the_prefix(branches: Env) -> None:
     last = page(branches, last=2, before=page(branches, first=4)["pageInfo"]["endCursor"])
     assert [e["node"]["name"] for e in last["edges"]] == ["b", "feature/c"]
     assert last["pageInfo"]["hasPreviousPage"] and last["pageInfo"]["hasNextPage"]
+    everything = page(branches, last=100)
+    assert [e["node"]["name"] for e in everything["edges"]] == BRANCHES
+    assert not everything["pageInfo"]["hasPreviousPage"] and not everything["pageInfo"]["hasNextPage"]
 
 
 @pytest.mark.parametrize(("variables", "error_type"), [

@@ -92,7 +92,7 @@ def refs_connection(
     if first is not None:
         window = window[:first]
     if last is not None:
-        window = window[len(window) - last:] if last else []
+        window = window[max(len(window) - last, 0):] if last else []
     edges = [{"cursor": _cursor(names[i]), "node": make_ref(refPrefix, *refs[i])} for i in window]
     return {
         "edges": edges, "nodes": [e["node"] for e in edges], "totalCount": len(refs),
