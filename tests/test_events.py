@@ -304,3 +304,14 @@ def test_an_event_carried_out_again_after_a_late_failure_opens_one_check_run(git
     [check] = emu.check_runs(REPO)
     assert sent[0]["check_run_id"] == check["id"]
     assert sum("is queued" in c["body"] for c in emu.comments(REPO, 7)) == 1
+
+
+def test_a_command_whose_comment_was_deleted_meanwhile_is_withdrawn(github, settings) -> None:
+    emu, _ = github
+    payload = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=INSTALLATION_ID,
+                            comment_id=79, github=emu)
+    emu.event_happened("issue_comment", {**payload, "action": "deleted"})  # deleted before the task ran
+    sent: list[dict[str, Any]] = []
+    outcome = asyncio.run(handle_event(settings, "issue_comment", "delivery-11", payload, sent.append))
+    assert outcome == "ignored: the comment was deleted before its command was carried out"
+    assert sent == [] and emu.check_runs(REPO) == [] and emu.comments(REPO, 7) == []

@@ -12,10 +12,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any
 
 import kombu.exceptions
 import redis
+from gidgethub import BadRequest
 
 from app import check_output, replies
 from app.errors import ConfigError
@@ -90,6 +92,10 @@ def wait_before_retry_s(exc: BaseException, retries: int, first_wait_s: float, r
     return max(asked, (rand or random).uniform(backoff / 2, backoff))
 
 
+class CommentGone(Exception):
+    """The comment that carried the command no longer exists."""
+
+
 @dataclass(frozen=True)
 class Admission:
     """What an event passes before it is carried out (it is new, not a replayed body), and a session before
@@ -140,6 +146,8 @@ async def handle_event(
 
     try:
         return await _carry_out(settings, decision, enqueue, tokens, live, admission, acted)
+    except CommentGone:
+        return "ignored: the comment was deleted before its command was carried out"
     except BaseException:
         if not acted:  # nothing done yet: another delivery of the event (GitHub's redelivery) may carry it out
             admission.starts.release(event_id, delivery)
@@ -261,10 +269,20 @@ class Feedback:
     def __init__(self, gh: GitHubClient, origin: Origin) -> None:
         self._gh = gh
         self._origin = origin
+        self._reacted = False
 
     async def react(self, content: str) -> None:
-        if self._origin.comment_id is not None:
+        """The first thing done for a comment: GitHub's 404 here means it was deleted meanwhile, and a
+        deleted command is withdrawn, not carried out (nor retried)."""
+        if self._origin.comment_id is None:
+            return
+        try:
             await self._gh.add_reaction(self._origin.repo, self._origin.comment_id, content)
+        except BadRequest as exc:
+            if exc.status_code == HTTPStatus.NOT_FOUND and not self._reacted:
+                raise CommentGone(self._origin.comment_id) from exc
+            raise
+        self._reacted = True
 
     async def reply(self, body: str) -> None:
         if self._origin.issue_number is not None:
