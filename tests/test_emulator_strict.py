@@ -196,7 +196,8 @@ def test_every_call_the_app_makes_names_the_api_version(github: tuple[GitHubEmul
             await gh.create_comment("octo/demo", 7, "on it")
             await gh.read_file("octo/demo", "README.md", None)
             head = await gh.branch_head("octo/demo", None)
-            await gh.create_check_run("octo/demo", name="v", head_sha=head.oid, status="queued")
+            await gh.create_check_run("octo/demo", name="v", head_sha=head.oid, external_id="retrain:ci:v",
+                                      status="queued")
             entries = (await gh.tree("octo/demo", head.oid))["tree"]
             await gh.blob("octo/demo", next(e["sha"] for e in entries if e["type"] == "blob"))
         await redeliver_failed(settings)
