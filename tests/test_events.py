@@ -299,6 +299,7 @@ def test_an_event_carried_out_again_after_a_late_failure_opens_one_check_run(git
 
     with pytest.raises(redis.ConnectionError):
         asyncio.run(handle_event(settings, "issue_comment", "delivery-10", payload, enqueue_once_redis_is_back))
+    emu.commit_files(REPO, {"notes/later.md": b"pushed between the two goes"})  # the branch moves meanwhile
     outcome = asyncio.run(handle_event(settings, "issue_comment", "delivery-10", payload, enqueue_once_redis_is_back))
     assert outcome.startswith("enqueued session")
     [check] = emu.check_runs(REPO)

@@ -7,9 +7,12 @@ redelivery of a failed one) carries on where it stopped.
 
 from __future__ import annotations
 
+import json
+
 import redis
 
 STARTED_KEY = "retrain:started:{session_id}"
+CHECK_RUN_KEY = "retrain:started:{session_id}:check_run"
 CLAIM = """
 local owner = redis.call('GET', KEYS[1])
 if owner and owner ~= ARGV[1] then return owner end
@@ -34,3 +37,12 @@ class SessionStarts:
         key = STARTED_KEY.format(session_id=session_id)
         if self._redis.get(key) == delivery_id.encode():
             self._redis.delete(key)
+
+    def remember_check_run(self, session_id: str, check_run: dict[str, object]) -> None:
+        """The session's queued check run, for a second go at the event: looking it up by external id
+        finds it only on the commit it was made on, and the branch may have moved since."""
+        self._redis.set(CHECK_RUN_KEY.format(session_id=session_id), json.dumps(check_run), ex=self._remember_s)
+
+    def check_run_of(self, session_id: str) -> dict[str, object] | None:
+        raw = self._redis.get(CHECK_RUN_KEY.format(session_id=session_id))
+        return json.loads(raw) if raw else None

@@ -34,7 +34,7 @@ from app.features.decisions import (
     StartTraining,
     SyncSchedules,
 )
-from app.github import GitHubClient, installation_client
+from app.github import CheckRun, GitHubClient, installation_client
 from app.github_auth import EVENTS_PERMISSIONS, TokenCache
 from app.github_retry import requested_wait_s
 from app.limits import Limits, profile_problems
@@ -223,12 +223,7 @@ async def start(
         await feedback.reply(replies.coalesced(origin, decision.profile, claim.other))
         return f"coalesced into session {claim.other}"
     try:
-        head_sha = origin.head_sha or (await gh.branch_head(origin.repo, config.branch or origin.ref)).oid
-        check = await gh.create_check_run(
-            origin.repo, name=check_output.check_name(decision.profile), head_sha=head_sha, status="queued",
-            external_id=external_id(decision.profile, session_id), look_first=True,
-            output=check_output.queued_output(decision.profile, origin.trigger, origin.sender),
-        )
+        check = await queued_check_run(gh, admission.starts, decision, session_id, config)
         enqueue(
             {
                 "origin": origin.to_message(),
@@ -249,6 +244,24 @@ async def start(
     await feedback.reply(replies.queued(origin, decision.profile, check.html_url,
                                         behind=claim.other if claim.kind == "follow_up" else None))
     return f"enqueued session {session_id}" + (f" behind {claim.other}" if claim.kind == "follow_up" else "")
+
+
+async def queued_check_run(gh: GitHubClient, starts: SessionStarts, decision: StartTraining, session_id: str,
+                           config: RepoConfig) -> CheckRun:
+    """The session's one queued check run: the one an earlier go at this event made (remembered, or found by
+    its external id on the commit), else a new one."""
+    origin = decision.origin
+    known = starts.check_run_of(session_id)
+    if known is not None:
+        return CheckRun(int(str(known["id"])), str(known["html_url"]) if known.get("html_url") else None)
+    head_sha = origin.head_sha or (await gh.branch_head(origin.repo, config.branch or origin.ref)).oid
+    check = await gh.create_check_run(
+        origin.repo, name=check_output.check_name(decision.profile), head_sha=head_sha, status="queued",
+        external_id=external_id(decision.profile, session_id), look_first=True,
+        output=check_output.queued_output(decision.profile, origin.trigger, origin.sender),
+    )
+    starts.remember_check_run(session_id, {"id": check.id, "html_url": check.html_url})
+    return check
 
 
 async def allowed(gh: GitHubClient, feedback: Feedback, config: RepoConfig, origin: Origin) -> bool:
