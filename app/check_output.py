@@ -69,3 +69,8 @@ def session_summary_markdown(
     ]
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines)
+
+
+def withdrawn_output() -> dict[str, str]:
+    return {"title": "Withdrawn", "summary": "The comment that asked for this session was deleted before the "
+                                             "session was queued; nothing was trained."}

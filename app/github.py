@@ -34,10 +34,11 @@ USER_AGENT = "retrain-app"
 API_VERSION = "2022-11-28"  # the REST API version this client is written against, sent on every request
 RAW = "application/vnd.github.raw+json"
 CLOCK_SKEW = timedelta(minutes=5)  # between this machine's clock and GitHub's `updated_at`
-# GitHub refuses longer text with a 422: a comment's body, a check run's output.summary and output.text.
+# GitHub refuses longer text with a 422: a comment's body (characters), a check run's output.summary and
+# output.text (UTF-8 bytes).
 MAX_COMMENT_CHARS = 65536
-MAX_CHECK_TEXT_CHARS = 65535
-CUT_NOTE = "\n\n… (cut: GitHub takes at most {limit:,} characters here)"
+MAX_CHECK_TEXT_BYTES = 65535
+CUT_NOTE = "\n\n... (cut: GitHub takes at most {limit:,} {unit} here)"
 
 HEAD_QUERY = """
 query($owner: String!, $name: String!, $qualifiedName: String!) {
@@ -98,11 +99,18 @@ class MeteredGitHubAPI(GitHubAPI):
                 limited = BadRequest(HTTPStatus(status), _message_of(data), headers=response_headers)
                 if requested_wait_s(limited) is not None:  # a rate limit; any other 403 stays gidgethub's
                     raise limited
+            if status == HTTPStatus.OK and "retry-after" in response_headers:  # a limit told in a 200
+                answer = _json_of(data)
+                wait = _seconds(response_headers["retry-after"])
+                if isinstance(answer, dict) and is_rate_limited(QueryError(answer)) and wait is not None:
+                    raise GraphQLRateLimited(answer, None, wait)
         return status, response_headers, data
 
     async def graphql(self, query: str, *, endpoint: str = "https://api.github.com/graphql", **variables: Any) -> Any:
         try:
             return await super().graphql(query, endpoint=endpoint, **variables)
+        except GraphQLRateLimited:
+            raise
         except QueryError as exc:
             if not is_rate_limited(exc):
                 raise
@@ -112,6 +120,20 @@ class MeteredGitHubAPI(GitHubAPI):
             spent = limit is not None and limit.remaining == 0
             reset = limit.reset_datetime.timestamp() if spent and limit is not None else None
             raise GraphQLRateLimited(exc.response, reset) from exc
+
+
+def _json_of(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+def _seconds(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
 
 
 def _message_of(data: bytes) -> str:
@@ -161,21 +183,28 @@ class CheckRun:
     html_url: str | None
 
 
-def fit(text: str, limit: int) -> str:
+def fit(text: str, limit: int, *, in_bytes: bool = False, room: int = 0) -> str:
     """`text` cut to GitHub's limit, saying so: a long report (many notes, a long config error) still
-    arrives, where the whole of it would be refused and the person told nothing."""
-    if len(text) <= limit:
+    arrives, where the whole of it would be refused and the person told nothing. Comments count characters;
+    check-run text counts UTF-8 bytes ("summary exceeds a maximum bytesize of 65535"). `room`: what the
+    caller adds after it (a marker). A code fence left open by the cut is closed, so the note shows."""
+    size = (lambda s: len(s.encode())) if in_bytes else len
+    if size(text) + room <= limit:
         return text
-    note = CUT_NOTE.format(limit=limit)
-    return text[: limit - len(note)] + note
+    note = CUT_NOTE.format(limit=limit, unit="bytes" if in_bytes else "characters")
+    keep = limit - room - size(note) - len("\n```")
+    cut = text.encode()[:keep].decode(errors="ignore") if in_bytes else text[:keep]
+    if cut.count("```") % 2:
+        cut += "\n```"
+    return cut + note
 
 
 def _fit_output(fields: dict[str, Any]) -> dict[str, Any]:
     output = fields.get("output")
     if not isinstance(output, dict):
         return fields
-    fitted = {k: fit(v, MAX_CHECK_TEXT_CHARS) if k in ("summary", "text") and isinstance(v, str) else v
-              for k, v in output.items()}
+    fitted = {k: fit(v, MAX_CHECK_TEXT_BYTES, in_bytes=True) if k in ("summary", "text") and isinstance(v, str)
+              else v for k, v in output.items()}
     return {**fields, "output": fitted}
 
 
@@ -246,8 +275,9 @@ class GitHubClient:
 
         async def post() -> dict[str, Any]:
             await self._authorize()
+            fitted = fit(body, MAX_COMMENT_CHARS, room=len(marker) + 2)
             return await self.gh.post("/repos/{owner}/{repo}/issues/{issue_number}/comments", where,
-                                      data={"body": f"{fit(body, MAX_COMMENT_CHARS - len(marker) - 2)}\n\n{marker}"})
+                                      data={"body": f"{fitted}\n\n{marker}"})
 
         async def find() -> dict[str, Any] | None:
             await self._authorize()
@@ -288,9 +318,7 @@ class GitHubClient:
                     return CheckRun(int(run["id"]), run.get("html_url"))
             return None
 
-        if look_first and (found := await with_retries(find)()) is not None:
-            return found
-        return await create_once(post, find)
+        return await create_once(post, find, look_first=look_first)
 
     @with_retries
     async def update_check_run(self, repo: str, check_run_id: int, **fields: Any) -> None:

@@ -49,9 +49,11 @@ class GraphQLRateLimited(QueryError):
     """A GraphQL rate limit answered in a 200 (errors of type RATE_LIMITED), with the reset its headers gave
     when they say the points are spent, which gidgethub's QueryError drops."""
 
-    def __init__(self, response: dict[str, Any], reset_epoch: float | None) -> None:
+    def __init__(self, response: dict[str, Any], reset_epoch: float | None, retry_after_s: float | None = None
+                 ) -> None:
         super().__init__(response)
         self.reset_epoch = reset_epoch
+        self.retry_after_s = retry_after_s  # a secondary limit's own `retry-after`, when the 200 carried one
 
 
 def is_rate_limited(exc: BaseException) -> bool:
@@ -72,6 +74,8 @@ def requested_wait_s(exc: BaseException, now: float | None = None) -> float | No
     if isinstance(exc, QueryError):
         if not is_rate_limited(exc):
             return None
+        if getattr(exc, "retry_after_s", None) is not None:
+            return float(exc.retry_after_s)  # type: ignore[attr-defined]
         reset = getattr(exc, "reset_epoch", None)
         if reset is None:
             return GRAPHQL_LIMIT_FALLBACK_S
@@ -139,18 +143,21 @@ def _attempts() -> AsyncRetrying:
                          stop=stop_after_attempt(MAX_ATTEMPTS) | stop_before_delay(MAX_WAIT_S))
 
 
-async def create_once(create: Callable[[], Awaitable[T]], find: Callable[[], Awaitable[T | None]]) -> T:
+async def create_once(create: Callable[[], Awaitable[T]], find: Callable[[], Awaitable[T | None]], *,
+                      look_first: bool = False) -> T:
     """`create`, retried like `with_retries`; after an ambiguous failure, `find` first looks for what the
     lost attempt may have made (a marker in a comment, a check run's external id) and returns it instead
-    of making a second one."""
-    maybe_made = False
+    of making a second one. `look_first`: look before the first attempt too (an earlier go may have made
+    it); one budget of attempts and waiting covers looking and creating."""
+    maybe_made = look_first
     async for attempt in _attempts():
         with attempt:
             if maybe_made:
                 found = await find()
                 if found is not None:
-                    log.info("a lost answer had made it after all; not creating it again")
+                    log.info("found what an earlier attempt made; not creating it again")
                     return found
+                maybe_made = False  # looked, and it is not there: only a new ambiguous failure asks again
             try:
                 return await create()
             except BaseException as exc:

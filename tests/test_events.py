@@ -316,3 +316,20 @@ def test_a_command_whose_comment_was_deleted_meanwhile_is_withdrawn(github, sett
     outcome = asyncio.run(handle_event(settings, "issue_comment", "delivery-11", payload, sent.append))
     assert outcome == "ignored: the comment was deleted before its command was carried out"
     assert sent == [] and emu.check_runs(REPO) == [] and emu.comments(REPO, 7) == []
+
+
+def test_a_comment_deleted_between_two_goes_closes_the_check_run_the_first_opened(github, settings) -> None:
+    emu, _ = github
+    payload = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=INSTALLATION_ID,
+                            comment_id=80, github=emu)
+
+    def redis_down(message: dict[str, Any]) -> None:
+        raise redis.ConnectionError("Connection refused.")
+
+    with pytest.raises(redis.ConnectionError):
+        asyncio.run(handle_event(settings, "issue_comment", "delivery-12", payload, redis_down))
+    emu.event_happened("issue_comment", {**payload, "action": "deleted"})
+    outcome = asyncio.run(handle_event(settings, "issue_comment", "delivery-12", payload, redis_down))
+    assert outcome == "ignored: the comment was deleted before its command was carried out"
+    [check] = emu.check_runs(REPO)
+    assert (check["status"], check["conclusion"], check["output"]["title"]) == ("completed", "cancelled", "Withdrawn")

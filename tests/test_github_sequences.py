@@ -164,7 +164,7 @@ def test_text_over_githubs_limits_is_cut_and_says_so_rather_than_refused(github,
     emu, _ = github
     emu.open_issue(REPO, 3)
     head = emu.head(REPO)
-    long = "a session note. " * 6000  # 96,000 characters
+    long = "a session note, é. " * 6000  # 114,000 characters, 120,000 UTF-8 bytes
 
     async def go(gh) -> None:
         await gh.create_comment(REPO, 3, long)
@@ -178,7 +178,8 @@ def test_text_over_githubs_limits_is_cut_and_says_so_rather_than_refused(github,
     assert len(comment["body"]) <= 65536 and "cut: GitHub takes at most" in comment["body"]
     [check] = emu.check_runs(REPO)
     assert check["conclusion"] == "failure"
-    assert len(check["output"]["summary"]) <= 65535 and check["output"]["summary"].endswith("characters here)")
+    summary = check["output"]["summary"]
+    assert len(summary.encode()) <= 65535 and summary.endswith("65,535 bytes here)")  # GitHub counts bytes there
 
 
 def test_graphql_limit_in_its_newer_shape_is_waited_out_not_sent_to_git_data(github, settings) -> None:
@@ -223,3 +224,13 @@ def test_one_call_waits_at_most_max_wait_in_all(github, settings, monkeypatch) -
         run(_client_call(settings, lambda gh: gh.permission(REPO, "alice")))
     assert time.monotonic() - start < 4.5
     assert len(calls(emu, "GET", "/permission")) < 5
+
+
+def test_a_graphql_secondary_limit_told_in_a_200_waits_its_retry_after(github, settings) -> None:
+    emu, _ = github
+    emu.inject_fault("POST", "/graphql", 200, headers={"retry-after": "2"}, body={"errors": [
+        {"message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."}]})
+    start = time.monotonic()
+    head = run(_client_call(settings, lambda gh: gh.branch_head(REPO, "main")))
+    assert head.oid == emu.head(REPO)
+    assert 2.0 <= time.monotonic() - start < 30, "waited as told, not GitHub's minute"

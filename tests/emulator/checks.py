@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 SETTABLE_CONCLUSIONS = ["success", "failure", "neutral", "cancelled", "timed_out", "action_required", "skipped"]
 API_STATUSES = ["queued", "in_progress", "completed"]
+MAX_TEXT_BYTES = 65535
 
 
 def _quoted(values: list[str]) -> str:
@@ -90,6 +91,9 @@ def _schema_errors(op: Operation, body: dict[str, Any], *, updating: bool) -> li
         if missing:
             names = ", ".join(f'"{key}"' for key in missing)
             lines.append(f"{names} {'wasn' if len(missing) == 1 else 'weren'}'t supplied.")
+        for key in ("summary", "text"):  # GitHub counts UTF-8 bytes here (github/docs#35252), not characters
+            if isinstance(output.get(key), str) and len(output[key].encode()) > MAX_TEXT_BYTES:
+                lines.append(f"{key} exceeds a maximum bytesize of {MAX_TEXT_BYTES}")
     return lines
 
 

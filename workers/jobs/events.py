@@ -215,7 +215,13 @@ async def start(
         await feedback.react("confused")
         await feedback.problem(replies.failed(origin, reason), reason)
         return "refused: over the App's limits"
-    await feedback.react("eyes")
+    try:
+        await feedback.react("eyes")
+    except CommentGone:  # deleted after an earlier go opened the session's check run: close it
+        if (known := admission.starts.check_run_of(session_id)) is not None:
+            await gh.update_check_run(origin.repo, int(str(known["id"])), status="completed", conclusion="cancelled",
+                                      output=check_output.withdrawn_output())
+        raise
     run_queue = admission.run_queue
     run = config.run_name(decision.profile)
     claim = run_queue.claim(origin.repo, run, session_id)
