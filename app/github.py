@@ -23,7 +23,14 @@ from gidgethub.aiohttp import GitHubAPI
 
 from app.errors import RetrainError
 from app.github_auth import InstallationToken, TokenCache
-from app.github_retry import GraphQLRateLimited, create_once, is_rate_limited, requested_wait_s, with_retries
+from app.github_retry import (
+    GraphQLRateLimited,
+    create_once,
+    is_rate_limited,
+    requested_wait_s,
+    seconds,
+    with_retries,
+)
 from app.settings import Settings
 from app.telemetry import TELEMETRY
 
@@ -101,7 +108,7 @@ class MeteredGitHubAPI(GitHubAPI):
                     raise limited
             if status == HTTPStatus.OK and "retry-after" in response_headers:  # a limit told in a 200
                 answer = _json_of(data)
-                wait = _seconds(response_headers["retry-after"])
+                wait = seconds(response_headers["retry-after"])
                 if isinstance(answer, dict) and is_rate_limited(QueryError(answer)) and wait is not None:
                     raise GraphQLRateLimited(answer, None, wait)
         return status, response_headers, data
@@ -125,13 +132,6 @@ class MeteredGitHubAPI(GitHubAPI):
 def _json_of(data: bytes) -> Any:
     try:
         return json.loads(data)
-    except ValueError:
-        return None
-
-
-def _seconds(value: str) -> float | None:
-    try:
-        return float(value)
     except ValueError:
         return None
 

@@ -87,9 +87,9 @@ def requested_wait_s(exc: BaseException, now: float | None = None) -> float | No
     if status not in (403, 429):
         return None
     if "retry-after" in headers:
-        return _number(headers["retry-after"])
+        return seconds(headers["retry-after"])
     if headers.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in headers:
-        reset = _number(headers["x-ratelimit-reset"])
+        reset = seconds(headers["x-ratelimit-reset"])
         return None if reset is None else max(reset - (now or time.time()), 0.0) + 1.0
     if status == 429 or SECONDARY_LIMIT.search(str(exc)):  # a secondary limit that says no retry-after
         return 60.0
@@ -102,7 +102,8 @@ def ambiguous(exc: BaseException) -> bool:
     return isinstance(exc, aiohttp.ClientConnectionError | asyncio.TimeoutError | GitHubBroken)
 
 
-def _number(value: str) -> float | None:
+def seconds(value: str) -> float | None:
+    """A header's number of seconds (retry-after, x-ratelimit-reset), or None when it is not one."""
     try:
         return float(value)
     except ValueError:
