@@ -124,8 +124,7 @@ class MeteredGitHubAPI(GitHubAPI):
             # gidgethub read this answer's rate-limit headers into self.rate_limit just before raising; their
             # reset is the time to wait for only when they say the points are spent (else: a secondary limit).
             limit = self.rate_limit  # (a RateLimit is falsy when spent: compare with None)
-            spent = limit is not None and limit.remaining == 0
-            reset = limit.reset_datetime.timestamp() if spent and limit is not None else None
+            reset = limit.reset_datetime.timestamp() if limit is not None and limit.remaining == 0 else None
             raise GraphQLRateLimited(exc.response, reset) from exc
 
 
@@ -138,10 +137,8 @@ def _json_of(data: bytes) -> Any:
 
 def _message_of(data: bytes) -> str:
     """GitHub's error message from a JSON error body, for the exception (never the request)."""
-    try:
-        message = json.loads(data).get("message")
-    except (ValueError, AttributeError):
-        message = None
+    answer = _json_of(data)
+    message = answer.get("message") if isinstance(answer, dict) else None
     return str(message) if message else data[:200].decode(errors="replace")
 
 

@@ -8,6 +8,7 @@ redelivery of a failed one) carries on where it stopped.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import redis
 
@@ -38,11 +39,11 @@ class SessionStarts:
         if self._redis.get(key) == delivery_id.encode():
             self._redis.delete(key)
 
-    def remember_check_run(self, session_id: str, check_run: dict[str, object]) -> None:
+    def remember_check_run(self, session_id: str, check_run: dict[str, Any]) -> None:
         """The session's queued check run, for a second go at the event: looking it up by external id
         finds it only on the commit it was made on, and the branch may have moved since."""
         self._redis.set(CHECK_RUN_KEY.format(session_id=session_id), json.dumps(check_run), ex=self._remember_s)
 
-    def check_run_of(self, session_id: str) -> dict[str, object] | None:
+    def check_run_of(self, session_id: str) -> dict[str, Any] | None:
         raw = self._redis.get(CHECK_RUN_KEY.format(session_id=session_id))
         return json.loads(raw) if raw else None

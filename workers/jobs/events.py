@@ -49,6 +49,7 @@ from workers.jobs.schedules import ScheduleStore, apply_schedules
 
 log = logging.getLogger(__name__)
 MAX_EVENT_WAIT_S = 15 * 60
+UNREACHABLE = redis.ConnectionError | redis.TimeoutError | kombu.exceptions.OperationalError  # Redis, the broker too
 SESSION_NAMESPACE = uuid.UUID("0b5e3c59-8d0f-4d2b-9a55-2f1f8b6f6a10")
 
 EnqueueSession = Callable[[dict[str, Any]], None]
@@ -84,8 +85,7 @@ def wait_before_retry_s(exc: BaseException, retries: int, first_wait_s: float, r
     unreachable are worth another go once the per-call retries gave up: the receiver answered 202 already, so
     GitHub counts the delivery a success and will never send it again. Doubling from `first_wait_s`,
     jittered over its upper half, never sooner than GitHub asked."""
-    unreachable = redis.ConnectionError | redis.TimeoutError | kombu.exceptions.OperationalError  # broker too
-    asked = 0.0 if isinstance(exc, unreachable) else requested_wait_s(exc)
+    asked = 0.0 if isinstance(exc, UNREACHABLE) else requested_wait_s(exc)
     if asked is None:
         return None
     backoff = min(first_wait_s * 2**retries, MAX_EVENT_WAIT_S)
@@ -218,8 +218,8 @@ async def start(
     try:
         await feedback.react("eyes")
     except CommentGone:  # deleted after an earlier go opened the session's check run: close it
-        if (known := admission.starts.check_run_of(session_id)) is not None:
-            await gh.update_check_run(origin.repo, int(str(known["id"])), status="completed", conclusion="cancelled",
+        if (known := remembered_check_run(admission.starts, session_id)) is not None:
+            await gh.update_check_run(origin.repo, known.id, status="completed", conclusion="cancelled",
                                       output=check_output.withdrawn_output())
         raise
     run_queue = admission.run_queue
@@ -257,9 +257,8 @@ async def queued_check_run(gh: GitHubClient, starts: SessionStarts, decision: St
     """The session's one queued check run: the one an earlier go at this event made (remembered, or found by
     its external id on the commit), else a new one."""
     origin = decision.origin
-    known = starts.check_run_of(session_id)
-    if known is not None:
-        return CheckRun(int(str(known["id"])), str(known["html_url"]) if known.get("html_url") else None)
+    if (known := remembered_check_run(starts, session_id)) is not None:
+        return known
     head_sha = origin.head_sha or (await gh.branch_head(origin.repo, config.branch or origin.ref)).oid
     check = await gh.create_check_run(
         origin.repo, name=check_output.check_name(decision.profile), head_sha=head_sha, status="queued",
@@ -268,6 +267,11 @@ async def queued_check_run(gh: GitHubClient, starts: SessionStarts, decision: St
     )
     starts.remember_check_run(session_id, {"id": check.id, "html_url": check.html_url})
     return check
+
+
+def remembered_check_run(starts: SessionStarts, session_id: str) -> CheckRun | None:
+    known = starts.check_run_of(session_id)
+    return None if known is None else CheckRun(int(known["id"]), known.get("html_url"))
 
 
 async def allowed(gh: GitHubClient, feedback: Feedback, config: RepoConfig, origin: Origin) -> bool:
