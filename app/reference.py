@@ -19,6 +19,7 @@ from app.repo_config import (
     DEFAULT_PROFILES,
     DataConfig,
     Profile,
+    PublishConfig,
     RepoConfig,
     RetentionConfig,
     ScheduleEntry,
@@ -121,6 +122,10 @@ Default profiles (the seed workflow's):
 ### `schedule[]`
 
 {_rows(ScheduleEntry)}
+
+### `publish`
+
+{_rows(PublishConfig)}
 
 ## Slash commands
 

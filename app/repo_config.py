@@ -29,6 +29,8 @@ PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 RUN_PREFIX = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?")
 PROGRESS_DIR = re.compile(rf"\.?{_SEGMENT}(?:/\.?{_SEGMENT}){{0,7}}")
 WORKFLOW_PATH = re.compile(r"\.github/workflows/[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.ya?ml")
+TAG_PREFIX = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?")
+MAX_TAG_CHARS = 200
 _BAD_REF = re.compile(r"\.\.|@\{|//|[\x00-\x20\x7f~^:?*\[\\]|^[-/.]|[/.]$|\.lock$|/\.")
 
 
@@ -68,6 +70,9 @@ def _branch_name(value: str) -> str:
 
 
 BranchName = Annotated[str, AfterValidator(_branch_name)]
+TagPrefix = Annotated[str, AfterValidator(_shaped(
+    "tag_prefix", TAG_PREFIX, "up to 64 letters, digits, '.', '-' or '_', starting with a letter or digit (it is "
+    "the start of a git tag name)"))]
 Permission = Literal["read", "triage", "write", "maintain", "admin"]
 PERMISSION_RANK: dict[str, int] = {"none": 0, "read": 1, "triage": 2, "write": 3, "maintain": 4, "admin": 5}
 
@@ -184,6 +189,32 @@ class ScheduleEntry(BaseModel):
     profile: ProfileName = Field("scheduled", description="The profile the entry trains.")
 
 
+class PublishConfig(BaseModel):
+    """Publishing a new best checkpoint's export; off unless a repository asks for it, since a release is
+    public on a public repository and notifies everyone watching its releases."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    releases: bool = Field(
+        False, description="Publish each new best checkpoint's export (config, weights, tokenizer, model card) as "
+        "the assets of a GitHub Release tagged at the progress commit, with the model card as its notes "
+        "(docs/publishing.md).",
+    )
+    tag_prefix: TagPrefix = Field(
+        "retrain-", description="A release's tag is this prefix, the run name and the checkpoint id, e.g. "
+        "`retrain-nanecho-cached-ci-ckpt_20261201_120000_500_1a2b3c4d`.",
+    )
+
+    def release_tag(self, run: str, checkpoint_id: str) -> str:
+        """The checkpoint's tag: one per checkpoint, so a redelivered session finds its own release again.
+        Checked against git's rules here too, as run and checkpoint id come from elsewhere."""
+        tag = f"{self.tag_prefix}{run}-{checkpoint_id}"
+        if len(tag) > MAX_TAG_CHARS or _BAD_REF.search(tag):
+            raise ConfigError(f"{tag!r} is not a valid tag name (git check-ref-format rules, at most "
+                              f"{MAX_TAG_CHARS} characters)")
+        return tag
+
+
 class RepoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -210,6 +241,9 @@ class RepoConfig(BaseModel):
         (), description="Workflow files whose workflow_dispatch and scheduled workflow_run events start sessions.",
     )
     schedule: tuple[ScheduleEntry, ...] = Field((), description="Cron entries (UTC) that start sessions.")
+    publish: PublishConfig = Field(
+        PublishConfig(), description="Publishing new best checkpoints as GitHub Releases (off by default).",
+    )
 
     @model_validator(mode="after")
     def _schedules_name_profiles(self) -> RepoConfig:

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     github_graphql_url: str | None = Field(
         default=None, description="GraphQL endpoint; derived from github_api_url when unset."
     )
+    github_uploads_url: str | None = Field(
+        default=None, description="Release-asset upload host; derived from github_api_url when unset "
+        "(https://uploads.github.com; GitHub Enterprise: https://HOST/api/uploads). The token is sent only there.",
+    )
     store_url: str = Field(
         default_factory=default_store_url,
         description="fsspec URL of the checkpoint store (s3://, gs://, file://...); "
@@ -151,6 +155,19 @@ class Settings(BaseSettings):
         if api.endswith("/api/v3"):  # GitHub Enterprise Server serves GraphQL beside REST
             return api[: -len("/v3")] + "/graphql"
         return api + "/graphql"
+
+    @property
+    def uploads_url(self) -> str:
+        """Where release assets are uploaded: another host than the REST API's, named in a release's
+        `upload_url`; the client uploads only to this one, so a token never goes to a host nobody configured."""
+        if self.github_uploads_url:
+            return self.github_uploads_url.rstrip("/")
+        api = self.github_api_url.rstrip("/")
+        if api == "https://api.github.com":
+            return "https://uploads.github.com"
+        if api.endswith("/api/v3"):
+            return api.removesuffix("/v3") + "/uploads"
+        return api
 
     @property
     def web_url(self) -> str:

@@ -56,6 +56,14 @@ def test_profile_overrides_merge_over_defaults_and_new_profiles_are_allowed() ->
         (f"data: {{include: ['{'a' * 300}']}}", "a glob must have 1 to 256 characters"),
         (f"data: {{include: [{', '.join(['x'] * 65)}]}}", "data.include"),
         ("data: {include: ['# a comment']}", "is not a glob"),
+        # a release's tag starts with the prefix: git's rules for a tag name, and no path
+        ('publish: {tag_prefix: "v..1-"}', "publish.tag_prefix: 'v..1-' is not a valid tag_prefix"),
+        ('publish: {tag_prefix: "a/b-"}', "is not a valid tag_prefix"),
+        ('publish: {tag_prefix: "-x"}', "is not a valid tag_prefix"),
+        ('publish: {tag_prefix: "a b"}', "is not a valid tag_prefix"),
+        ('publish: {tag_prefix: "x^"}', "is not a valid tag_prefix"),
+        ("publish: {releases: maybe}", "publish.releases"),
+        ("publish: {huggingface: true}", "publish.huggingface"),
     ],
 )
 def test_invalid_config_names_the_field(text: str, needle: str) -> None:
@@ -87,3 +95,16 @@ def test_names_that_fit_their_folders_are_accepted() -> None:
         "schedule: [{cron: '0 3 * * *', profile: nightly_2}]\n"
     )
     assert config.run_name("nightly_2") == "my.run-nightly_2" and config.branch == "retrain/progress-v2"
+
+
+def test_publishing_is_off_unless_asked_and_tags_name_the_checkpoint() -> None:
+    assert parse_repo_config(None).publish.releases is False
+    config = parse_repo_config("publish: {releases: true, tag_prefix: model-}")
+    assert config.publish.releases is True
+    tag = config.publish.release_tag("nanecho-cached-ci", "ckpt_20261201_120000_500_1a2b3c4d")
+    assert tag == "model-nanecho-cached-ci-ckpt_20261201_120000_500_1a2b3c4d"
+    assert parse_repo_config("publish: {tag_prefix: ''}").publish.release_tag("r", "c") == "r-c"
+    with pytest.raises(ConfigError, match="not a valid tag name"):
+        config.publish.release_tag("ci", "x.lock")
+    with pytest.raises(ConfigError, match="not a valid tag name"):
+        config.publish.release_tag("ci", "a" * 300)

@@ -25,6 +25,20 @@ def test_graphql_endpoint_follows_the_rest_base(api: str, graphql: str) -> None:
     assert Settings(_env_file=None, github_api_url=api).graphql_url == graphql
 
 
+@pytest.mark.parametrize(
+    ("api", "uploads"),
+    [
+        ("https://api.github.com", "https://uploads.github.com"),
+        ("https://ghe.example.com/api/v3", "https://ghe.example.com/api/uploads"),
+        ("http://127.0.0.1:9999/", "http://127.0.0.1:9999"),
+    ],
+)
+def test_the_upload_host_follows_the_rest_base_unless_set(api: str, uploads: str) -> None:
+    assert Settings(_env_file=None, github_api_url=api).uploads_url == uploads
+    assert Settings(_env_file=None, github_api_url=api, github_uploads_url="http://127.0.0.1:1/").uploads_url == \
+        "http://127.0.0.1:1"
+
+
 def test_environment_and_aliases(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("REDIS_URL", "redis://example:6380/2")
     monkeypatch.setenv("RETRAIN_APP_ID", "99")
