@@ -71,7 +71,8 @@ def settings(github: tuple[GitHubEmulator, str], tmp_path: Path, app_key_pair: t
     key = tmp_path / "app.pem"
     key.write_bytes(app_key_pair[0])
     return Settings(_env_file=None, app_id=APP_ID, private_key_path=key, github_api_url=github[1],
-                    store_url=f"file://{tmp_path / 'store'}", redis_url=redis_url)
+                    github_uploads_url=github[0].uploads_url, store_url=f"file://{tmp_path / 'store'}",
+                    redis_url=redis_url)
 
 
 @pytest.fixture

@@ -23,6 +23,10 @@ _ANNOTATIONS = {"type": "array", "maxItems": 50, "items": {
 _IMAGES = {"type": "array", "items": {"type": "object", "required": ["alt", "image_url"],
                                       "properties": {"alt": _S, "image_url": _S, "caption": _S}}}
 _ACTOR = {"type": "object", "properties": {"name": _S, "email": _S, "date": _S}}
+_B: dict[str, Any] = {"type": "boolean"}
+_LATEST = {"type": "string", "enum": ["true", "false", "legacy"]}
+_RELEASE = {"tag_name": _S, "target_commitish": _S, "name": _S, "body": _S, "draft": _B, "prerelease": _B,
+            "discussion_category_name": _S, "make_latest": _LATEST}
 
 
 def _body(schema: dict[str, Any], required: bool) -> dict[str, Any]:
@@ -104,6 +108,24 @@ EMBEDDED: dict[str, Any] = {
         "/repos/{owner}/{repo}/git/ref/{ref}": {"get": _op("git/refs#get-a-reference")},
         "/repos/{owner}/{repo}/git/refs/{ref}": {"patch": _op("git/refs#update-a-reference", _body({
             "type": "object", "required": ["sha"], "properties": {"sha": _S, "force": {"type": "boolean"}}}, True))},
+        "/repos/{owner}/{repo}/releases": {
+            "get": _op("releases/releases#list-releases"),
+            "post": _op("releases/releases#create-a-release", _body({
+                "type": "object", "required": ["tag_name"],
+                "properties": {**_RELEASE, "generate_release_notes": _B}}, True))},
+        "/repos/{owner}/{repo}/releases/tags/{tag}": {"get": _op("releases/releases#get-a-release-by-tag-name")},
+        "/repos/{owner}/{repo}/releases/{release_id}": {
+            "get": _op("releases/releases#get-a-release"),
+            "patch": _op("releases/releases#update-a-release", _body({
+                "type": "object", "properties": dict(_RELEASE)}, False))},
+        "/repos/{owner}/{repo}/releases/{release_id}/assets": {
+            "get": _op("releases/assets#list-release-assets"),
+            "post": {**_op("releases/assets#upload-a-release-asset"), "parameters": [
+                {"name": "name", "in": "query", "required": True, "schema": _S},
+                {"name": "label", "in": "query", "schema": _S}]}},
+        "/repos/{owner}/{repo}/releases/assets/{asset_id}": {
+            "get": _op("releases/assets#get-a-release-asset"),
+            "delete": _op("releases/assets#delete-a-release-asset")},
     },
     "components": {"schemas": {}},
 }

@@ -2,7 +2,8 @@
 
 It serves exactly the calls the App makes (rest.py, checks.py, gitdata.py, hooks.py, apps.py, graphql_api.py)
 and github.com's page for registering an App from a manifest (apps.py), with tarballs downloaded from an
-archive host of its own (codeload.github.com, another port). It checks every REST call against GitHub's
+archive host of its own (codeload.github.com, another port) and release assets uploaded to an upload host of
+its own (uploads.github.com, another port; releases.py, uploads.py). It checks every REST call against GitHub's
 OpenAPI description and every GraphQL document against GitHub's schema when those are given, and records
 every call so tests can assert on traffic as well as on resulting git history. Tests can inject faults (rate
 limits, server errors; injection.py, faults.py), and every REST and GraphQL answer carries GitHub's
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import hashlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +31,10 @@ from .graphql_schema import load_schema
 from .hooks import delivery_json
 from .injection import FaultInjection
 from .openapi import load_spec
-from .server import RecordedCall, make_app, make_codeload_app
+from .releases import release_json
+from .server import RecordedCall, make_app, make_codeload_app, make_uploads_app
 from .state import GITHUB_COMMITTER, ROLES, RepoState, next_id, user_json
+from .uploads import new_asset
 
 __all__ = ["EXTERNAL", "GITHUB_COMMITTER", "GitHubEmulator", "RecordedCall"]
 
@@ -82,6 +86,11 @@ class GitHubEmulator(FaultInjection):
         self._redeliveries: list[int] = []
         self.base_url = ""
         self.codeload_url = ""  # the archive host's base URL (codeload.github.com), another port
+        self.uploads_url = ""  # the release-asset upload host's base URL (uploads.github.com), another port
+        # GitHub: "each file included in a release must be under 2 GiB", at most 1,000 assets a release;
+        # lower these to test a client's refusals (uploads.py).
+        self.max_asset_bytes = 2 * 1024**3 - 1
+        self.max_release_assets = 1000
         self._runners: list[web.AppRunner] = []
 
     # --- setting up state ------------------------------------------------------------------------------
@@ -245,6 +254,41 @@ class GitHubEmulator(FaultInjection):
         """Every create/update body the emulator accepted for one check run, in order."""
         return copy.deepcopy(self.repos[full_name].check_history.get(check_run_id, []))
 
+    def set_immutable_releases(self, full_name: str, enabled: bool = True) -> None:
+        """The repository's "immutable releases" setting: a published release's assets can no longer change."""
+        self.repos[full_name].immutable_releases = enabled
+
+    def releases(self, full_name: str) -> list[dict[str, Any]]:
+        """Every release of the repository (drafts included) as the API shows it, with assets, oldest first."""
+        repo = self.repos[full_name]
+        return [release_json(self, repo, r) for r in repo.releases.values()]
+
+    def add_release_asset(self, full_name: str, release_id: int, name: str, data: bytes, *,
+                          state: str = "uploaded", content_type: str = "application/octet-stream") -> int:
+        """An asset on a release as an upload left it (returns its id): state "open" with `data` the bytes that
+        arrived is one cut short, which GitHub keeps (under its name) until it is deleted."""
+        repo = self.repos[full_name]
+        asset = new_asset(self, repo, repo.releases[release_id], name, size=len(data), content_type=content_type)
+        path = self.asset_path(asset["id"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        if state == "uploaded":
+            asset.update(state="uploaded", digest=f"sha256:{hashlib.sha256(data).hexdigest()}")
+        else:
+            asset["state"] = state
+        return int(asset["id"])
+
+    def asset_path(self, asset_id: int) -> Path:
+        """Where the emulator keeps an uploaded asset's bytes."""
+        return self.root / "release-assets" / str(asset_id)
+
+    def asset_bytes(self, full_name: str, tag: str, name: str) -> bytes:
+        """The bytes uploaded as asset `name` of the (one) release tagged `tag`; KeyError when there is none."""
+        found = [a for r in self.releases(full_name) if r["tag_name"] == tag for a in r["assets"] if a["name"] == name]
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} assets named {name!r} on releases tagged {tag!r} of {full_name}")
+        return self.asset_path(found[0]["id"]).read_bytes()
+
     # --- webhook deliveries ----------------------------------------------------------------------------
     def add_hook_delivery(self, *, guid: str, event: str, action: str | None = None, status_code: int = 502,
                           redelivery: bool = False, installation_id: int | None = None,
@@ -295,10 +339,12 @@ class GitHubEmulator(FaultInjection):
         """Serve on the running loop; returns the base URL (the emulator's https://api.github.com).
 
         The archive host (codeload.github.com) gets a port of its own, `codeload_url`: another origin, as on
-        GitHub, so that a client following a tarball redirect must drop its Authorization header.
+        GitHub, so that a client following a tarball redirect must drop its Authorization header. So does the
+        upload host of release assets (uploads.github.com), `uploads_url`, which releases' `upload_url` names.
         """
         self.base_url = await self._serve(self.make_app(), host, port)
         self.codeload_url = await self._serve(make_codeload_app(self), host, 0)
+        self.uploads_url = await self._serve(make_uploads_app(self), host, 0)
         return self.base_url
 
     async def _serve(self, app: web.Application, host: str, port: int) -> str:

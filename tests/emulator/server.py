@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import apps, checks, gitdata, hooks, listing, rest, versions
+from . import apps, checks, gitdata, hooks, listing, releases, rest, uploads, versions
 from .auth import AuthError, bearer
 from .faults import (
     DROP_CONNECTION,
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 _GRAPHQL_OP: Any = web.RequestKey("graphql_operation", str) if hasattr(web, "RequestKey") else "graphql_operation"
 _TARBALL_NO_REF = re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/tarball/?$")
 HANDLERS: dict[tuple[str, str], rest.Handler] = {**rest.HANDLERS, **checks.HANDLERS, **gitdata.HANDLERS,
-                                                 **hooks.HANDLERS, **apps.HANDLERS, **listing.HANDLERS}
+                                                 **hooks.HANDLERS, **apps.HANDLERS, **listing.HANDLERS,
+                                                 **releases.HANDLERS}
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class RecordedCall:
     graphql_operation: str | None
     fault: bool = False
     api_version: str | None = None
-    host: str = "api.github.com"  # or "codeload.github.com", the archive host (make_codeload_app)
+    host: str = "api.github.com"  # or "codeload.github.com" (make_codeload_app), "uploads.github.com"
 
 
 def _rate_key(emu: GitHubEmulator, request: web.Request) -> tuple[str, str, str] | None:
@@ -92,34 +93,38 @@ def _fault_response(fault: Fault, key: tuple[str, str, str] | None, rid: str) ->
     return web.json_response(body, status=fault.status, headers=headers)
 
 
-def make_app(emu: GitHubEmulator) -> web.Application:
-    """The emulator's aiohttp application."""
+async def _handle(emu: GitHubEmulator, request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except rest.GitHubError as exc:
+        return web.json_response(exc.body, status=exc.status)
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # an emulator bug: make it loud in the e2e assertions, answer like GitHub
+        emu.violations.append(f"emulator error on {request.method} {request.path}: {exc!r}")
+        return web.json_response({"message": "Server Error"}, status=500)
 
-    async def handle(request: web.Request, handler: Any) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except rest.GitHubError as exc:
-            return web.json_response(exc.body, status=exc.status)
-        except web.HTTPException:
-            raise
-        except Exception as exc:  # an emulator bug: make it loud in the e2e assertions, answer like GitHub
-            emu.violations.append(f"emulator error on {request.method} {request.path}: {exc!r}")
-            return web.json_response({"message": "Server Error"}, status=500)
 
-    def check_version_sent(request: web.Request) -> None:
-        """In strict mode (emu.require_api_version) a REST call without the header is a violation: GitHub
-        would serve it with its default version, but the App pins the version it was written against."""
-        if emu.require_api_version and versions.versioned(request.path) and versions.requested(
-                request.headers) is None:
-            emu.violations.append(f"{request.method} {request.path}: no {versions.HEADER} header")
+def _check_version_sent(emu: GitHubEmulator, request: web.Request) -> None:
+    """In strict mode (emu.require_api_version) a REST call without the header is a violation: GitHub
+    would serve it with its default version, but the App pins the version it was written against."""
+    if emu.require_api_version and versions.versioned(request.path) and versions.requested(
+            request.headers) is None:
+        emu.violations.append(f"{request.method} {request.path}: no {versions.HEADER} header")
+
+
+def _recording(emu: GitHubEmulator, *, host: str, reads_body: bool) -> Any:
+    """The middleware of a host that answers REST calls: version check, injected faults, rate limits,
+    recording. `reads_body`: False on the upload host, whose bodies (files up to 2 GiB) are streamed by
+    the handler, never read whole here; its faults match on method and path alone."""
 
     @web.middleware
     async def record(request: web.Request, handler: Any) -> web.StreamResponse:
         rid, key = request_id(), _rate_key(emu, request)
-        check_version_sent(request)
-        fault = emu.faults.take(request.method, request.path, await request.read())
+        _check_version_sent(emu, request)
+        fault = emu.faults.take(request.method, request.path, await request.read() if reads_body else b"")
         if fault is not None and fault.after:  # carried out, and then the answer is lost
-            await handle(request, handler)
+            await _handle(emu, request, handler)
             response = _fault_response(fault, key, rid)
             if fault.status == DROP_CONNECTION and request.transport is not None:
                 request.transport.abort()  # no answer at all: the client sees the connection go
@@ -134,21 +139,29 @@ def make_app(emu: GitHubEmulator) -> web.Application:
             elif exceeded:
                 response = web.json_response(primary_limit_body(_who(key), rid), status=403)
             else:
-                response = await handle(request, handler)
+                response = await _handle(emu, request, handler)
             response.headers.update(limit_headers)
         response.headers["x-github-request-id"] = rid
         asked = versions.requested(request.headers)
         if versions.versioned(request.path) and (served := versions.selected(asked)):
             response.headers[versions.SELECTED_HEADER] = served
-        raw = await request.read()
-        try:
-            body = json.loads(raw) if raw.strip() else None
-        except ValueError:
-            body = None
+        body = None
+        if reads_body:
+            raw = await request.read()
+            try:
+                body = json.loads(raw) if raw.strip() else None
+            except ValueError:
+                body = None
         status = DROP_CONNECTION if fault is not None and fault.status == DROP_CONNECTION else response.status
         emu.calls.append(RecordedCall(request.method, request.path, dict(request.query), body, status,
-                                      request.get(_GRAPHQL_OP), fault is not None, asked))
+                                      request.get(_GRAPHQL_OP), fault is not None, asked, host=host))
         return response
+
+    return record
+
+
+def make_app(emu: GitHubEmulator) -> web.Application:
+    """The emulator's aiohttp application."""
 
     async def rest_call(request: web.Request) -> web.StreamResponse:
         asked = versions.requested(request.headers)
@@ -191,7 +204,8 @@ def make_app(emu: GitHubEmulator) -> web.Application:
         emu.violations.extend(problems)
         return web.json_response(out)
 
-    app = web.Application(middlewares=[record], client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[_recording(emu, host="api.github.com", reads_body=True)],
+                          client_max_size=64 * 1024 * 1024)
     app.router.add_post("/graphql", graphql)
     # github.com's pages for registering an App from a manifest (the emulator's base URL is also its web URL)
     app.router.add_post("/settings/apps/new", new_app)
@@ -216,4 +230,16 @@ def make_codeload_app(emu: GitHubEmulator) -> web.Application:
 
     app = web.Application(middlewares=[record])
     app.router.add_get("/{owner}/{repo}/legacy.tar.gz/{sha}", archive)
+    return app
+
+
+def make_uploads_app(emu: GitHubEmulator) -> web.Application:
+    """uploads.github.com, where release assets go (uploads.py): a port of its own, so a client must take
+    the host from a release's `upload_url` (or its settings), and faults can be injected there too."""
+
+    async def upload(request: web.Request) -> web.StreamResponse:
+        return await uploads.upload_asset(request, emu)
+
+    app = web.Application(middlewares=[_recording(emu, host="uploads.github.com", reads_body=False)])
+    app.router.add_route("*", "/{tail:.*}", upload)
     return app

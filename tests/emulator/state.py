@@ -57,6 +57,11 @@ class RepoState:
     check_runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # id -> check-run object, in creation order
     check_history: dict[int, list[Any]] = field(default_factory=dict)  # id -> accepted create/update bodies
     check_suites: dict[str, int] = field(default_factory=dict)  # head sha -> the App's check suite id
+    releases: dict[int, dict[str, Any]] = field(default_factory=dict)  # id -> release object (without assets)
+    assets: dict[int, dict[str, Any]] = field(default_factory=dict)  # id -> release-asset object, in upload order
+    asset_release: dict[int, int] = field(default_factory=dict)  # asset id -> its release's id
+    # The repository's "immutable releases" setting: a published release's assets can no longer change.
+    immutable_releases: bool = False
 
     @property
     def owner(self) -> str:
