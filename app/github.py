@@ -224,6 +224,7 @@ class GitHubClient:
         self._session = session
         self._token = token
         self._graphql_url = settings.graphql_url
+        self.uploads_url = settings.uploads_url  # release assets (app/github_releases.py) go there, and only there
         self.gh = MeteredGitHubAPI(session, USER_AGENT, base_url=settings.github_api_url)
 
     async def _authorize(self) -> None:
