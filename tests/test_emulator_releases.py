@@ -87,6 +87,7 @@ def test_a_release_is_made_at_a_commit_and_shaped_as_github_documents(env: Env) 
     ({"tag_name": "x.lock"}, 422, "tag_name", "invalid"),
     ({"tag_name": "v9", "target_commitish": "0" * 40}, 422, "target_commitish", "invalid"),
     ({"tag_name": "v9", "target_commitish": "no-such-branch"}, 422, "target_commitish", "invalid"),
+    ({"tag_name": "v9", "target_commitish": "0" * 40, "draft": True}, 422, "target_commitish", "invalid"),
     ({"tag_name": "v9", "body": "x" * 125_001}, 422, "body", "custom"),
 ])
 def test_a_release_github_would_refuse_is_refused(env: Env, body: dict[str, Any], status: int, field: str,
@@ -229,3 +230,29 @@ def test_an_upload_applied_and_its_answer_lost_is_kept_once(env: Env) -> None:
     [asset] = [a for r in env.emu.releases(REPO) if r["id"] == release["id"] for a in r["assets"]]
     assert (asset["name"], asset["state"]) == ("lost.bin", "uploaded")
     assert [c.fault for c in env.emu.calls if c.query.get("name") == "lost.bin"] == [True]
+
+
+def test_an_upload_cut_short_leaves_an_asset_that_is_not_uploaded(env: Env) -> None:
+    """GitHub keeps such an asset (state not "uploaded") under its name until it is deleted."""
+    release = new_release(env, draft=True)
+    path = release["upload_url"].split("{", 1)[0].removeprefix(env.emu.uploads_url)
+    host, port = env.emu.uploads_url.removeprefix("http://").split(":")
+
+    async def cut() -> None:
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write((f"POST {path}?name=cut.bin HTTP/1.1\r\nHost: {host}\r\nAuthorization: token {env.token}\r\n"
+                      f"X-GitHub-Api-Version: {API_VERSION}\r\nContent-Type: application/octet-stream\r\n"
+                      "Content-Length: 100000\r\n\r\n").encode() + b"x" * 1000)
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()
+        await asyncio.sleep(0.2)
+
+    before = len(env.emu.violations)
+    asyncio.run(cut())
+    assert env.take_violations(before) == []  # a client that went away is no emulator error
+    [asset] = [a for r in env.emu.releases(REPO) if r["id"] == release["id"] for a in r["assets"]]
+    assert (asset["name"], asset["state"], asset["digest"]) == ("cut.bin", "open", None)
+    assert upload(env, release, name="cut.bin").status == 422  # its name stays taken until it is deleted
+    assert env.call("DELETE", f"{RELEASES}/assets/{asset['id']}").status == 204
+    assert upload(env, release, name="cut.bin").status == 201

@@ -114,10 +114,13 @@ async def upload_asset(request: web.Request, emu: GitHubEmulator) -> web.StreamR
     path = emu.asset_path(asset_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as out:
-        async for chunk in request.content.iter_chunked(CHUNK):
-            received += len(chunk)
-            digest.update(chunk)
-            out.write(chunk)
+        try:
+            async for chunk in request.content.iter_chunked(CHUNK):
+                received += len(chunk)
+                digest.update(chunk)
+                out.write(chunk)
+        except ConnectionError:  # the client went away: what arrived stays, as an asset not uploaded
+            return web.Response(status=400)
     if received != size:  # the connection ended early: the asset stays behind, not uploaded
         raise fail(op, 400, f"Expected {size} bytes, received {received}")
     asset.update(state="uploaded", digest=f"sha256:{digest.hexdigest()}", updated_at=now_iso())
