@@ -70,6 +70,17 @@ def test_a_folder_becomes_one_release_with_every_file_and_the_card_as_notes(gith
     assert {a["name"]: a["content_type"] for a in release["assets"]}["config.json"] == "application/json"
 
 
+def test_progress_is_logged_per_asset_with_sizes_and_never_a_token(github, settings, tmp_path, caplog) -> None:
+    emu, _ = github
+    export(tmp_path / "export")
+    with caplog.at_level("INFO"):
+        publish(settings, tmp_path / "export", commit_sha=emu.head(REPO))
+    assert "uploading model.safetensors (3,145,728 bytes) to release" in caplog.text
+    assert f"published release {TAG}" in caplog.text
+    minted = list(emu.tokens._tokens)
+    assert minted and not any(token in caplog.text for token in minted)
+
+
 def test_publishing_again_duplicates_nothing(github, settings, tmp_path) -> None:
     emu, _ = github
     files = export(tmp_path / "export")

@@ -30,7 +30,9 @@ class FaultInjection:
         with `after`, the request is carried out first and only its answer is the fault (a response lost on
         the way back, the case a retry must not repeat). `body_contains` narrows the fault to requests
         whose body holds that text (one GraphQL operation, e.g. "createCommitOnBranch"). Status
-        `DROP_CONNECTION` (0) sends no answer at all: the connection is aborted.
+        `DROP_CONNECTION` (0) sends no answer at all: the connection is aborted. Faults apply on the upload
+        host too (`POST /repos/{o}/{r}/releases/{id}/assets`, which only it serves), matched on method and path
+        alone: its bodies are files, never read whole.
         """
         if times < 1:
             raise ValueError("times must be at least 1")
