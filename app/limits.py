@@ -15,7 +15,7 @@ from celery.schedules import crontab
 
 from app.repo_config import Profile, RepoConfig
 
-VOCAB_SIZE = 256  # the byte tokenizer's (workers/trainer/data.py)
+BYTE_VOCAB = 256  # the byte tokenizer's (workers/trainer/tokenizer.py)
 MINUTES_PER_DAY = 24 * 60
 
 
@@ -44,7 +44,8 @@ def estimate_params(profile: Profile) -> int:
     """The parameter count of the network a profile builds (workers/trainer/model.GPT, tied embedding,
     biases): known before anything is allocated, and tested against the real model."""
     c, layers = profile.n_embd, profile.n_layer
-    return VOCAB_SIZE * c + profile.block_size * c + layers * (12 * c * c + 13 * c) + 2 * c
+    vocab = profile.vocab_size if profile.tokenizer == "bpe" else BYTE_VOCAB
+    return vocab * c + profile.block_size * c + layers * (12 * c * c + 13 * c) + 2 * c
 
 
 def profile_problems(name: str, profile: Profile, limits: Limits, max_iters: int | None = None) -> list[str]:

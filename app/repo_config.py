@@ -85,7 +85,15 @@ class Profile(BaseModel):
     n_layer: int = Field(4, ge=1, le=96, description="Transformer blocks.")
     n_head: int = Field(4, ge=1, le=128, description="Attention heads; must divide n_embd.")
     n_embd: int = Field(256, ge=8, le=16384, description="Embedding width.")
-    block_size: int = Field(256, ge=8, le=32768, description="Context length in bytes (the tokenizer is bytes).")
+    block_size: int = Field(256, ge=8, le=32768, description="Context length in tokens.")
+    tokenizer: Literal["bytes", "bpe"] = Field(
+        "bytes", description="`bytes`: one token per byte. `bpe`: a byte-level BPE of `vocab_size` tokens, trained on "
+        "the training split when a lineage starts and kept with its checkpoints. Part of what a checkpoint needs to "
+        "be continued; figures are in bits per byte, so the two compare.",
+    )
+    vocab_size: int = Field(
+        4096, ge=257, le=65536, description="Tokens of the BPE (with `tokenizer: bpe`; bytes are always 256).",
+    )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout probability.")
     max_iters: int = Field(500, ge=1, description="Iterations per session (a command's max_iters overrides).")
     batch_size: int = Field(8, ge=1, description="Sequences per iteration.")

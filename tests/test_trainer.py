@@ -435,16 +435,16 @@ def test_another_seed_or_other_text_starts_a_new_stream(corpus, first: TrainResu
 
 
 def test_evaluate_reproduces_the_reported_val_loss_whatever_the_batch_size(corpus, first: TrainResult) -> None:
-    assert evaluate(TINY, first.state, corpus.val, device="cpu") == pytest.approx(first.val_loss_after, abs=1e-6)
+    assert evaluate(TINY, first.state, corpus, device="cpu") == pytest.approx(first.val_loss_after, abs=1e-6)
     wider = train(TINY, tiny_train_config(1, batch_size=16), corpus, resume=first.state)
     assert wider.val_loss_before == pytest.approx(first.val_loss_after, abs=1e-6)
     with pytest.raises(ValueError, match="model shape differs"):
-        evaluate(replace(TINY, n_embd=64), first.state, corpus.val, device="cpu")
+        evaluate(replace(TINY, n_embd=64), first.state, corpus, device="cpu")
 
 
 def test_another_dropout_goes_on_from_the_same_weights(corpus, first: TrainResult) -> None:
     wetter = replace(TINY, dropout=0.1)  # no weight depends on it: the same lineage
-    assert evaluate(wetter, first.state, corpus.val, device="cpu") == pytest.approx(first.val_loss_after, abs=1e-6)
+    assert evaluate(wetter, first.state, corpus, device="cpu") == pytest.approx(first.val_loss_after, abs=1e-6)
     going_on = train(wetter, tiny_train_config(5), corpus, resume=first.state)
     assert going_on.start_iteration == 60 and going_on.state["model_config"]["dropout"] == 0.1
 
@@ -466,7 +466,7 @@ def test_the_served_weights_are_the_average_and_training_goes_on_from_the_live_o
     served, live = averaged.state["model"], averaged.state["online"]["model"]
     assert any(not torch.equal(served[k], live[k]) for k in served)
     # what is reported, evaluated and compared is the average
-    assert evaluate(TINY, averaged.state, corpus.val, device="cpu") == pytest.approx(averaged.val_loss_after, abs=1e-6)
+    assert evaluate(TINY, averaged.state, corpus, device="cpu") == pytest.approx(averaged.val_loss_after, abs=1e-6)
     nxt = train(TINY, tiny_train_config(1, average_horizon=10, learning_rate=1e-12, min_lr=0.0), corpus,
                 resume=averaged.state)
     assert nxt.val_loss_before == pytest.approx(averaged.val_loss_after, abs=1e-6)
@@ -489,7 +489,7 @@ def test_a_payload_whose_weights_do_not_fit_is_a_value_error_not_a_crash(corpus,
         with pytest.raises(ValueError, match="weights do not fit the model"):
             train(TINY, tiny_train_config(1, average_horizon=4), corpus, resume=payload)
         with pytest.raises(ValueError, match="weights do not fit the model"):
-            evaluate(TINY, payload, corpus.val, device="cpu")
+            evaluate(TINY, payload, corpus, device="cpu")
 
 
 def test_losses_are_kept_a_chunk_at_a_time_and_none_is_lost(corpus, deterministic: None,

@@ -1,4 +1,5 @@
-"""Local mode: the workers' session pipeline against a git checkout on disk (`retrain train`, `retrain demo`)."""
+"""Local mode: the workers' session pipeline against a git checkout on disk (`retrain train`, `retrain demo`),
+and what a person does with the result there (`retrain sample`, `retrain export`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from workers.session.best import BestModel, load_best
 from workers.session.progress_log import local_progress
 from workers.session.repos import LocalGitRepository
 from workers.session.session import SessionRequest, SessionResult, run_session
@@ -26,6 +28,7 @@ async def run_local_session(
     say: Callable[[str], None] = print,
 ) -> SessionResult:
     repo = LocalGitRepository(path)
+    repo.remember_store(store_url)
     request = SessionRequest(
         session_id=uuid.uuid4().hex, profile=profile, max_iters=max_iters, trigger="local",
         sender=getpass.getuser(), fresh=fresh,
@@ -34,6 +37,13 @@ async def run_local_session(
         repo, CheckpointStore(store_url), request, store_prefix=store_prefix_for(repo),
         on_progress=local_progress(say, request.session_id),
     )
+
+
+async def local_best(path: Path, *, profile: str, store_url: str | None, default_store: str) -> BestModel:
+    """The profile's best checkpoint in a local checkout, from the store its sessions used."""
+    repo = LocalGitRepository(path)
+    store = CheckpointStore(store_url or repo.remembered_store() or default_store)
+    return await load_best(repo, store, store_prefix=store_prefix_for(repo), profile=profile)
 
 
 def describe_result(result: SessionResult) -> str:

@@ -21,9 +21,11 @@ from workers.session.pending import Pending, find_pending
 from workers.session.repos import ProgressRepository
 from workers.session.snapshot import MAX_TOTAL_BYTES, selection
 from workers.session.store import CheckpointStore, StoreError
+from workers.session.tokenizer_choice import choose_tokenizer
 from workers.trainer.checkpoint import check_model_config
-from workers.trainer.data import TOKENIZER_ID, Corpus, bits_per_byte, build_corpus
+from workers.trainer.data import Corpus, SplitText, bits_per_byte, encode_split, split_text
 from workers.trainer.model import ModelConfig
+from workers.trainer.tokenizer import BYTES, Tokenizer
 from workers.trainer.train import TrainConfig, evaluate, load_state
 
 log = logging.getLogger(__name__)
@@ -58,10 +60,12 @@ class Reevaluation:
     seconds: float = 0.0
 
 
-def model_config_for(profile: Profile) -> ModelConfig:
+def model_config_for(profile: Profile, vocab_size: int | None = None) -> ModelConfig:
+    """The profile's network; `vocab_size` is the tokenizer's (the profile's own when not given)."""
+    vocab = vocab_size or (profile.vocab_size if profile.tokenizer == "bpe" else BYTES.vocab_size)
     return ModelConfig(
         n_layer=profile.n_layer, n_head=profile.n_head, n_embd=profile.n_embd,
-        block_size=profile.block_size, dropout=profile.dropout,
+        block_size=profile.block_size, dropout=profile.dropout, vocab_size=vocab,
     )
 
 
@@ -81,8 +85,8 @@ def session_seed(session_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"retrain-seed:{session_id}".encode()).digest()[:6], "big")
 
 
-def lineage_for(model_config: ModelConfig) -> reg.Lineage:
-    return reg.Lineage(tokenizer=TOKENIZER_ID, shape_sha256=reg.shape_sha256(model_config.to_dict()))
+def lineage_for(model_config: ModelConfig, tokenizer_id: str) -> reg.Lineage:
+    return reg.Lineage(tokenizer=tokenizer_id, shape_sha256=reg.shape_sha256(model_config.to_dict()))
 
 
 def metadata_path(config: RepoConfig, run: str) -> str:
@@ -91,23 +95,25 @@ def metadata_path(config: RepoConfig, run: str) -> str:
 
 def choose_resume(
     store: CheckpointStore, registry: reg.Registry, model_config: ModelConfig, corpus: Corpus, budget: int,
-    notes: list[str], within: str, unusable: set[str],
+    notes: list[str], within: str, unusable: set[str], loaded: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[Resume | None, Reevaluation]:
     """The best checkpoint of this lineage on today's validation set, whose stored weights verify.
 
     Candidates measured on another validation set are measured again first (at most `budget` of them,
     best by their old figure; the time counts against the session's limit, which started before this).
-    A bad object is skipped with a note, never fatal, and added to `unusable` (for retention).
+    A bad object is skipped with a note, never fatal, and added to `unusable` (for retention). `loaded`:
+    payloads already read and verified (choosing the tokenizer reads one), by checkpoint id.
     """
-    lineage = lineage_for(model_config)
+    lineage = lineage_for(model_config, corpus.tokenizer.id)
+    loaded = loaded or {}
     val_sha256 = corpus.val_fingerprint(model_config.block_size)
     started = time.monotonic()
     losses: dict[str, float] = {}
     best: tuple[float, str, dict[str, Any]] | None = None  # keep one loaded payload, not all of them
     for entry in reg.to_reevaluate(registry, lineage, val_sha256, budget):
         try:
-            payload = _load(store, entry, model_config, within)
-            loss = evaluate(model_config, payload, corpus.val)
+            payload = _load(store, entry, model_config, within, loaded)
+            loss = evaluate(model_config, payload, corpus)
             if not math.isfinite(loss):
                 raise ValueError(f"its val loss on today's validation set is {loss}")
         except (StoreError, ValueError) as exc:
@@ -128,7 +134,7 @@ def choose_resume(
             continue
         try:
             payload = best[2] if best is not None and best[1] == entry.checkpoint_id else (
-                _load(store, entry, model_config, within))
+                _load(store, entry, model_config, within, loaded))
         except (StoreError, ValueError) as exc:
             _skip(entry, exc, notes, unusable)
             continue
@@ -139,11 +145,12 @@ def choose_resume(
     return None, again
 
 
-def _load(store: CheckpointStore, entry: reg.CheckpointEntry, model_config: ModelConfig, within: str) -> dict[str, Any]:
+def _load(store: CheckpointStore, entry: reg.CheckpointEntry, model_config: ModelConfig, within: str,
+          loaded: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The entry's payload, verified, and refused (ValueError) when its weights do not fit today's shape:
     the registry says what an entry is, but only the payload can be trusted to."""
     assert entry.storage is not None
-    payload = load_state(store.get(entry.storage, within=within))
+    payload = loaded.get(entry.checkpoint_id) or load_state(store.get(entry.storage, within=within))
     check_model_config(payload, model_config)
     return payload
 
@@ -210,22 +217,28 @@ async def prepare(
     pending = await asyncio.to_thread(find_pending, store, run_folder, registry, notes)
     registry = reg.merge(registry, {e.checkpoint_id: e for e in pending.entries})
     selected = selection(config.data.include, exclude_dirs=[config.progress_dir])
-    corpus = load_corpus(await repo.files(head.oid, selected, max_bytes=max_snapshot_bytes), config, profile)
-    model_config = model_config_for(profile)
-    lineage = lineage_for(model_config)
+    split = load_split(await repo.files(head.oid, selected, max_bytes=max_snapshot_bytes), config, profile)
+    unusable: set[str] = set()
+    choice = await asyncio.to_thread(
+        choose_tokenizer, store, registry, profile, reg.shape_sha256(model_config_for(profile).to_dict()), split,
+        fresh=request.fresh, within=run_folder, notes=notes, unusable=unusable,
+    )
+    corpus = await asyncio.to_thread(encode_corpus, split, choice.tokenizer, profile)
+    model_config = model_config_for(profile, choice.tokenizer.vocab_size)
+    lineage = lineage_for(model_config, corpus.tokenizer.id)
     fingerprint = reg.Fingerprint(
-        data_sha256=corpus.fingerprint(), tokenizer=TOKENIZER_ID,
+        data_sha256=corpus.fingerprint(), tokenizer=corpus.tokenizer.id,
         model_config_sha256=reg.model_config_sha256(model_config.to_dict()), shape_sha256=lineage.shape_sha256,
         val_sha256=corpus.val_fingerprint(model_config.block_size),
     )
     reevaluation = Reevaluation()
-    unusable: set[str] = set()
     if request.fresh:
         resume = None
         notes.append(f"fresh start requested; the {len(registry)} earlier checkpoint(s) are kept")
     else:
         resume, reevaluation = await asyncio.to_thread(
-            choose_resume, store, registry, model_config, corpus, profile.reevaluate, notes, run_folder, unusable
+            choose_resume, store, registry, model_config, corpus, profile.reevaluate, notes, run_folder, unusable,
+            choice.loaded,
         )
         if resume is None and config.on_incompatible == "stop" and reg.incompatible_count(registry, lineage):
             raise SessionError(
@@ -259,13 +272,20 @@ def committed_by(registry: reg.Registry, history: list[dict[str, Any]], session_
     return None
 
 
-def load_corpus(files: dict[str, bytes], config: RepoConfig, profile: Profile) -> Corpus:
-    """The corpus of the files `data.include` selected (already read by path)."""
+def load_split(files: dict[str, bytes], config: RepoConfig, profile: Profile) -> SplitText:
+    """The training and validation text of the files `data.include` selected (already read by path)."""
     if not files:
         raise SessionError(
             f"no training text: no file matches data.include {list(config.data.include)} in {CONFIG_PATH}"
         )
     try:
-        return build_corpus(files, val_fraction=config.data.val_fraction, block_size=profile.block_size)
+        return split_text(files, val_fraction=config.data.val_fraction, block_size=profile.block_size)
+    except ValueError as exc:
+        raise SessionError(f"training text is not usable: {exc}") from exc
+
+
+def encode_corpus(split: SplitText, tokenizer: Tokenizer, profile: Profile) -> Corpus:
+    try:
+        return encode_split(split, tokenizer, block_size=profile.block_size)
     except ValueError as exc:
         raise SessionError(f"training text is not usable: {exc}") from exc

@@ -182,6 +182,14 @@ class LocalGitRepository:
         if self._git("rev-parse", "--is-inside-work-tree", check=False).strip() != "true":
             raise GitError(f"{self.path} is not a git working tree (run `git init` there first)")
 
+    def remembered_store(self) -> str | None:
+        """The store the last local session here used (`git config retrain.store`), so that `retrain sample`
+        and `retrain export` find the weights without being told again."""
+        return self._git("config", "--local", "--get", "retrain.store", check=False).strip() or None
+
+    def remember_store(self, url: str) -> None:
+        self._git("config", "--local", "retrain.store", url, check=False)
+
     async def head(self, branch: str | None) -> BranchHead:
         name = branch or self._git("symbolic-ref", "--short", "HEAD").strip()
         oid = self._git("rev-parse", "--verify", "--quiet", f"refs/heads/{name}^{{commit}}", check=False).strip()

@@ -1,4 +1,4 @@
-"""The bar a model must clear to have learned anything beyond byte frequencies."""
+"""The bar a model must clear to have learned anything beyond token frequencies."""
 
 from __future__ import annotations
 
@@ -10,14 +10,17 @@ from workers.trainer.data import Corpus
 
 
 def unigram_val_loss(corpus: Corpus) -> float:
-    """Cross-entropy (nats per byte) of the validation split under the training split's byte frequencies.
+    """Cross-entropy of the validation split under the training split's token frequencies, in nats per byte
+    (the unit every val loss is in, see data.bits_per_byte).
 
-    Add-one smoothing keeps a byte unseen in training from making the baseline infinite.
+    Add-one smoothing keeps a token unseen in training from making the baseline infinite.
     """
-    train_counts = torch.bincount(corpus.train.long(), minlength=256).double() + 1.0
+    vocab = corpus.tokenizer.vocab_size
+    train_counts = torch.bincount(corpus.train.long(), minlength=vocab).double() + 1.0
     log_p = torch.log(train_counts / train_counts.sum())
-    val_counts = torch.bincount(corpus.val.long(), minlength=256).double()
-    return float(-(val_counts * log_p).sum() / max(corpus.val.numel(), 1))
+    val_counts = torch.bincount(corpus.val.long(), minlength=vocab).double()
+    val_bytes = float((val_counts * corpus.tokenizer.token_bytes.double()).sum())
+    return float(-(val_counts * log_p).sum() / max(val_bytes, 1.0))
 
 
 def perplexity(loss: float) -> float:

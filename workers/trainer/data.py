@@ -17,7 +17,9 @@ is a property of that text alone:
   one with a twin elsewhere). That order is fixed too, but a growing small corpus can move pieces across;
   from MIN_RULE_PIECES on, the hash rule alone decides, and no piece ever moves while it exists.
 
-Tokens are bytes, so nothing is ever downloaded and any text (or binary) works.
+The split is made on bytes, before any tokenizer sees the text, so it does not depend on the tokenizer;
+each side is then encoded with the lineage's tokenizer (workers/trainer/tokenizer.py: bytes, or a BPE
+trained on the training side). Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
-TOKENIZER_ID = "bytes-v1"  # vocab 256; token = byte value
+from workers.trainer.tokenizer import BYTES, BYTES_ID, Tokenizer
+
+TOKENIZER_ID = BYTES_ID  # the default tokenizer's id
 SPLIT_PIECES = "pieces-v1"
 MAX_UNIT = 2048  # a paragraph longer than this is cut at lines, a longer line at this length
 MAX_PIECE = 4096  # a piece ends at a chosen paragraph break, or here at the latest
@@ -45,13 +48,14 @@ _PARAGRAPH_END = re.compile(rb"\r?\n(?:[ \t]*\r?\n)+")
 
 @dataclass(frozen=True)
 class Corpus:
-    """Token ids of both splits and where they came from."""
+    """Token ids of both splits, the tokenizer that made them, and where they came from."""
 
-    train: Tensor  # 1-D uint8 token ids (bytes); batches widen them to int64
+    train: Tensor  # 1-D token ids: uint8 for bytes, int32 for a BPE; batches widen them to int64
     val: Tensor
     train_files: tuple[str, ...]  # files with bytes in train (a file can have pieces on both sides)
     val_files: tuple[str, ...]
     split: str = SPLIT_PIECES
+    tokenizer: Tokenizer = BYTES
 
     def fingerprint(self) -> str:
         """sha256 over the tokenizer, the split (which files where, split sizes) and the bytes.
@@ -60,7 +64,7 @@ class Corpus:
         means the same thing: provenance, and the condition for restoring the sampler exactly.
         """
         h = hashlib.sha256()
-        h.update(f"tokenizer={TOKENIZER_ID}\nsplit={self.split}\n".encode())
+        h.update(f"tokenizer={self.tokenizer.id}\nsplit={self.split}\n".encode())
         for name, files, tokens in (
             ("train", self.train_files, self.train),
             ("val", self.val_files, self.val),
@@ -77,7 +81,7 @@ class Corpus:
 
         Two val losses compare only when this matches; the training text does not enter it.
         """
-        h = hashlib.sha256(f"tokenizer={TOKENIZER_ID}\neval={EVAL_PROTOCOL}\nblock={block_size}\n".encode())
+        h = hashlib.sha256(f"tokenizer={self.tokenizer.id}\neval={EVAL_PROTOCOL}\nblock={block_size}\n".encode())
         _hash_tensor(h, self.val)
         return h.hexdigest()
 
@@ -99,24 +103,21 @@ def eval_starts(n_tokens: int, block_size: int) -> list[int]:
 
 
 def bits_per_byte(loss: float) -> float:
-    """Nats per token to bits per byte: comparable across tokenizers (here a token is one byte)."""
+    """Nats per byte to bits per byte. Evaluation reports nats per byte whatever the tokenizer (train.py
+    `_estimate_loss`), so every val loss, and this, compares across tokenizers."""
     return loss / math.log(2)
 
 
 def _hash_tensor(h: hashlib._Hash, t: Tensor) -> None:
-    """Feed a uint8 tensor's bytes to `h` in chunks.
+    """Feed a tensor's bytes to `h` in chunks (token ids as stored: uint8 bytes or int32 BPE ids).
 
     bytes(storage) goes element by element (over a minute for 50 MB), so read the CPU memory directly;
     the tensor is made contiguous and kept alive meanwhile.
     """
-    data = t.detach().to("cpu", torch.uint8).contiguous()
-    ptr, n, chunk = data.data_ptr(), data.numel(), 1 << 24
+    data = t.detach().to("cpu").contiguous()
+    ptr, n, chunk = data.data_ptr(), data.numel() * data.element_size(), 1 << 24
     for off in range(0, n, chunk):
         h.update(ctypes.string_at(ptr + off, min(chunk, n - off)))
-
-
-def _tokens(data: bytes) -> Tensor:
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
 
 
 def _digest(data: bytes, person: bytes) -> int:
@@ -184,10 +185,20 @@ def _pieces(path: str, data: bytes) -> list[_Piece]:
     return pieces
 
 
-def build_corpus(files: Mapping[str, bytes], *, val_fraction: float = 0.1, block_size: int) -> Corpus:
-    """Tokenize `files` (path -> bytes) and split them into disjoint train and validation sets.
+@dataclass(frozen=True)
+class SplitText:
+    """Both sides of the split as bytes, before a tokenizer: a new BPE is trained on `train`."""
 
-    Empty files carry no tokens and are left out. Raises ValueError when there is too little text.
+    train: bytes
+    val: bytes
+    train_files: tuple[str, ...]
+    val_files: tuple[str, ...]
+
+
+def split_text(files: Mapping[str, bytes], *, val_fraction: float = 0.1, block_size: int) -> SplitText:
+    """Split `files` (path -> bytes) into disjoint train and validation text (see the module docstring).
+
+    Empty files carry no text and are left out. Raises ValueError when there is too little text.
     """
     held = held_out(files, val_fraction=val_fraction, block_size=block_size)
     train: dict[str, list[bytes]] = {}
@@ -201,13 +212,34 @@ def build_corpus(files: Mapping[str, bytes], *, val_fraction: float = 0.1, block
             at = end
         if at < len(data):
             train.setdefault(path, []).append(data[at:])
-    return Corpus(
-        train=_tokens(b"".join(b"".join(parts) for parts in train.values())),
-        val=_tokens(b"".join(b"".join(parts) for parts in val.values())),
-        train_files=tuple(train),
-        val_files=tuple(val),
-        split=SPLIT_PIECES,
+    return SplitText(
+        train=b"".join(b"".join(parts) for parts in train.values()),
+        val=b"".join(b"".join(parts) for parts in val.values()),
+        train_files=tuple(train), val_files=tuple(val),
     )
+
+
+def encode_split(split: SplitText, tokenizer: Tokenizer, *, block_size: int) -> Corpus:
+    """Encode both sides; ValueError when a side has too few tokens for one window of `block_size`."""
+    corpus = Corpus(
+        train=tokenizer.encode(split.train), val=tokenizer.encode(split.val),
+        train_files=split.train_files, val_files=split.val_files, split=SPLIT_PIECES, tokenizer=tokenizer,
+    )
+    for name, tokens in (("train", corpus.train), ("validation", corpus.val)):
+        if tokens.numel() <= block_size + 1:
+            raise ValueError(
+                f"training data too small for this tokenizer: the {name} split is {tokens.numel()} tokens "
+                f"({tokenizer.id}); block_size {block_size} needs more than {block_size + 1}"
+            )
+    return corpus
+
+
+def build_corpus(
+    files: Mapping[str, bytes], *, val_fraction: float = 0.1, block_size: int, tokenizer: Tokenizer = BYTES,
+) -> Corpus:
+    """Split `files` and encode both sides with `tokenizer`. Raises ValueError when there is too little text."""
+    return encode_split(split_text(files, val_fraction=val_fraction, block_size=block_size), tokenizer,
+                        block_size=block_size)
 
 
 def held_out(files: Mapping[str, bytes], *, val_fraction: float, block_size: int) -> dict[str, list[tuple[int, int]]]:

@@ -78,6 +78,21 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
+    def decode(self, x: Tensor, cache: LayerCache) -> Tensor:
+        """Attention for new positions `x` given the keys and values of the earlier ones (sampling): the
+        new keys and values go into `cache`, and each new query sees every cached position before it."""
+        B, T, C = x.size()
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+                   for t in self.c_attn(x).split(self.n_embd, dim=2))
+        past = cache.length
+        k, v = cache.append(k, v)
+        # A prefill into an empty cache is the usual causal mask; one new token attends to everything.
+        causal = T > 1
+        if causal and past:
+            raise ValueError("a prefill must start from an empty cache")
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
 
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
@@ -104,6 +119,28 @@ class Block(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
+
+    def decode(self, x: Tensor, cache: LayerCache) -> Tensor:
+        x = x + self.attn.decode(self.ln_1(x), cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class LayerCache:
+    """One layer's keys and values so far, in buffers of the full context (no reallocation per token)."""
+
+    def __init__(self, batch: int, n_head: int, block_size: int, head_size: int, like: Tensor) -> None:
+        self.k = like.new_zeros(batch, n_head, block_size, head_size)
+        self.v = like.new_zeros(batch, n_head, block_size, head_size)
+        self.length = 0
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        end = self.length + k.size(2)
+        if end > self.k.size(2):
+            raise ValueError(f"the cache holds {self.k.size(2)} positions; {end} asked")
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
 
 
 class GPT(nn.Module):
@@ -162,3 +199,23 @@ class GPT(nn.Module):
             return logits, None
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
+
+    def new_cache(self, batch: int = 1) -> list[LayerCache]:
+        cfg = self.config
+        like = self.lm_head.weight
+        return [LayerCache(batch, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head, like)
+                for _ in range(cfg.n_layer)]
+
+    @torch.no_grad()
+    def decode(self, idx: Tensor, cache: list[LayerCache]) -> Tensor:
+        """Logits of the last position after feeding `idx` (B, T) at the positions after those cached:
+        the whole prompt once, then one token at a time, each costing one position's work."""
+        start = cache[0].length
+        t = idx.size(1)
+        if start + t > self.config.block_size:
+            raise ValueError(f"positions {start}..{start + t} run past block_size {self.config.block_size}")
+        pos = torch.arange(start, start + t, dtype=torch.long, device=idx.device)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        for block, layer in zip(self.transformer.h, cache, strict=True):
+            x = block.decode(x, layer)
+        return self.lm_head(self.transformer.ln_f(x[:, -1:, :]))[:, -1, :]

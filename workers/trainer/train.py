@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from workers.trainer.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -45,9 +46,10 @@ from workers.trainer.checkpoint import (
     save_state,
     to_cpu,
 )
-from workers.trainer.data import TOKENIZER_ID, Corpus, eval_starts
+from workers.trainer.data import Corpus, eval_starts
 from workers.trainer.device import autocast, cuda_speedups, peak_flops, resolve_device
 from workers.trainer.model import GPT, ModelConfig
+from workers.trainer.tokenizer import BYTES_ID
 
 __all__ = ["Progress", "Snapshot", "TrainConfig", "TrainResult", "evaluate", "get_lr", "load_state", "save_state",
            "train"]
@@ -184,25 +186,33 @@ def _configure_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> 
 
 
 @torch.no_grad()
-def _estimate_loss(model: GPT, data: Tensor, device: torch.device) -> float:
-    """Mean loss per token over the split's fixed windows (data.eval_starts): deterministic, and the same
-    windows for any batch size or seed, so figures on one validation set compare like for like."""
+def _estimate_loss(model: GPT, data: Tensor, device: torch.device, token_bytes: Tensor | None = None) -> float:
+    """Nats per byte over the split's fixed windows (data.eval_starts): the nats of every predicted token
+    summed, over the bytes those tokens stand for (`token_bytes`; one each when tokens are bytes, where this
+    is the mean loss per token). Deterministic, the same windows for any batch size or seed, and in one
+    unit for every tokenizer, so figures compare like for like."""
     block = model.config.block_size
     starts = torch.tensor(eval_starts(data.numel(), block), dtype=torch.long)
     was_training = model.training
     model.eval()
-    total = torch.zeros((), device=device)
+    nats = torch.zeros((), device=device, dtype=torch.float64)
+    n_bytes = torch.zeros((), device=device, dtype=torch.float64)
+    sizes = token_bytes.to(device) if token_bytes is not None else None
     for batch in starts.split(EVAL_BATCH):
         chunk = data[batch.unsqueeze(1) + torch.arange(block + 1)].long().to(device)
+        targets = chunk[:, 1:]
         with autocast(device):
-            _, loss = model(chunk[:, :-1], chunk[:, 1:])
-        total += loss.float() * batch.numel()
+            logits, _ = model(chunk[:, :-1])
+            per_token = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
+        nats += per_token.double().sum()
+        n_bytes += sizes[targets].double().sum() if sizes is not None else targets.numel()
     model.train(was_training)
-    return total.item() / starts.numel()
+    return (nats / n_bytes).item()
 
 
-def evaluate(model_config: ModelConfig, payload: Mapping[str, Any], data: Tensor, *, device: str = "auto") -> float:
-    """The val loss of a stored checkpoint's weights on `data` (the windows `train` reports on).
+def evaluate(model_config: ModelConfig, payload: Mapping[str, Any], corpus: Corpus, *, device: str = "auto") -> float:
+    """The val loss (nats per byte) of a stored checkpoint's weights on the corpus's validation split, the
+    windows `train` reports on.
 
     For choosing between checkpoints measured on an older validation set: it costs one forward pass per
     EVAL_BATCH windows and leaves the global RNG alone.
@@ -210,12 +220,13 @@ def evaluate(model_config: ModelConfig, payload: Mapping[str, Any], data: Tensor
     check_payload(payload)
     check_model_config(payload, model_config)
     where = resolve_device(device)
+    data = corpus.val
     if data.numel() <= model_config.block_size + 1:
         raise ValueError(f"evaluation needs more than {model_config.block_size + 1} tokens, got {data.numel()}")
     with torch.random.fork_rng(devices=[where] if where.type == "cuda" else []), cuda_speedups(where):
         model = GPT(model_config)
         model.load_state_dict(payload["model"])
-        return _estimate_loss(model.to(where), data, where)
+        return _estimate_loss(model.to(where), data, where, corpus.tokenizer.token_bytes)
 
 
 def train(
@@ -243,9 +254,15 @@ def train(
             raise ValueError(
                 f"{name} split has {split.numel()} tokens; block_size {block} needs more than {block + 1}"
             )
+    if model_config.vocab_size != corpus.tokenizer.vocab_size:
+        raise ValueError(f"model vocab_size {model_config.vocab_size} is not the tokenizer's "
+                         f"{corpus.tokenizer.vocab_size} ({corpus.tokenizer.id})")
     if resume is not None:
         check_payload(resume)
         check_model_config(resume, model_config)
+        if resume.get("tokenizer", BYTES_ID) != corpus.tokenizer.id:
+            raise ValueError(f"cannot resume: the checkpoint's tokenizer is {resume.get('tokenizer')}, "
+                             f"the corpus's {corpus.tokenizer.id}")
     device = resolve_device(train_config.device)
     cuda_devices = [device] if device.type == "cuda" else []
     # fork_rng: seeding and dropout use the global RNGs; leave the caller's state as it was.
@@ -315,7 +332,8 @@ def _payload(
         "model_config": model_config.to_dict(),
         "train_config": cfg.to_dict(),
         "iteration": iteration,
-        "tokenizer": TOKENIZER_ID,
+        "tokenizer": corpus.tokenizer.id,
+        **({"tokenizer_json": corpus.tokenizer.to_json()} if corpus.tokenizer.to_json() is not None else {}),
         "rng": rng,
         "sampler": {"kind": SAMPLER_KIND, "generator": sampler.get_state(), "batches": batches},
         "corpus_fingerprint": corpus.fingerprint(),
@@ -383,7 +401,8 @@ def _run(
                 group[key] = ours[key]
         optimizer.load_state_dict(saved)
 
-    val_loss_before = _estimate_loss(served, corpus.val, device)
+    token_bytes = corpus.tokenizer.token_bytes
+    val_loss_before = _estimate_loss(served, corpus.val, device, token_bytes)
     live, averaged = list(model.parameters()), list(served.parameters())
     losses = _Losses(min(cfg.max_iters, LOSS_CHUNK), device)
     tokens_per_iter = cfg.batch_size * model_config.block_size
@@ -435,8 +454,8 @@ def _run(
     loop_s = time.perf_counter() - t_loop
     # Capture the RNG states before evaluating, where a continuing single session would be.
     rng = _rng_state(device)
-    train_loss = _estimate_loss(served, corpus.train, device)
-    val_loss_after = _estimate_loss(served, corpus.val, device)
+    train_loss = _estimate_loss(served, corpus.train, device, token_bytes)
+    val_loss_after = _estimate_loss(served, corpus.val, device, token_bytes)
     end = start + ran
     state = _payload(model, served, optimizer, model_config, cfg, corpus, end, rng, sampler, batches + ran)
     tokens_per_s = ran * tokens_per_iter / loop_s

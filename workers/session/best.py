@@ -1,0 +1,103 @@
+"""The model a repository serves: its profile's best checkpoint, read and verified, with its tokenizer.
+
+Sampling, export and publishing all start here. "Best" is what the next session of the profile would
+continue from on the figures the registry holds: the lowest val loss on the validation set the newest
+checkpoint was measured on (re-measuring would need every training file; a session does that), among the
+checkpoints of the profile's model shape and tokenizer kind. A checkpoint whose weights do not verify is
+passed over for the next one, as sessions do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from app.errors import SessionError
+from app.github import BranchHead
+from app.repo_config import RepoConfig
+from workers.session import registry as reg
+from workers.session.plan import SessionRequest, locate, metadata_path, model_config_for
+from workers.session.repos import ProgressRepository
+from workers.session.store import CheckpointStore, StoreError
+from workers.trainer.checkpoint import check_model_config, load_state
+from workers.trainer.model import ModelConfig
+from workers.trainer.tokenizer import BYTES_ID, Tokenizer, bpe_family, from_checkpoint
+
+
+@dataclass(frozen=True)
+class BestModel:
+    entry: reg.CheckpointEntry
+    payload: dict[str, Any]
+    model_config: ModelConfig
+    tokenizer: Tokenizer
+    config: RepoConfig
+    profile: str
+    run: str
+    head: BranchHead
+    registry: reg.Registry
+    skipped: tuple[str, ...] = ()  # why better-ranked checkpoints were passed over
+
+    def ancestry(self, limit: int = 100) -> list[reg.CheckpointEntry]:
+        """The checkpoint and its parents, newest first, as far as the registry still holds them."""
+        chain, seen, entry = [], set(), self.entry
+        while entry is not None and entry.checkpoint_id not in seen and len(chain) < limit:
+            chain.append(entry)
+            seen.add(entry.checkpoint_id)
+            entry = self.registry.get(entry.parent_checkpoint or "")
+        return chain
+
+
+async def load_best(
+    repo: ProgressRepository, store: CheckpointStore, *, store_prefix: str, profile: str = "ci",
+    branch: str | None = None,
+) -> BestModel:
+    """SessionError when the profile has no usable checkpoint yet (or its config is broken)."""
+    target = await locate(repo, SessionRequest(session_id="best", profile=profile, branch=branch))
+    config = target.config
+    head = target.default_head if target.branch in (None, target.default_head.name) else await repo.head(target.branch)
+    registry, _ = reg.parse_registry(await repo.read_file(metadata_path(config, target.run), head.oid))
+    prof = config.profiles[profile]
+    shape = reg.shape_sha256(model_config_for(prof).to_dict())
+    family = bpe_family(prof.vocab_size) if prof.tokenizer == "bpe" else BYTES_ID
+    mine = [e for e in registry.values() if e.restorable and _of(e, family, shape)]
+    if not mine:
+        others = sum(1 for e in registry.values() if e.restorable)
+        raise SessionError(
+            f"no checkpoint of profile `{profile}` ({prof.tokenizer} tokenizer, its model shape) on {head.name} yet"
+            + (f"; {others} of other shapes or tokenizers" if others else "") + ": run a session first"
+        )
+    newest = max(mine, key=lambda e: (e.created_at or "", e.iteration))
+    latest_set = newest.fingerprint.val_sha256 if newest.fingerprint else None
+    skipped: list[str] = []
+    for entry in reg.resume_candidates({e.checkpoint_id: e for e in mine}, None, latest_set):
+        try:
+            payload, model_config, tokenizer = await asyncio.to_thread(
+                _read, store, entry, f"{store_prefix}/{target.run}")
+        except (StoreError, ValueError) as exc:
+            skipped.append(f"{entry.checkpoint_id}: {exc}")
+            continue
+        return BestModel(entry, payload, model_config, tokenizer, config, profile, target.run, head, registry,
+                         tuple(skipped))
+    raise SessionError(f"no checkpoint of profile `{profile}` could be read: " + "; ".join(skipped[:3]))
+
+
+def _of(entry: reg.CheckpointEntry, family: str, shape: str) -> bool:
+    lineage = reg.lineage_of(entry)
+    return lineage is not None and lineage.shape_sha256 == shape and (
+        lineage.tokenizer == family or lineage.tokenizer.startswith(family))
+
+
+def _read(store: CheckpointStore, entry: reg.CheckpointEntry, within: str
+          ) -> tuple[dict[str, Any], ModelConfig, Tokenizer]:
+    assert entry.storage is not None
+    payload = load_state(store.get(entry.storage, within=within))
+    try:
+        model_config = ModelConfig.from_dict(payload["model_config"])
+    except TypeError as exc:
+        raise ValueError(f"its model config is not valid ({exc})") from exc
+    check_model_config(payload, model_config)
+    tokenizer = from_checkpoint(str(payload.get("tokenizer", BYTES_ID)), payload.get("tokenizer_json"))
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise ValueError(f"its tokenizer has {tokenizer.vocab_size} tokens, its model {model_config.vocab_size}")
+    return payload, model_config, tokenizer
