@@ -44,7 +44,7 @@ def estimate_params(profile: Profile) -> int:
     """The parameter count of the network a profile builds (workers/trainer/model.GPT, tied embedding,
     biases): known before anything is allocated, and tested against the real model."""
     c, layers = profile.n_embd, profile.n_layer
-    vocab = profile.vocab_size if profile.tokenizer == "bpe" else BYTE_VOCAB
+    vocab = BYTE_VOCAB if profile.tokenizer == "bytes" else profile.vocab_size
     return vocab * c + profile.block_size * c + layers * (12 * c * c + 13 * c) + 2 * c
 
 

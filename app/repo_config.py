@@ -86,13 +86,21 @@ class Profile(BaseModel):
     n_head: int = Field(4, ge=1, le=128, description="Attention heads; must divide n_embd.")
     n_embd: int = Field(256, ge=8, le=16384, description="Embedding width.")
     block_size: int = Field(256, ge=8, le=32768, description="Context length in tokens.")
-    tokenizer: Literal["bytes", "bpe"] = Field(
-        "bytes", description="`bytes`: one token per byte. `bpe`: a byte-level BPE of `vocab_size` tokens, trained on "
-        "the training split when a lineage starts and kept with its checkpoints. Part of what a checkpoint needs to "
-        "be continued; figures are in bits per byte, so the two compare.",
+    tokenizer: Literal["auto", "bytes", "bpe"] = Field(
+        "auto", description="`bpe`: a byte-level BPE of `vocab_size` tokens, learnt from the training split when a "
+        "lineage starts and kept with its checkpoints. `bytes`: one token per byte. `auto`: whichever lineage of the "
+        "two has the best checkpoint goes on (bits per byte compare across tokenizers), and a new lineage uses `bpe`, "
+        "which measured better (README). Part of what a checkpoint needs to be continued.",
+    )
+    init_from: str | None = Field(
+        None, min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="A pretrained GPT-2-format model (a folder or URL with config.json, tokenizer.json and "
+        "model.safetensors, or a Hub id) whose weights and tokenizer start a new lineage; its config sets the "
+        "network, so this profile's shape and tokenizer fields are ignored. The App reads only what its operator "
+        "allows (RETRAIN_PRETRAINED_ROOTS, RETRAIN_PRETRAINED_HUB); local mode reads any path.",
     )
     vocab_size: int = Field(
-        4096, ge=257, le=65536, description="Tokens of the BPE (with `tokenizer: bpe`; bytes are always 256).",
+        4096, ge=257, le=65536, description="Tokens of the BPE (`bpe`, and `auto` for a new lineage; bytes are 256).",
     )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout probability.")
     max_iters: int = Field(500, ge=1, description="Iterations per session (a command's max_iters overrides).")

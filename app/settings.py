@@ -119,6 +119,13 @@ class Settings(BaseSettings):
         description="Most training text one session reads: the files `data.include` selects, together; summed "
         "from the tree listing before anything is downloaded.",
     )
+    pretrained_roots: tuple[str, ...] = Field(
+        default=(), description="Folders or URL prefixes (JSON list) under which a repository's `init_from` may name "
+        "a pretrained model; none by default, so a config cannot make a worker read its files or reach a host.",
+    )
+    pretrained_hub: bool = Field(
+        default=False, description="Let `init_from` name a Hugging Face Hub id, downloaded over the network.",
+    )
     max_worker_losses: int = Field(
         default=_LIMITS.max_worker_losses, ge=1,
         description="A session whose worker process is lost this many times (killed for memory, a hard time "

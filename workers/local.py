@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from workers.session.best import BestModel, load_best
+from workers.session.pretrained import PretrainedSources
 from workers.session.progress_log import local_progress
 from workers.session.repos import LocalGitRepository
-from workers.session.session import SessionRequest, SessionResult, run_session
+from workers.session.session import Controls, SessionRequest, SessionResult, run_session
 from workers.session.store import CheckpointStore
 from workers.trainer.baseline import perplexity
 from workers.trainer.data import bits_per_byte
@@ -33,10 +34,10 @@ async def run_local_session(
         session_id=uuid.uuid4().hex, profile=profile, max_iters=max_iters, trigger="local",
         sender=getpass.getuser(), fresh=fresh,
     )
-    return await run_session(
-        repo, CheckpointStore(store_url), request, store_prefix=store_prefix_for(repo),
-        on_progress=local_progress(say, request.session_id),
-    )
+    controls = Controls(on_progress=local_progress(say, request.session_id),
+                        pretrained=PretrainedSources(anywhere=True))  # whoever runs local mode is the operator
+    return await run_session(repo, CheckpointStore(store_url), request, store_prefix=store_prefix_for(repo),
+                             controls=controls)
 
 
 async def local_best(path: Path, *, profile: str, store_url: str | None, default_store: str) -> BestModel:

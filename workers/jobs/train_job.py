@@ -25,6 +25,7 @@ from workers.coordination.orphans import SessionMessages
 from workers.coordination.run_lock import Lease, LeaseLost, RunBusy, RunLocks
 from workers.coordination.run_queue import RunQueue
 from workers.jobs.reporting import SessionReporter
+from workers.session.pretrained import PretrainedSources
 from workers.session.progress import STOPPED_AT_TIME_LIMIT, STOPPED_ON_REQUEST
 from workers.session.progress_log import ProgressLogger
 from workers.session.repos import GitHubRepository
@@ -151,6 +152,8 @@ async def run_github_session(
             on_progress=on_progress, should_stop=cancel_requested, hold_run=hold_run if locks else None,
             on_start=on_start, max_time_s=settings.max_session_s, should_pause=draining, limits=settings.limits,
             max_snapshot_bytes=settings.max_snapshot_bytes,
+            pretrained=PretrainedSources(roots=settings.pretrained_roots, hub=settings.pretrained_hub,
+                                         max_params=settings.max_params),
         )
         busy = False
         try:

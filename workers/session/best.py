@@ -17,12 +17,13 @@ from app.errors import SessionError
 from app.github import BranchHead
 from app.repo_config import RepoConfig
 from workers.session import registry as reg
-from workers.session.plan import SessionRequest, locate, metadata_path, model_config_for
+from workers.session.plan import SessionRequest, locate, metadata_path, shape_of
 from workers.session.repos import ProgressRepository
 from workers.session.store import CheckpointStore, StoreError
+from workers.session.tokenizer_choice import base_model_of, families, of_family
 from workers.trainer.checkpoint import check_model_config, load_state
 from workers.trainer.model import ModelConfig
-from workers.trainer.tokenizer import BYTES_ID, Tokenizer, bpe_family, from_checkpoint
+from workers.trainer.tokenizer import BYTES_ID, Tokenizer, from_checkpoint
 
 
 @dataclass(frozen=True)
@@ -58,13 +59,13 @@ async def load_best(
     head = target.default_head if target.branch in (None, target.default_head.name) else await repo.head(target.branch)
     registry, _ = reg.parse_registry(await repo.read_file(metadata_path(config, target.run), head.oid))
     prof = config.profiles[profile]
-    shape = reg.shape_sha256(model_config_for(prof).to_dict())
-    family = bpe_family(prof.vocab_size) if prof.tokenizer == "bpe" else BYTES_ID
-    mine = [e for e in registry.values() if e.restorable and _of(e, family, shape)]
+    accepted = families(prof, lambda vocab: shape_of(prof, vocab))
+    mine = [e for e in registry.values() if e.restorable and (
+        base_model_of(e) == prof.init_from if prof.init_from else of_family(e, accepted))]
     if not mine:
         others = sum(1 for e in registry.values() if e.restorable)
         raise SessionError(
-            f"no checkpoint of profile `{profile}` ({prof.tokenizer} tokenizer, its model shape) on {head.name} yet"
+            f"no checkpoint of profile `{profile}` (its tokenizer and model shape) on {head.name} yet"
             + (f"; {others} of other shapes or tokenizers" if others else "") + ": run a session first"
         )
     newest = max(mine, key=lambda e: (e.created_at or "", e.iteration))
@@ -80,12 +81,6 @@ async def load_best(
         return BestModel(entry, payload, model_config, tokenizer, config, profile, target.run, head, registry,
                          tuple(skipped))
     raise SessionError(f"no checkpoint of profile `{profile}` could be read: " + "; ".join(skipped[:3]))
-
-
-def _of(entry: reg.CheckpointEntry, family: str, shape: str) -> bool:
-    lineage = reg.lineage_of(entry)
-    return lineage is not None and lineage.shape_sha256 == shape and (
-        lineage.tokenizer == family or lineage.tokenizer.startswith(family))
 
 
 def _read(store: CheckpointStore, entry: reg.CheckpointEntry, within: str

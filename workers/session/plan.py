@@ -9,7 +9,7 @@ import hashlib
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from app.errors import SessionError
@@ -18,10 +18,11 @@ from app.repo_config import CONFIG_PATH, Profile, RepoConfig, parse_repo_config
 from workers.session import registry as reg
 from workers.session.history import parse_history
 from workers.session.pending import Pending, find_pending
+from workers.session.pretrained import NOWHERE, PretrainedSources
 from workers.session.repos import ProgressRepository
 from workers.session.snapshot import MAX_TOTAL_BYTES, selection
 from workers.session.store import CheckpointStore, StoreError
-from workers.session.tokenizer_choice import choose_tokenizer
+from workers.session.tokenizer_choice import choose_base, choose_tokenizer
 from workers.trainer.checkpoint import check_model_config
 from workers.trainer.data import Corpus, SplitText, bits_per_byte, encode_split, split_text
 from workers.trainer.model import ModelConfig
@@ -62,7 +63,7 @@ class Reevaluation:
 
 def model_config_for(profile: Profile, vocab_size: int | None = None) -> ModelConfig:
     """The profile's network; `vocab_size` is the tokenizer's (the profile's own when not given)."""
-    vocab = vocab_size or (profile.vocab_size if profile.tokenizer == "bpe" else BYTES.vocab_size)
+    vocab = vocab_size or (BYTES.vocab_size if profile.tokenizer == "bytes" else profile.vocab_size)
     return ModelConfig(
         n_layer=profile.n_layer, n_head=profile.n_head, n_embd=profile.n_embd,
         block_size=profile.block_size, dropout=profile.dropout, vocab_size=vocab,
@@ -83,6 +84,10 @@ def session_seed(session_id: str) -> int:
     """Each session its own stream (sampler, dropout): two sessions from one parent never replay one
     trajectory, so a retry after a regression can do better; a redelivered session keeps its seed."""
     return int.from_bytes(hashlib.sha256(f"retrain-seed:{session_id}".encode()).digest()[:6], "big")
+
+
+def shape_of(profile: Profile, vocab_size: int) -> str:
+    return reg.shape_sha256(model_config_for(profile, vocab_size).to_dict())
 
 
 def lineage_for(model_config: ModelConfig, tokenizer_id: str) -> reg.Lineage:
@@ -178,6 +183,7 @@ class SessionPlan:
     committed: str | None  # the checkpoint this very session already committed (a redelivered task)
     reevaluation: Reevaluation = Reevaluation()
     unusable: frozenset[str] = frozenset()  # checkpoints whose objects failed to verify: retention drops them first
+    initial_weights: dict[str, Any] | None = None  # init_from, a new lineage: where a fresh model starts
 
 
 @dataclass(frozen=True)
@@ -200,7 +206,7 @@ async def locate(repo: ProgressRepository, request: SessionRequest) -> Target:
 
 async def prepare(
     repo: ProgressRepository, store: CheckpointStore, request: SessionRequest, store_prefix: str, target: Target,
-    *, max_snapshot_bytes: int = MAX_TOTAL_BYTES,
+    *, max_snapshot_bytes: int = MAX_TOTAL_BYTES, pretrained: PretrainedSources = NOWHERE,
 ) -> SessionPlan:
     """Read registry and training text at one commit; choose where training starts.
 
@@ -217,19 +223,30 @@ async def prepare(
     pending = await asyncio.to_thread(find_pending, store, run_folder, registry, notes)
     registry = reg.merge(registry, {e.checkpoint_id: e for e in pending.entries})
     selected = selection(config.data.include, exclude_dirs=[config.progress_dir])
-    split = load_split(await repo.files(head.oid, selected, max_bytes=max_snapshot_bytes), config, profile)
+    files = await repo.files(head.oid, selected, max_bytes=max_snapshot_bytes)
     unusable: set[str] = set()
-    choice = await asyncio.to_thread(
-        choose_tokenizer, store, registry, profile, reg.shape_sha256(model_config_for(profile).to_dict()), split,
-        fresh=request.fresh, within=run_folder, notes=notes, unusable=unusable,
-    )
-    corpus = await asyncio.to_thread(encode_corpus, split, choice.tokenizer, profile)
-    model_config = model_config_for(profile, choice.tokenizer.vocab_size)
+    if profile.init_from:  # the pretrained model's network and tokenizer, so its context decides the split
+        choice = await asyncio.to_thread(
+            choose_base, store, registry, profile, pretrained, fresh=request.fresh, within=run_folder, notes=notes,
+            unusable=unusable, max_params=pretrained.max_params,
+        )
+        assert choice.model_config is not None
+        model_config = replace(choice.model_config, dropout=profile.dropout)
+        split = load_split(files, config, model_config.block_size)
+    else:
+        split = load_split(files, config, profile.block_size)
+        choice = await asyncio.to_thread(
+            choose_tokenizer, store, registry, profile, lambda vocab: shape_of(profile, vocab), split,
+            fresh=request.fresh, within=run_folder, notes=notes, unusable=unusable,
+        )
+        model_config = model_config_for(profile, choice.tokenizer.vocab_size)
+    corpus = await asyncio.to_thread(encode_corpus, split, choice.tokenizer, model_config.block_size)
     lineage = lineage_for(model_config, corpus.tokenizer.id)
     fingerprint = reg.Fingerprint(
         data_sha256=corpus.fingerprint(), tokenizer=corpus.tokenizer.id,
         model_config_sha256=reg.model_config_sha256(model_config.to_dict()), shape_sha256=lineage.shape_sha256,
         val_sha256=corpus.val_fingerprint(model_config.block_size),
+        **({"base_model": profile.init_from} if profile.init_from else {}),
     )
     reevaluation = Reevaluation()
     if request.fresh:
@@ -256,7 +273,7 @@ async def prepare(
         config=config, run=run, head=head, corpus=corpus, model_config=model_config,
         train_config=train_config_for(profile, request.max_iters, request.session_id), fingerprint=fingerprint,
         resume=resume, notes=notes, pending=pending, committed=committed, reevaluation=reevaluation,
-        unusable=frozenset(unusable),
+        unusable=frozenset(unusable), initial_weights=choice.initial_weights if resume is None else None,
     )
 
 
@@ -272,20 +289,20 @@ def committed_by(registry: reg.Registry, history: list[dict[str, Any]], session_
     return None
 
 
-def load_split(files: dict[str, bytes], config: RepoConfig, profile: Profile) -> SplitText:
+def load_split(files: dict[str, bytes], config: RepoConfig, block_size: int) -> SplitText:
     """The training and validation text of the files `data.include` selected (already read by path)."""
     if not files:
         raise SessionError(
             f"no training text: no file matches data.include {list(config.data.include)} in {CONFIG_PATH}"
         )
     try:
-        return split_text(files, val_fraction=config.data.val_fraction, block_size=profile.block_size)
+        return split_text(files, val_fraction=config.data.val_fraction, block_size=block_size)
     except ValueError as exc:
         raise SessionError(f"training text is not usable: {exc}") from exc
 
 
-def encode_corpus(split: SplitText, tokenizer: Tokenizer, profile: Profile) -> Corpus:
+def encode_corpus(split: SplitText, tokenizer: Tokenizer, block_size: int) -> Corpus:
     try:
-        return encode_split(split, tokenizer, block_size=profile.block_size)
+        return encode_split(split, tokenizer, block_size=block_size)
     except ValueError as exc:
         raise SessionError(f"training text is not usable: {exc}") from exc

@@ -57,7 +57,7 @@ class SessionFacts:
     storage: StoredObject
     fingerprint: Fingerprint
     notes: tuple[str, ...] = field(default_factory=tuple)
-    loss_curve: tuple[tuple[int, float], ...] = ()  # downsampled training loss of this session
+    loss_curve: tuple[tuple[int, float], ...] = ()  # downsampled training loss of this session, nats per byte
     stopped: str | None = None  # why it ended before max_iters: STOPPED_ON_REQUEST or STOPPED_AT_TIME_LIMIT
     evaluations: dict[str, float] = field(default_factory=dict)  # earlier checkpoints measured on today's val set
     reevaluation_s: float = 0.0  # the time those measurements took

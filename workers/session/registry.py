@@ -132,9 +132,17 @@ def model_config_sha256(model_config: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(dict(model_config), sort_keys=True).encode()).hexdigest()
 
 
+DEFAULTS_OUTSIDE_THE_SHAPE = {"activation": "gelu"}  # part of the shape only when not the default, so lineages
+# recorded before the key existed keep their shape
+
+
 def shape_sha256(model_config: Mapping[str, Any]) -> str:
-    """The network's shape: what decides whether weights load."""
-    return model_config_sha256({k: model_config.get(k) for k in SHAPE_KEYS})
+    """The network's shape: what decides whether weights load and compute what they were trained to."""
+    shape = {k: model_config.get(k) for k in SHAPE_KEYS}
+    for key, default in DEFAULTS_OUTSIDE_THE_SHAPE.items():
+        if model_config.get(key, default) != default:
+            shape[key] = model_config[key]
+    return model_config_sha256(shape)
 
 
 def lineage_of(entry: CheckpointEntry) -> Lineage | None:

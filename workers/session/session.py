@@ -34,6 +34,7 @@ from workers.session.plan import (
     metadata_path,
     prepare,
 )
+from workers.session.pretrained import NOWHERE, PretrainedSources
 from workers.session.progress import (
     STOPPED_AT_TIME_LIMIT,
     STOPPED_ON_REQUEST,
@@ -114,6 +115,7 @@ class Controls:
     limits: Limits | None = None  # the operator's; checked again here, as a queued message outlives its config
     should_pause: Callable[[], bool] | None = None  # the worker is shutting down: save and hand back
     max_snapshot_bytes: int = MAX_TOTAL_BYTES  # the most training text (selected files together) a session reads
+    pretrained: PretrainedSources = NOWHERE  # where `init_from` may read: nowhere unless allowed
 
 
 async def run_session(
@@ -140,7 +142,8 @@ async def run_session(
             cap = await controls.on_start()
             if cap is not None and cap.seconds < (controls.max_time_s or float("inf")):
                 controls = replace(controls, max_time_s=cap.seconds, max_time_why=cap.why)
-        plan = await prepare(repo, store, request, store_prefix, target, max_snapshot_bytes=controls.max_snapshot_bytes)
+        plan = await prepare(repo, store, request, store_prefix, target, max_snapshot_bytes=controls.max_snapshot_bytes,
+                             pretrained=controls.pretrained)
         if plan.committed is not None:
             raise AlreadyCommitted(plan.committed)
         return await _train_and_commit(repo, store, request, store_prefix, plan, controls, clock_start, lease)
@@ -239,7 +242,8 @@ async def _train(
 
     result = await asyncio.to_thread(
         train, plan.model_config, replace(plan.train_config, max_iters=target - start_iteration - len(prior)),
-        plan.corpus, resume=resume_state, on_progress=controls.on_progress, should_stop=stop,
+        plan.corpus, resume=resume_state, init_weights=None if resume_state is not None else plan.initial_weights,
+        on_progress=controls.on_progress, should_stop=stop,
         on_checkpoint=save_snapshot, checkpoint_every_s=profile.checkpoint_every_s,
     )
     if why and why[0] == PAUSED:
@@ -309,6 +313,7 @@ def session_facts(
     started_at: datetime, finished_at: datetime, *, parent: str | None, stopped: str | None = None,
 ) -> SessionFacts:
     corpus, config = plan.corpus, plan.config
+    per_byte = 1.0 / corpus.train_bytes_per_token()  # the loop's losses are per token; figures are per byte
     return SessionFacts(
         session_id=request.session_id, profile=request.profile, run=plan.run, progress_dir=config.progress_dir,
         trigger=request.trigger, sender=request.sender, delivery_id=request.delivery_id,
@@ -327,6 +332,6 @@ def session_facts(
             "train_tokens": int(corpus.train.numel()), "val_tokens": int(corpus.val.numel()),
         },
         storage=stored, fingerprint=plan.fingerprint, notes=tuple(plan.notes), stopped=stopped,
-        loss_curve=tuple((int(i), loss) for i, loss in downsample(result.losses, result.start_iteration)),
+        loss_curve=tuple((int(i), loss * per_byte) for i, loss in downsample(result.losses, result.start_iteration)),
         evaluations=dict(plan.reevaluation.losses), reevaluation_s=plan.reevaluation.seconds,
     )

@@ -5,21 +5,29 @@ tokenizer is a BPE of the profile's size and whose network is the profile's: tha
 the checkpoint itself (it travels inside every payload), so weights are never encoded with merges they
 were not trained on. Without such a checkpoint (a new lineage, or `fresh`), a new BPE is learnt from
 today's training split. Two BPE lineages of one size (two fresh starts) are told apart by the hash in
-their ids; the one whose best figure (bits per byte, comparable across tokenizers) is lower goes on.
+their ids; the one whose best figure is lower goes on. `auto` (the default) weighs the byte lineage and
+the BPE ones alike, by bits per byte, which compare across tokenizers; with neither, it learns a BPE. So a
+repository that trained on bytes before BPE was the default goes on with its bytes.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import Tensor
+
+from app.errors import SessionError
 from app.repo_config import Profile
 from workers.session import registry as reg
+from workers.session.pretrained import PretrainedSources, read_pretrained
 from workers.session.store import CheckpointStore, StoreError
 from workers.trainer.checkpoint import load_state
 from workers.trainer.data import SplitText
-from workers.trainer.tokenizer import BYTES, Tokenizer, bpe_family, from_checkpoint, train_bpe
+from workers.trainer.model import ModelConfig
+from workers.trainer.tokenizer import BYTES, BYTES_ID, Tokenizer, bpe_family, from_checkpoint, train_bpe
 
 log = logging.getLogger(__name__)
 
@@ -28,23 +36,46 @@ log = logging.getLogger(__name__)
 class TokenizerChoice:
     tokenizer: Tokenizer
     loaded: dict[str, dict[str, Any]] = field(default_factory=dict)  # checkpoint id -> payload read on the way
+    model_config: ModelConfig | None = None  # init_from: the lineage's network (else the profile's shape)
+    initial_weights: dict[str, Tensor] | None = None  # init_from, a new lineage: the pretrained weights
+
+
+ShapeOf = Callable[[int], str]  # vocabulary size -> the profile's network shape with it
+
+
+def families(profile: Profile, shape_of: ShapeOf) -> list[tuple[str, str]]:
+    """(tokenizer id, or an id prefix ending in ':', and network shape) of every lineage the profile may
+    continue."""
+    on_bytes = (BYTES_ID, shape_of(BYTES.vocab_size))
+    on_bpe = (bpe_family(profile.vocab_size), shape_of(profile.vocab_size))
+    return {"bytes": [on_bytes], "bpe": [on_bpe]}.get(profile.tokenizer, [on_bytes, on_bpe])
+
+
+def of_family(entry: reg.CheckpointEntry, accepted: list[tuple[str, str]]) -> bool:
+    lineage = reg.lineage_of(entry)
+    if lineage is None:
+        return False
+    tok = lineage.tokenizer
+    return any(lineage.shape_sha256 == shape and (tok == name or (name.endswith(":") and tok.startswith(name)))
+               for name, shape in accepted)
 
 
 def choose_tokenizer(
-    store: CheckpointStore, registry: reg.Registry, profile: Profile, shape_sha256: str, split: SplitText, *,
+    store: CheckpointStore, registry: reg.Registry, profile: Profile, shape_of: ShapeOf, split: SplitText, *,
     fresh: bool, within: str, notes: list[str], unusable: set[str],
 ) -> TokenizerChoice:
     """The tokenizer for this session (see the module docstring); a checkpoint that cannot be read is
     skipped with a note and added to `unusable`, as choosing a resume point does."""
     if profile.tokenizer == "bytes":
         return TokenizerChoice(BYTES)
-    family = bpe_family(profile.vocab_size)
+    accepted = families(profile, shape_of)
     candidates = [] if fresh else sorted(
-        (e for e in registry.values() if e.restorable and _is_family(e, family, shape_sha256)),
-        key=lambda e: e.latest_loss,
+        (e for e in registry.values() if e.restorable and of_family(e, accepted)), key=lambda e: e.latest_loss,
     )
     for entry in candidates:
         assert entry.storage is not None and entry.fingerprint is not None
+        if entry.fingerprint.tokenizer == BYTES_ID:
+            return TokenizerChoice(BYTES)
         try:
             payload = load_state(store.get(entry.storage, within=within))
             tokenizer = from_checkpoint(str(payload.get("tokenizer")), payload.get("tokenizer_json"))
@@ -63,6 +94,44 @@ def choose_tokenizer(
     return TokenizerChoice(tokenizer)
 
 
-def _is_family(entry: reg.CheckpointEntry, family: str, shape_sha256: str) -> bool:
-    lineage = reg.lineage_of(entry)
-    return lineage is not None and lineage.tokenizer.startswith(family) and lineage.shape_sha256 == shape_sha256
+def base_model_of(entry: reg.CheckpointEntry) -> str | None:
+    """The pretrained model an entry's lineage started from (`init_from`), recorded in its fingerprint."""
+    extra = entry.fingerprint.model_extra if entry.fingerprint is not None else None
+    value = (extra or {}).get("base_model")
+    return value if isinstance(value, str) else None
+
+
+def choose_base(
+    store: CheckpointStore, registry: reg.Registry, profile: Profile, sources: PretrainedSources, *,
+    fresh: bool, within: str, notes: list[str], unusable: set[str], max_params: int | None = None,
+) -> TokenizerChoice:
+    """For a profile with `init_from`: the lineage started from that model, continued from its best checkpoint
+    (tokenizer and network from the payload, so the source is not read again), or a new one from the source."""
+    assert profile.init_from is not None
+    candidates = [] if fresh else sorted(
+        (e for e in registry.values() if e.restorable and base_model_of(e) == profile.init_from),
+        key=lambda e: e.latest_loss,
+    )
+    for entry in candidates:
+        assert entry.storage is not None and entry.fingerprint is not None
+        try:
+            payload = load_state(store.get(entry.storage, within=within))
+            tokenizer = from_checkpoint(str(payload.get("tokenizer")), payload.get("tokenizer_json"))
+            model_config = ModelConfig.from_dict(payload["model_config"])
+            if tokenizer.id != entry.fingerprint.tokenizer:
+                raise ValueError(f"its weights carry tokenizer {tokenizer.id}, the registry says "
+                                 f"{entry.fingerprint.tokenizer}")
+        except (StoreError, ValueError, TypeError) as exc:
+            unusable.add(entry.checkpoint_id)
+            notes.append(f"skipped {entry.checkpoint_id}: {exc}")
+            continue
+        return TokenizerChoice(tokenizer, {entry.checkpoint_id: payload}, model_config)
+    base = read_pretrained(sources.resolve(profile.init_from), max_bytes=sources.max_bytes)
+    params = sum(t.numel() for name, t in base.weights.items() if name != "lm_head.weight")
+    if max_params is not None and params > max_params:
+        raise SessionError(f"init_from `{profile.init_from}` has {params:,} parameters, over this App's limit of "
+                           f"{max_params:,} (RETRAIN_MAX_PARAMS, set by whoever runs the App)")
+    cfg = base.model_config
+    notes.append(f"started a new lineage from the pretrained model `{profile.init_from}` ({params:,} parameters, "
+                 f"{cfg.n_layer} layers, {cfg.n_embd} wide, context {cfg.block_size}, {base.tokenizer.id})")
+    return TokenizerChoice(base.tokenizer, {}, base.model_config, base.weights)

@@ -31,6 +31,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from workers.trainer.tokenizer import BYTES, BYTES_ID, Tokenizer
@@ -75,6 +76,13 @@ class Corpus:
             h.update(f"{name}.tokens={tokens.numel()}\n".encode())
             _hash_tensor(h, tokens)
         return h.hexdigest()
+
+    def train_bytes_per_token(self) -> float:
+        """Mean bytes a training token stands for: turns a per-token training loss into nats per byte."""
+        if self.tokenizer.id == BYTES_ID:
+            return 1.0
+        counts = torch.bincount(self.train.long(), minlength=self.tokenizer.vocab_size).double()
+        return float((counts * self.tokenizer.token_bytes.double()).sum() / counts.sum().clamp(min=1.0))
 
     def val_fingerprint(self, block_size: int) -> str:
         """What a validation figure was measured on: the held-out bytes, the tokenizer and the windows read.

@@ -2,9 +2,9 @@
 
 The architecture is GPT-2's (pre-norm blocks, learned positions, tied embedding, 4x MLP). Three
 differences in form only: GPT-2 stores its projections as `Conv1D`, the transpose of `nn.Linear`; our
-`nn.GELU()` is the exact GELU, which GPT-2's config calls `gelu` (GPT-2's own checkpoints use the tanh
-approximation, `gelu_new`); and GPT-2 always has biases, so a model trained with `bias: false` is
-written with zero biases, which computes the same function. Pure tensors in, tensors out.
+activation is named `gelu` (exact, what sessions train with) or `gelu_tanh` (GPT-2's own weights'
+`gelu_new`, kept for a lineage started from them); and GPT-2 always has biases, so a model trained with
+`bias: false` is written with zero biases, which computes the same function. Pure tensors in, tensors out.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from workers.trainer.model import ModelConfig
 
 TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 LAYER_NORM_EPS = 1e-5  # torch's LayerNorm default, which ours uses
-GELU_EXACT = "gelu"
-_ACCEPTED_ACTIVATIONS = (GELU_EXACT,)
+HF_ACTIVATION = {"gelu": "gelu", "gelu_tanh": "gelu_new"}  # ours -> config.json's activation_function
+FROM_HF_ACTIVATION = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 
 
 def hf_config(model_config: ModelConfig) -> dict[str, Any]:
@@ -29,7 +29,8 @@ def hf_config(model_config: ModelConfig) -> dict[str, Any]:
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
         "vocab_size": model_config.vocab_size, "n_positions": model_config.block_size,
         "n_embd": model_config.n_embd, "n_layer": model_config.n_layer, "n_head": model_config.n_head,
-        "n_inner": None, "activation_function": GELU_EXACT, "layer_norm_epsilon": LAYER_NORM_EPS,
+        "n_inner": None, "activation_function": HF_ACTIVATION[model_config.activation],
+        "layer_norm_epsilon": LAYER_NORM_EPS,
         "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "initializer_range": 0.02,
         "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
         "tie_word_embeddings": True, "use_cache": True, "bos_token_id": None, "eos_token_id": None,
@@ -60,9 +61,8 @@ def from_hf(config: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> tuple[M
     if config.get("model_type") != "gpt2":
         raise ValueError(f"not a GPT-2 model: model_type is {config.get('model_type')!r}")
     activation = config.get("activation_function", "gelu_new")
-    if activation not in _ACCEPTED_ACTIVATIONS:
-        raise ValueError(f"activation {activation!r} is not the exact GELU our model computes; only "
-                         f"{', '.join(_ACCEPTED_ACTIVATIONS)} can be continued")
+    if activation not in FROM_HF_ACTIVATION:
+        raise ValueError(f"activation {activation!r} is not one our model computes ({', '.join(FROM_HF_ACTIVATION)})")
     n_embd = int(config["n_embd"])
     if config.get("n_inner") not in (None, 4 * n_embd):
         raise ValueError(f"n_inner {config.get('n_inner')} is not 4 x n_embd")
@@ -73,6 +73,7 @@ def from_hf(config: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> tuple[M
     model_config = ModelConfig(
         n_layer=int(config["n_layer"]), n_head=int(config["n_head"]), n_embd=n_embd,
         block_size=int(config["n_positions"]), vocab_size=int(config["vocab_size"]), bias=True,
+        activation=FROM_HF_ACTIVATION[activation],
     )
     state: dict[str, Tensor] = {}
     for name, tensor in tensors.items():

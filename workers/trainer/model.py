@@ -15,6 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}  # name -> nn.GELU's `approximate`
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -27,6 +29,7 @@ class ModelConfig:
     vocab_size: int = 256  # 256 = one token per byte (see data.TOKENIZER_ID)
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm, as GPT-2
+    activation: str = "gelu"  # "gelu": exact; "gelu_tanh": the tanh approximation GPT-2's own weights use
 
     def __post_init__(self) -> None:
         # Configs come from users' YAML, so fail here with a readable message, not deep inside torch.
@@ -42,6 +45,9 @@ class ModelConfig:
             raise ValueError(f"model config: dropout must be in [0, 1), got {self.dropout!r}")
         if not isinstance(self.bias, bool):
             raise ValueError(f"model config: bias must be true or false, got {self.bias!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"model config: activation must be one of {', '.join(ACTIVATIONS)}, got "
+                             f"{self.activation!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,7 +104,7 @@ class MLP(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate=ACTIVATIONS[config.activation])
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 

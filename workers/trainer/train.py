@@ -235,13 +235,15 @@ def train(
     corpus: Corpus,
     *,
     resume: Mapping[str, Any] | None = None,
+    init_weights: Mapping[str, Tensor] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     progress_every: int = 10,
     should_stop: Callable[[], bool] | None = None,
     on_checkpoint: OnCheckpoint | None = None,
     checkpoint_every_s: float = 600.0,
 ) -> TrainResult:
-    """Run `train_config.max_iters` iterations, from `resume` (a payload) or from fresh weights.
+    """Run `train_config.max_iters` iterations, from `resume` (a payload), or from fresh weights: random, or
+`init_weights` (a pretrained model's state dict; a new lineage, so warmup and a new optimizer).
 
     `on_checkpoint` receives an in-session Snapshot at most every `checkpoint_every_s`, checked at
     progress boundaries; resuming from its payload continues exactly as this call would have.
@@ -268,7 +270,7 @@ def train(
     # fork_rng: seeding and dropout use the global RNGs; leave the caller's state as it was.
     with torch.random.fork_rng(devices=cuda_devices), cuda_speedups(device):
         hooks = _Hooks(on_progress, progress_every, should_stop, on_checkpoint, checkpoint_every_s)
-        return _run(model_config, train_config, corpus, device, resume, hooks)
+        return _run(model_config, train_config, corpus, device, resume, hooks, init_weights)
 
 
 LOSS_CHUNK = 4096  # losses held on the device between host copies
@@ -363,6 +365,7 @@ def _run(
     device: torch.device,
     resume: Mapping[str, Any] | None,
     hooks: _Hooks,
+    init_weights: Mapping[str, Tensor] | None = None,
 ) -> TrainResult:
     t_call = time.perf_counter()
     # The initial weights (a resumed session overwrites them) and dropout draw from the global RNG of
@@ -373,6 +376,11 @@ def _run(
     model = GPT(model_config)
     sampler = torch.Generator().manual_seed(cfg.seed)
     start, batches = 0, 0
+    if init_weights is not None and resume is None:
+        try:
+            model.load_state_dict(init_weights)
+        except RuntimeError as exc:  # names or shapes that do not fit: the caller's mistake, said plainly
+            raise ValueError(f"the initial weights do not fit the model: {str(exc)[:300]}") from None
     if resume is not None:
         model.load_state_dict(resume["model"])  # the served weights; the live ones follow below
         start, batches = int(resume["iteration"]), int(resume["sampler"].get("batches", 0))
