@@ -5,7 +5,8 @@ Per receiver process: retrain_deliveries_total{event,outcome}, retrain_enqueue_s
 Deployment-wide, the same on every receiver replica (aggregate them with max, not sum):
 retrain_queue_depth{queue}, retrain_sessions_total{profile,outcome}, retrain_training_tokens_per_second,
 retrain_training_loss, retrain_validation_loss, retrain_validation_bits_per_byte,
-retrain_github_api_calls_total{method,status}, retrain_github_rate_limit_remaining{resource}.
+retrain_github_api_calls_total{method,status}, retrain_github_rate_limit_remaining{resource},
+retrain_releases_total{outcome} (publishing a session's checkpoint: workers/jobs/release.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ HELP = {
     "retrain_github_api_calls_total": "GitHub API calls made by workers, by method and HTTP status.",
     "retrain_github_rate_limit_remaining": "Requests left in the current GitHub rate-limit window.",
     "retrain_queue_depth": "Messages waiting on a Celery queue.",
+    "retrain_releases_total": "Checkpoints of repositories that publish, by outcome: published, already_there, "
+                              "not_best (another checkpoint is the profile's best) or failed.",
 }
 
 

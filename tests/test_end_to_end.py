@@ -93,6 +93,8 @@ def test_comments_become_committed_sessions_and_the_second_resumes_the_first(git
     assert len(history) == 3 and history[-1]["parents"] == []
     mutations = [c for c in emu.calls if c.graphql_operation and "createCommitOnBranch" in c.graphql_operation]
     assert len(mutations) == 2
+    # The repository does not turn on publish.releases: no release, not even a look for one, and no word of it.
+    assert emu.releases(REPO) == [] and not [c for c in emu.calls if "/releases" in c.path]
 
     # The requester hears that it is queued (with the check run) and how it went (with the commit).
     replies = [c["body"] for c in emu.comments(REPO, 7)]
@@ -100,6 +102,7 @@ def test_comments_become_committed_sessions_and_the_second_resumes_the_first(git
     assert "queued" in replies[0] and "queued" in replies[2]
     assert c1["oid"] in replies[1] and c2["oid"] in replies[3]
     assert f"resumed from `{s1['checkpoint_id']}`" in replies[3]
+    assert not any("published" in reply for reply in replies)
     assert emu.reactions(REPO, 502) == ["eyes", "rocket"]
 
     # Each session has its check run: queued, then in progress, then completed with the summary and chart.

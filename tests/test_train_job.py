@@ -9,15 +9,17 @@ import threading
 import time
 
 import pytest
+import yaml
 
 from app.features.decisions import Origin
 from app.github import installation_client
 from app.github_auth import TokenCache
 from app.settings import Settings
 from tests.conftest import INSTALLATION_ID, REPO
-from tests.repos import repo_files
+from tests.repos import TINY_CONFIG, repo_files
 from workers.coordination.live import LiveSession, LiveSessions
 from workers.jobs.train_job import Coordination, run_github_session
+from workers.session.export import EXPORT_FILES
 from workers.session.session import SessionRequest
 from workers.session.snapshot import MAX_FILE_BYTES
 
@@ -150,3 +152,30 @@ def test_a_branch_rule_refusing_the_commit_fails_the_session_with_githubs_reason
     assert later.startswith(f"session {'t' * 32} committed")
     registry = json.loads(emu.read_file(REPO, f"{RUN_DIR}/cache/metadata.json"))
     assert len(registry) == 2, list(registry)
+
+
+def test_a_redelivered_committed_session_finishes_its_release_and_trains_nothing(github, settings,
+                                                                                 clean_redis) -> None:
+    """The first delivery commits but its release is left a draft part filled (the weights refused here; a
+    worker lost mid-upload leaves the same); the redelivery finds it by its tag and finishes it, sending only
+    what is missing."""
+    emu, _ = github
+    config = yaml.safe_load(TINY_CONFIG)
+    config["publish"] = {"releases": True}
+    emu.commit_files(REPO, {".github/retrain.yml": yaml.safe_dump(config).encode()})
+    emu.max_asset_bytes = 100_000
+    first = run_job(settings, LiveSessions(clean_redis), 10, queued_check_run(settings, emu.head(REPO)))
+    assert first.startswith(f"session {'s' * 32} committed")
+    [draft] = emu.releases(REPO)
+    assert draft["draft"] and "model.safetensors" not in {a["name"] for a in draft["assets"]}
+    commit = emu.head(REPO)
+
+    emu.max_asset_bytes = 2 * 1024**3 - 1
+    again = run_job(settings, LiveSessions(clean_redis), 10, queued_check_run(settings, commit))
+    assert "was already committed" in again and emu.head(REPO) == commit
+    [release] = emu.releases(REPO)
+    assert release["id"] == draft["id"] and not release["draft"] and release["target_commitish"] == commit
+    assert sorted(a["name"] for a in release["assets"]) == sorted(EXPORT_FILES)
+    sent = [c.query.get("name") for c in emu.calls if c.host == "uploads.github.com"]
+    assert sorted(sent) == sorted([*EXPORT_FILES, "model.safetensors"])  # each once, the refused one twice
+    assert "published release" in emu.check_runs(REPO)[1]["output"]["summary"]

@@ -67,7 +67,8 @@ class SessionReporter:
         )
         self._pending = asyncio.run_coroutine_threadsafe(self._check(output=output), self._loop)
 
-    async def finished(self, result: SessionResult) -> None:
+    async def finished(self, result: SessionResult, more: tuple[str, ...] = ()) -> None:
+        """`more`: lines about what followed the commit (publishing), listed after the session's notes."""
         facts = result.facts
         commit_url = f"{self._web_url}/{self._origin.repo}/commit/{result.commit_oid}"
         chart_url = f"{self._web_url}/{self._origin.repo}/raw/{result.commit_oid}/{facts.run_dir}/loss.svg"
@@ -78,7 +79,7 @@ class SessionReporter:
             unigram_bpb=bits_per_byte(facts.unigram_val_loss),
             elapsed_s=(facts.finished_at - facts.started_at).total_seconds(), tokens_per_s=facts.tokens_per_s,
             resumed_from=facts.parent_checkpoint, checkpoint_id=facts.checkpoint_id, commit_oid=result.commit_oid,
-            commit_url=commit_url, notes=facts.notes,
+            commit_url=commit_url, notes=(*facts.notes, *more),
         )
         title = (f"val {facts.val_bpb_before:.4f} → {facts.val_bpb_after:.4f} bits/byte "
                  f"in {facts.iterations} iterations")
@@ -103,9 +104,10 @@ class SessionReporter:
             "summary": "Its worker is shutting down; the session continues from here on the next free worker.",
         })
 
-    async def already_committed(self, checkpoint_id: str) -> None:
+    async def already_committed(self, checkpoint_id: str, more: tuple[str, ...] = ()) -> None:
         """A redelivered task whose session had committed before its worker stopped."""
         text = f"This session had already committed checkpoint `{checkpoint_id}`; nothing was trained again."
+        text = "\n".join([text, *(f"- {line}" for line in more)])
         await self._complete("success", {"title": f"Committed {checkpoint_id}", "summary": text})
 
     async def cancelled_before_start(self) -> None:

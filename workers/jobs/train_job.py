@@ -1,5 +1,6 @@
 """The train worker's job around one session: hold the run's lease, report the session (check run, comment,
-live status), honour a cancel request, train, commit, and tell the requester how it went, whatever happened.
+live status), honour a cancel request, train, commit, publish the checkpoint when the repository asks for it and it
+is the profile's best (workers/jobs/release.py), and tell the requester how it went, whatever happened.
 
 Redelivered tasks are safe: the session id is the delivery's, so a second delivery of a session that
 committed reports that and trains nothing, and one whose worker died resumes its in-session checkpoint
@@ -24,6 +25,7 @@ from workers.coordination.live import LiveSession, LiveSessions
 from workers.coordination.orphans import SessionMessages
 from workers.coordination.run_lock import Lease, LeaseLost, RunBusy, RunLocks
 from workers.coordination.run_queue import RunQueue
+from workers.jobs.release import publish_if_best
 from workers.jobs.reporting import SessionReporter
 from workers.session.pretrained import PretrainedSources
 from workers.session.progress import STOPPED_AT_TIME_LIMIT, STOPPED_ON_REQUEST
@@ -173,7 +175,12 @@ async def run_github_session(
             raise
         except AlreadyCommitted as exc:
             ended("already_committed")
-            await reporter.already_committed(exc.checkpoint_id)
+            # its first delivery may have stopped before publishing, or part way: finish that (found by its tag)
+            published = await publish_if_best(
+                gh, store, repo=origin.repo, profile=request.profile, branch=request.branch,
+                checkpoint_id=exc.checkpoint_id, commit_sha=None, config=None, web_url=settings.web_url,
+            )
+            await reporter.already_committed(exc.checkpoint_id, (published.line,) if published else ())
             return f"session {sid} was already committed ({exc.checkpoint_id}); nothing to do"
         except LeaseLost as exc:
             ended("lease_lost")
@@ -200,6 +207,11 @@ async def run_github_session(
             result.facts.stopped or "", "committed"))
         TELEMETRY.gauge("retrain_validation_loss", result.facts.val_loss_after, **series)
         TELEMETRY.gauge("retrain_validation_bits_per_byte", result.facts.val_bpb_after, **series)
-        await reporter.finished(result)
+        published = await publish_if_best(
+            gh, store, repo=origin.repo, profile=request.profile, branch=result.branch,
+            checkpoint_id=result.checkpoint_id, commit_sha=result.commit_oid, config=result.config,
+            web_url=settings.web_url,
+        )
+        await reporter.finished(result, (published.line,) if published else ())
     return f"session {sid} committed {result.commit_oid}"
 

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from app.errors import SessionError
 from app.limits import Limits, profile_problems
+from app.repo_config import RepoConfig
 from workers.session import registry as reg
 from workers.session.commit import commit_progress, forget, unshared_drops
 from workers.session.history import downsample
@@ -62,6 +63,7 @@ class SessionResult:
     commit_oid: str
     branch: str
     stopped: str | None = None  # see SessionFacts.stopped
+    config: RepoConfig | None = None  # the config the session read (publishing asks it, without reading it again)
 
     @property
     def checkpoint_id(self) -> str:
@@ -177,7 +179,7 @@ async def _train_and_commit(
         )
     except Exception:
         log.warning("session %s committed; cleaning up the store failed", request.session_id, exc_info=True)
-    return SessionResult(facts=facts, commit_oid=commit_oid, branch=branch, stopped=facts.stopped)
+    return SessionResult(facts=facts, commit_oid=commit_oid, branch=branch, stopped=facts.stopped, config=plan.config)
 
 
 async def _train(
