@@ -9,13 +9,15 @@ from pathlib import Path
 from workers.demo import corpus
 from workers.session.repos import BOT_IDENTITY
 
+# Bytes, so that the tests about sessions, faults and reports stay small and fast; the default tokenizer
+# (auto: BPE for a new lineage) is tested in tests/test_model_use.py.
 TINY_CONFIG = """\
 data:
   include: ["notes/**/*.md"]
   val_fraction: 0.15
 profiles:
   ci: {n_layer: 2, n_head: 2, n_embd: 64, block_size: 64, batch_size: 8, max_iters: 40,
-       learning_rate: 0.003, min_lr: 0.0003, warmup_iters: 5}
+       learning_rate: 0.003, min_lr: 0.0003, warmup_iters: 5, tokenizer: bytes}
 """
 
 

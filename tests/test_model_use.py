@@ -24,7 +24,9 @@ from workers.trainer.model import GPT, ModelConfig
 from workers.trainer.sample import SampleSettings, generate, served_model
 from workers.trainer.tokenizer import BYTES, from_checkpoint, train_bpe
 
-BPE_CONFIG = TINY_CONFIG.replace("warmup_iters: 5}", "warmup_iters: 5, tokenizer: bpe, vocab_size: 512}")
+BPE_CONFIG = TINY_CONFIG.replace("tokenizer: bytes", "tokenizer: bpe, vocab_size: 512")
+AUTO_CONFIG = TINY_CONFIG.replace("tokenizer: bytes", "vocab_size: 512")  # the default, tokenizer: auto
+assert BPE_CONFIG != TINY_CONFIG != AUTO_CONFIG
 
 
 def session(repo: Path, store: str, iters: int = 12, fresh: bool = False):
@@ -148,6 +150,24 @@ def test_a_bpe_lineage_keeps_its_tokenizer_as_the_text_changes_and_a_fresh_start
     assert best.tokenizer.id in (tokenizer, fresh.facts.fingerprint.tokenizer)
 
 
+def test_auto_starts_new_lineages_on_bpe_and_goes_on_with_an_existing_byte_lineage(tmp_path: Path) -> None:
+    fresh_repo = make_local_repo(tmp_path / "new")
+    (fresh_repo / ".github/retrain.yml").write_text(AUTO_CONFIG)
+    git(fresh_repo, "commit", "-qam", "defaults")
+    new = session(fresh_repo, f"file://{tmp_path / 'store-new'}")
+    assert new.facts.fingerprint.tokenizer.startswith("bpe-v1:512:")
+    assert session(fresh_repo, f"file://{tmp_path / 'store-new'}").facts.parent_checkpoint == new.facts.checkpoint_id
+
+    old_repo = make_local_repo(tmp_path / "old")  # trained on bytes before BPE was the default
+    store = f"file://{tmp_path / 'store-old'}"
+    on_bytes = session(old_repo, store)
+    (old_repo / ".github/retrain.yml").write_text(AUTO_CONFIG)
+    git(old_repo, "commit", "-qam", "upgrade: tokenizer no longer set")
+    after = session(old_repo, store)
+    assert after.facts.parent_checkpoint == on_bytes.facts.checkpoint_id  # the lineage is not lost
+    assert after.facts.fingerprint.tokenizer == "bytes-v1"
+
+
 def test_switching_a_profile_between_bytes_and_bpe_starts_a_lineage_of_its_own(tmp_path: Path) -> None:
     repo = make_local_repo(tmp_path / "repo")
     store = f"file://{tmp_path / 'store'}"
@@ -215,7 +235,7 @@ def test_retrain_sample_and_export_work_on_the_demo_repository(tmp_path: Path) -
     exported = cli("export", "--repo", repo, "--out", str(tmp_path / "hf"))
     assert "model.safetensors" in exported.stdout
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
-    assert config["model_type"] == "gpt2" and config["vocab_size"] == 256
+    assert config["model_type"] == "gpt2" and config["vocab_size"] == 4096  # the default: a BPE of 4,096
     missing = subprocess.run([sys.executable, "-m", "app.cli", "sample", "--repo", str(tmp_path)], cwd=ROOT,
                              env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and "not a git working tree" in missing.stderr

@@ -44,7 +44,7 @@ def test_a_lineage_starts_from_a_pretrained_gpt2_and_goes_on_without_it(tmp_path
     text = b"".join(p.read_bytes() for p in sorted((repo / "notes").rglob("*.md")))
     source = save_tiny_gpt2(tmp_path / "tiny-gpt2", text)
     (repo / ".github/retrain.yml").write_text(
-        TINY_CONFIG.replace("warmup_iters: 5}", f"warmup_iters: 5, init_from: '{source}'}}"))
+        TINY_CONFIG.replace("tokenizer: bytes}", f"init_from: '{source}'}}"))
     git(repo, "commit", "-qam", "start from a pretrained model")
     store = f"file://{tmp_path / 'store'}"
 
@@ -125,3 +125,11 @@ def test_a_model_that_is_not_a_safe_gpt2_is_refused_clearly(tmp_path: Path) -> N
         read_pretrained(str(llama), max_bytes=1 << 30)
     loaded = read_pretrained(str(folder), max_bytes=1 << 30)
     assert loaded.model_config.activation == "gelu_tanh" and loaded.tokenizer.vocab_size == VOCAB
+    import fsspec  # an fsspec URL reads the same model: here the in-memory filesystem fsspec ships with
+
+    memory = fsspec.filesystem("memory")
+    for name in ("config.json", "tokenizer.json", "model.safetensors"):
+        memory.pipe(f"/tiny-gpt2/{name}", (folder / name).read_bytes())
+    by_url = read_pretrained("memory://tiny-gpt2", max_bytes=1 << 30)
+    assert by_url.tokenizer.id == loaded.tokenizer.id and by_url.model_config == loaded.model_config
+    assert all(torch.equal(by_url.weights[k], loaded.weights[k]) for k in loaded.weights)

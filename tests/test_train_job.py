@@ -179,3 +179,29 @@ def test_a_redelivered_committed_session_finishes_its_release_and_trains_nothing
     sent = [c.query.get("name") for c in emu.calls if c.host == "uploads.github.com"]
     assert sorted(sent) == sorted([*EXPORT_FILES, "model.safetensors"])  # each once, the refused one twice
     assert "published release" in emu.check_runs(REPO)[1]["output"]["summary"]
+
+
+def test_init_from_reads_only_under_the_operators_roots_in_the_app(github, settings, clean_redis, tmp_path) -> None:
+    """A repository's config names `init_from`; the worker's files are not the repository's to read."""
+    from tests.test_pretrained import save_tiny_gpt2
+
+    emu, _ = github
+    secret = tmp_path / "worker-files"
+    save_tiny_gpt2(secret, b"text for merges " * 100)  # a perfectly good model, but not the operator's
+    config = yaml.safe_load(TINY_CONFIG)
+    config["profiles"]["ci"]["init_from"] = str(secret)
+    emu.commit_files(REPO, {".github/retrain.yml": yaml.safe_dump(config).encode()}, message="pretrained")
+    check_id = queued_check_run(settings, emu.head(REPO))
+    head = emu.head(REPO)
+    outcome = run_job(settings, LiveSessions(clean_redis), 4, check_id)
+    assert "is not a model this App may read" in outcome and "RETRAIN_PRETRAINED_ROOTS (none)" in outcome
+    [check] = emu.check_runs(REPO)
+    assert check["conclusion"] == "failure" and "RETRAIN_PRETRAINED_ROOTS" in check["output"]["summary"]
+    assert emu.head(REPO) == head  # nothing committed
+
+    allowed = settings.model_copy(update={"pretrained_roots": (str(tmp_path),)})
+    check_id = queued_check_run(allowed, head)
+    outcome = run_job(allowed, LiveSessions(clean_redis), 4, check_id, session_id="t" * 32)
+    assert outcome.startswith(f"session {'t' * 32} committed")
+    summary = json.loads(emu.read_file(REPO, f"{RUN_DIR}/training_summary.json"))
+    assert any("started a new lineage from the pretrained model" in n for n in summary["session"]["notes"])

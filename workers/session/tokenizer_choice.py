@@ -73,20 +73,11 @@ def choose_tokenizer(
         (e for e in registry.values() if e.restorable and of_family(e, accepted)), key=lambda e: e.latest_loss,
     )
     for entry in candidates:
-        assert entry.storage is not None and entry.fingerprint is not None
-        if entry.fingerprint.tokenizer == BYTES_ID:
-            return TokenizerChoice(BYTES)
-        try:
-            payload = load_state(store.get(entry.storage, within=within))
-            tokenizer = from_checkpoint(str(payload.get("tokenizer")), payload.get("tokenizer_json"))
-            if tokenizer.id != entry.fingerprint.tokenizer:
-                raise ValueError(f"its weights carry tokenizer {tokenizer.id}, the registry says "
-                                 f"{entry.fingerprint.tokenizer}")
-        except (StoreError, ValueError) as exc:
-            unusable.add(entry.checkpoint_id)
-            notes.append(f"skipped {entry.checkpoint_id}: {exc}")
-            continue
-        return TokenizerChoice(tokenizer, {entry.checkpoint_id: payload})
+        if entry.fingerprint is not None and entry.fingerprint.tokenizer == BYTES_ID:
+            return TokenizerChoice(BYTES)  # the byte lineage has the best checkpoint: it goes on
+        found = _read_lineage(entry, store, within, notes, unusable)
+        if found is not None:
+            return found
     tokenizer = train_bpe(split.train, profile.vocab_size)
     notes.append(f"learnt a byte-level BPE of {profile.vocab_size} tokens ({tokenizer.id}) from the training split "
                  f"({len(split.train):,} bytes) for a new lineage")
@@ -113,19 +104,9 @@ def choose_base(
         key=lambda e: e.latest_loss,
     )
     for entry in candidates:
-        assert entry.storage is not None and entry.fingerprint is not None
-        try:
-            payload = load_state(store.get(entry.storage, within=within))
-            tokenizer = from_checkpoint(str(payload.get("tokenizer")), payload.get("tokenizer_json"))
-            model_config = ModelConfig.from_dict(payload["model_config"])
-            if tokenizer.id != entry.fingerprint.tokenizer:
-                raise ValueError(f"its weights carry tokenizer {tokenizer.id}, the registry says "
-                                 f"{entry.fingerprint.tokenizer}")
-        except (StoreError, ValueError, TypeError) as exc:
-            unusable.add(entry.checkpoint_id)
-            notes.append(f"skipped {entry.checkpoint_id}: {exc}")
-            continue
-        return TokenizerChoice(tokenizer, {entry.checkpoint_id: payload}, model_config)
+        found = _read_lineage(entry, store, within, notes, unusable)
+        if found is not None:
+            return found
     base = read_pretrained(sources.resolve(profile.init_from), max_bytes=sources.max_bytes)
     params = sum(t.numel() for name, t in base.weights.items() if name != "lm_head.weight")
     if max_params is not None and params > max_params:
@@ -135,3 +116,22 @@ def choose_base(
     notes.append(f"started a new lineage from the pretrained model `{profile.init_from}` ({params:,} parameters, "
                  f"{cfg.n_layer} layers, {cfg.n_embd} wide, context {cfg.block_size}, {base.tokenizer.id})")
     return TokenizerChoice(base.tokenizer, {}, base.model_config, base.weights)
+
+
+def _read_lineage(entry: reg.CheckpointEntry, store: CheckpointStore, within: str, notes: list[str],
+                  unusable: set[str]) -> TokenizerChoice | None:
+    """The tokenizer and network the entry's payload carries; None (with a note) when it does not read or
+    disagrees with its entry."""
+    assert entry.storage is not None and entry.fingerprint is not None
+    try:
+        payload = load_state(store.get(entry.storage, within=within))
+        tokenizer = from_checkpoint(str(payload.get("tokenizer")), payload.get("tokenizer_json"))
+        model_config = ModelConfig.from_dict(payload["model_config"])
+        if tokenizer.id != entry.fingerprint.tokenizer:
+            raise ValueError(f"its weights carry tokenizer {tokenizer.id}, the registry says "
+                             f"{entry.fingerprint.tokenizer}")
+    except (StoreError, ValueError, TypeError) as exc:
+        unusable.add(entry.checkpoint_id)
+        notes.append(f"skipped {entry.checkpoint_id}: {exc}")
+        return None
+    return TokenizerChoice(tokenizer, {entry.checkpoint_id: payload}, model_config)
