@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,16 @@ def test_a_bpe_encodes_every_text_exactly_and_its_token_bytes_count_the_text() -
         assert tok.decode(ids) == sample
         assert float(tok.token_bytes[ids.long()].sum()) == len(sample)  # what bits per byte divides by
     assert tok.encode(text).numel() < len(text) / 3  # it does compress
+    long_line = ("word " * 40_000).encode()  # one line far over the encoder's chunk: cut where a word starts
+    from tokenizers import Tokenizer as HFTokenizer
+
+    whole = HFTokenizer.from_str(tok.to_json()).encode(long_line.decode()).ids
+    assert tok.encode(long_line).tolist() == whole
+    from workers.trainer.tokenizer import learning_sample
+
+    assert learning_sample(b"x" * 10) == b"x" * 10
+    spread = learning_sample(bytes(range(256)) * 20_000, limit=1 << 16, window=1 << 12)
+    assert len(spread) == 1 << 16 and spread[-1] == 255  # bounded, and the end of the text is in it
     assert from_checkpoint(tok.id, tok.to_json()).id == tok.id
     with pytest.raises(ValueError, match="not the"):
         from_checkpoint(tok.id.replace(tok.id[-4:], "0000"), tok.to_json())
@@ -150,13 +161,36 @@ def test_a_bpe_lineage_keeps_its_tokenizer_as_the_text_changes_and_a_fresh_start
     assert best.tokenizer.id in (tokenizer, fresh.facts.fingerprint.tokenizer)
 
 
+def topics_text(size: int) -> bytes:
+    from pydoc_data import topics
+
+    return "\n\n".join(topics.topics[k] for k in sorted(topics.topics)).encode()[:size]
+
+
 def test_auto_starts_new_lineages_on_bpe_and_goes_on_with_an_existing_byte_lineage(tmp_path: Path) -> None:
     fresh_repo = make_local_repo(tmp_path / "new")
     (fresh_repo / ".github/retrain.yml").write_text(AUTO_CONFIG)
-    git(fresh_repo, "commit", "-qam", "defaults")
+    (fresh_repo / "notes" / "topics.md").write_bytes(topics_text(200_000))  # real text, past AUTO_BPE_MIN_BYTES
+    git(fresh_repo, "add", "-A")
+    git(fresh_repo, "commit", "-qm", "defaults, and enough text")
     new = session(fresh_repo, f"file://{tmp_path / 'store-new'}")
     assert new.facts.fingerprint.tokenizer.startswith("bpe-v1:512:")
     assert session(fresh_repo, f"file://{tmp_path / 'store-new'}").facts.parent_checkpoint == new.facts.checkpoint_id
+
+    small = make_local_repo(tmp_path / "small")  # the demo's 31 KB: a BPE would over-fit it
+    (small / ".github/retrain.yml").write_text(AUTO_CONFIG)
+    git(small, "commit", "-qam", "defaults")
+    on_small = session(small, f"file://{tmp_path / 'store-small'}")
+    assert on_small.facts.fingerprint.tokenizer == "bytes-v1"
+    assert any("tokenizer auto: bytes for this new lineage (the training text is" in n for n in on_small.facts.notes)
+    latin1 = make_local_repo(tmp_path / "latin1")
+    (latin1 / ".github/retrain.yml").write_text(AUTO_CONFIG)
+    (latin1 / "notes" / "vieux.md").write_bytes(topics_text(200_000).replace(b"e", "\u00e9".encode("latin-1")))
+    git(latin1, "add", "-A")
+    git(latin1, "commit", "-qm", "text that is not UTF-8")
+    on_latin1 = session(latin1, f"file://{tmp_path / 'store-latin1'}")
+    assert on_latin1.facts.fingerprint.tokenizer == "bytes-v1"
+    assert any("not UTF-8" in n for n in on_latin1.facts.notes)
 
     old_repo = make_local_repo(tmp_path / "old")  # trained on bytes before BPE was the default
     store = f"file://{tmp_path / 'store-old'}"
@@ -204,13 +238,20 @@ def test_an_export_loads_in_transformers_with_the_same_logits_and_tokens(tmp_pat
         theirs, mine = model(ids).logits, ours(ids)[0]
     assert torch.allclose(theirs, mine, atol=1e-4), (theirs - mine).abs().max()
     card = (out / "README.md").read_text()
-    assert best.entry.checkpoint_id in card and best.head.oid in card and "bits per byte" in card
-    assert "license: other" in card
+    assert best.entry.checkpoint_id in card and "bits per byte" in card and "license: other" in card
+    trained_on = git(repo, "rev-parse", "HEAD~1").strip()  # the session read this; HEAD is its progress commit
+    assert f"`{trained_on}` (the commit whose text it trained on)" in card and best.head.oid in card
+    generated = model.generate(ids, do_sample=False)  # the export's own generation config works as it is
+    assert generated.shape[1] == best.model_config.block_size
+    assert all(oct(p.stat().st_mode)[-3:] == "644" for p in out.iterdir()) and oct(out.stat().st_mode)[-3:] == "755"
     write_export(best, out, source="octo/demo")  # an earlier export is replaced
-    (tmp_path / "taken").mkdir()
-    (tmp_path / "taken" / "mine.txt").write_text("not an export")
-    with pytest.raises(ValueError, match="not an earlier export"):
-        write_export(best, tmp_path / "taken", source="octo/demo")
+    clone = tmp_path / "hub-clone"  # a folder with an export's files and more: the user's, never deleted
+    shutil.copytree(out, clone)
+    (clone / ".git").mkdir()
+    (clone / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds more than an earlier export's files"):
+        write_export(best, clone, source="octo/demo")
+    assert (clone / ".git").is_dir() and (clone / "notes.txt").read_text() == "mine"
 
 
 def test_retrain_sample_and_export_work_on_the_demo_repository(tmp_path: Path) -> None:
@@ -235,7 +276,7 @@ def test_retrain_sample_and_export_work_on_the_demo_repository(tmp_path: Path) -
     exported = cli("export", "--repo", repo, "--out", str(tmp_path / "hf"))
     assert "model.safetensors" in exported.stdout
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
-    assert config["model_type"] == "gpt2" and config["vocab_size"] == 4096  # the default: a BPE of 4,096
+    assert config["model_type"] == "gpt2" and config["vocab_size"] == 256  # auto: the demo is too small for BPE
     missing = subprocess.run([sys.executable, "-m", "app.cli", "sample", "--repo", str(tmp_path)], cwd=ROOT,
                              env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and "not a git working tree" in missing.stderr

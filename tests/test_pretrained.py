@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from pathlib import Path
 
@@ -107,15 +108,39 @@ def test_the_app_reads_only_what_its_operator_allows(tmp_path: Path) -> None:
         PretrainedSources(hub=True).resolve("http://example.com/gpt2")
 
 
+def test_a_pretrained_network_keeps_to_the_operators_limits_before_its_weights_are_read(tmp_path: Path) -> None:
+    from app.limits import Limits
+    from app.repo_config import parse_repo_config
+    from workers.session.store import CheckpointStore
+    from workers.session.tokenizer_choice import choose_base
+
+    folder = save_tiny_gpt2(tmp_path / "models" / "wide", b"merges from this text " * 50)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "n_positions": 1024, "n_embd": 4096}))
+    (folder / "model.safetensors").write_bytes(b"never read: the config alone is refused")
+    profile = parse_repo_config(TINY_CONFIG.replace("tokenizer: bytes}", f"init_from: '{folder}'}}")).profiles["ci"]
+    sources = PretrainedSources(roots=(str(tmp_path / "models"),),
+                                limits=Limits(max_block_size=64, max_tokens_per_iter=512, max_params=10**6))
+    with pytest.raises(SessionError) as refused:
+        choose_base(CheckpointStore(f"file://{tmp_path / 'store'}"), {}, profile, sources, fresh=False,
+                    within="octo/demo/run", notes=[], unusable=set())
+    message = str(refused.value)
+    assert "block_size is 1,024, over this App's limit of 64 (RETRAIN_MAX_BLOCK_SIZE" in message
+    assert "parameter count" in message and "RETRAIN_MAX_TOKENS_PER_ITER" in message
+
+
 def test_a_model_that_is_not_a_safe_gpt2_is_refused_clearly(tmp_path: Path) -> None:
-    pickled = tmp_path / "pickled"
+    folder = save_tiny_gpt2(tmp_path / "tiny", b"some text to learn merges from " * 50)
+    pickled = tmp_path / "pickled"  # a config and a tokenizer beside pickled weights only
     pickled.mkdir()
-    (pickled / "config.json").write_text('{"model_type": "gpt2"}')
-    (pickled / "tokenizer.json").write_text("{}")
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(folder / name, pickled / name)
     (pickled / "pytorch_model.bin").write_bytes(b"not loaded, ever")
     with pytest.raises(SessionError, match=r"model\.safetensors not found"):
         read_pretrained(str(pickled), max_bytes=1 << 20)
-    folder = save_tiny_gpt2(tmp_path / "tiny", b"some text to learn merges from " * 50)
+    with pytest.raises(SessionError, match="'n_embd'"):
+        (pickled / "config.json").write_text('{"model_type": "gpt2"}')
+        read_pretrained(str(pickled), max_bytes=1 << 20)
     with pytest.raises(SessionError, match="over the"):
         read_pretrained(str(folder), max_bytes=1000)
     llama = tmp_path / "llama"

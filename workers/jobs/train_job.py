@@ -155,7 +155,7 @@ async def run_github_session(
             on_start=on_start, max_time_s=settings.max_session_s, should_pause=draining, limits=settings.limits,
             max_snapshot_bytes=settings.max_snapshot_bytes,
             pretrained=PretrainedSources(roots=settings.pretrained_roots, hub=settings.pretrained_hub,
-                                         max_params=settings.max_params),
+                                         limits=settings.limits),
         )
         busy = False
         try:

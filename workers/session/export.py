@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -34,21 +35,27 @@ def write_export(best: BestModel, out: Path, *, source: str, commit_url: str | N
     `source` names the repository (`owner/name`, or a local path) for the model card."""
     out = out.resolve()
     if out.exists() and not _is_export(out):
-        raise ValueError(f"{out} exists and is not an earlier export; choose another --out")
+        raise ValueError(f"{out} exists and holds more than an earlier export's files; export to a new or empty "
+                         "folder (then copy the files where they go, e.g. into a clone of a Hub repository)")
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
     try:
         tensors = to_hf_tensors(best.model_config, best.payload["model"])
         save_file(tensors, str(work / "model.safetensors"), metadata={"format": "pt"})
         _json(work / "config.json", hf_config(best.model_config))
+        # max_length, not max_new_tokens: GPT-2 cannot see past its context, prompt included
         _json(work / "generation_config.json", {"do_sample": True, "temperature": 0.8, "top_k": 200,
-                                                "max_new_tokens": 256, "bos_token_id": None, "eos_token_id": None})
+                                                "max_length": best.model_config.block_size,
+                                                "bos_token_id": None, "eos_token_id": None})
         (work / "tokenizer.json").write_text(best.tokenizer.hf_json(), encoding="utf-8")
         _json(work / "tokenizer_config.json", {
             "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": best.model_config.block_size,
             "clean_up_tokenization_spaces": False, "add_prefix_space": False,
         })
         (work / "README.md").write_text(model_card(best, source=source, commit_url=commit_url), encoding="utf-8")
+        work.chmod(0o755)  # mkdtemp's 0700 would keep the folder from whoever it is shared with
+        for path in work.iterdir():
+            path.chmod(0o644)
         if out.exists():
             shutil.rmtree(out)
         os.replace(work, out)
@@ -64,6 +71,9 @@ def model_card(best: BestModel, *, source: str, commit_url: str | None = None) -
     fp = entry.fingerprint
     bpb = bits_per_byte(entry.val_loss) if entry.val_loss is not None else None
     params = sum(v.numel() for k, v in best.payload["model"].items() if k != "lm_head.weight")
+    session = (entry.model_extra or {}).get("session")
+    trained_on = session.get("data_commit") if isinstance(session, dict) else None
+    trained_on = trained_on if isinstance(trained_on, str) and re.fullmatch(r"[0-9a-f]{7,64}", trained_on) else None
     rows = [
         ("Checkpoint", f"`{entry.checkpoint_id}`"),
         ("Validation", f"{bpb:.4f} bits per byte on held-out text" if bpb is not None else "not measured"),
@@ -72,7 +82,9 @@ def model_card(best: BestModel, *, source: str, commit_url: str | None = None) -
         ("Network", f"GPT-2: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, context {cfg.block_size} "
                     f"tokens, {params:,} parameters"),
         ("Tokenizer", f"`{best.tokenizer.id}` ({best.tokenizer.vocab_size} tokens)"),
-        ("Data revision", f"`{best.head.oid}` on `{best.head.name}`" + (f" ({commit_url})" if commit_url else "")),
+        ("Data revision", f"`{trained_on}` (the commit whose text it trained on)" if trained_on
+         else "not recorded (a checkpoint from before Retrain recorded it)"),
+        ("Exported from", f"`{best.head.oid}` on `{best.head.name}`" + (f" ({commit_url})" if commit_url else "")),
         ("Training data", f"`{fp.data_sha256[:16]}…` (sha256 of the tokenized split)" if fp else "?"),
         ("Profile / run", f"`{best.profile}` / `{best.run}`"),
     ]
@@ -125,4 +137,7 @@ def _json(path: Path, data: object) -> None:
 
 
 def _is_export(path: Path) -> bool:
-    return path.is_dir() and (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+    """Empty, or only an export's own files: anything else (a `.git`, a file of the user's) is not ours to
+    delete."""
+    return path.is_dir() and not path.is_symlink() and all(
+        p.name in EXPORT_FILES and p.is_file() and not p.is_symlink() for p in path.iterdir())

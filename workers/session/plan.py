@@ -228,7 +228,7 @@ async def prepare(
     if profile.init_from:  # the pretrained model's network and tokenizer, so its context decides the split
         choice = await asyncio.to_thread(
             choose_base, store, registry, profile, pretrained, fresh=request.fresh, within=run_folder, notes=notes,
-            unusable=unusable, max_params=pretrained.max_params,
+            unusable=unusable,
         )
         assert choice.model_config is not None
         model_config = replace(choice.model_config, dropout=profile.dropout)

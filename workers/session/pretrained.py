@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,9 @@ import fsspec
 from torch import Tensor
 
 from app.errors import SessionError
-from workers.trainer.hf_format import from_hf
+from app.limits import Limits
+from workers.trainer.checkpoint import weight_shapes
+from workers.trainer.hf_format import model_config_from_hf, state_from_hf
 from workers.trainer.model import ModelConfig
 from workers.trainer.tokenizer import BPETokenizer
 
@@ -38,7 +41,7 @@ class PretrainedSources:
     hub: bool = False  # Hugging Face Hub ids, downloaded with huggingface_hub (network)
     anywhere: bool = False  # local mode
     max_bytes: int = 2 << 30  # model.safetensors
-    max_params: int | None = None  # the operator's RETRAIN_MAX_PARAMS
+    limits: Limits | None = None  # the operator's: the pretrained network must keep to them as a profile does
 
     def resolve(self, name: str) -> str:
         """Where `name` is read from, or a SessionError that says which setting would allow it."""
@@ -70,19 +73,27 @@ class Pretrained:
     weights: dict[str, Tensor]
 
 
-def read_pretrained(where: str, *, max_bytes: int) -> Pretrained:
-    """The model at `where` (a directory, an fsspec URL, or `hub:ID`). SessionError for anything that is
-    not a GPT-2 model our network computes the same way."""
+def read_pretrained(where: str, *, max_bytes: int, check: Callable[[ModelConfig], None] | None = None) -> Pretrained:
+    """The model at `where` (a directory, an fsspec URL, or `hub:ID`). `check` sees the network its
+    config.json describes before any weight is read (the operator's limits), and the weights must be that
+    network's. SessionError for anything that is not a GPT-2 model our network computes the same way."""
     folder = _hub_folder(where.removeprefix("hub:")) if where.startswith("hub:") else where.rstrip("/")
     try:
         config = json.loads(_read(f"{folder}/config.json", MAX_CONFIG_BYTES))
+        if not isinstance(config, dict):
+            raise ValueError("config.json is not an object")
+        model_config = model_config_from_hf(config)
+        if check is not None:
+            check(model_config)
         document = _read(f"{folder}/tokenizer.json", MAX_TOKENIZER_BYTES).decode("utf-8")
         from safetensors.torch import load as load_safetensors
 
-        tensors = load_safetensors(_read(f"{folder}/model.safetensors", max_bytes))
-        if not isinstance(config, dict):
-            raise ValueError("config.json is not an object")
-        model_config, weights = from_hf(config, tensors)
+        weights = state_from_hf(load_safetensors(_read(f"{folder}/model.safetensors", max_bytes)))
+        found = {k: tuple(v.shape) for k, v in weights.items()}
+        expected = weight_shapes(model_config)
+        if found != expected:
+            wrong = sorted(set(found) ^ set(expected)) or sorted(k for k in expected if found[k] != expected[k])
+            raise ValueError(f"the weights are not the network config.json describes ({', '.join(wrong[:3])})")
         tokenizer = BPETokenizer(document, model_config.vocab_size)
     except FileNotFoundError as exc:
         raise SessionError(f"init_from `{where}`: {exc.args[0] if exc.args else exc} not found (a model needs "

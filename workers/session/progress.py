@@ -61,6 +61,7 @@ class SessionFacts:
     stopped: str | None = None  # why it ended before max_iters: STOPPED_ON_REQUEST or STOPPED_AT_TIME_LIMIT
     evaluations: dict[str, float] = field(default_factory=dict)  # earlier checkpoints measured on today's val set
     reevaluation_s: float = 0.0  # the time those measurements took
+    data_commit: str | None = None  # the commit whose text the session trained on
 
     @property
     def val_bpb_before(self) -> float:
@@ -149,6 +150,7 @@ def new_entry(facts: SessionFacts) -> CheckpointEntry:
                 "started_at": facts.started_at.isoformat(),
                 "finished_at": facts.finished_at.isoformat(),
                 "start_iteration": facts.start_iteration,
+                **({"data_commit": facts.data_commit} if facts.data_commit else {}),
             },
         }
     )

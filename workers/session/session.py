@@ -336,4 +336,5 @@ def session_facts(
         storage=stored, fingerprint=plan.fingerprint, notes=tuple(plan.notes), stopped=stopped,
         loss_curve=tuple((int(i), loss * per_byte) for i, loss in downsample(result.losses, result.start_iteration)),
         evaluations=dict(plan.reevaluation.losses), reevaluation_s=plan.reevaluation.seconds,
+        data_commit=plan.head.oid,
     )

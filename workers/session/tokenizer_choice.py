@@ -6,7 +6,8 @@ the checkpoint itself (it travels inside every payload), so weights are never en
 were not trained on. Without such a checkpoint (a new lineage, or `fresh`), a new BPE is learnt from
 today's training split. Two BPE lineages of one size (two fresh starts) are told apart by the hash in
 their ids; the one whose best figure is lower goes on. `auto` (the default) weighs the byte lineage and
-the BPE ones alike, by bits per byte, which compare across tokenizers; with neither, it learns a BPE. So a
+the BPE ones alike, by bits per byte, which compare across tokenizers; with neither, it learns a BPE when
+the training text is large enough and UTF-8 (`bytes_suit_better`), else it starts on bytes. So a
 repository that trained on bytes before BPE was the default goes on with its bytes.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 from torch import Tensor
 
 from app.errors import SessionError
+from app.limits import Limits, profile_problems
 from app.repo_config import Profile
 from workers.session import registry as reg
 from workers.session.pretrained import PretrainedSources, read_pretrained
@@ -40,6 +42,7 @@ class TokenizerChoice:
     initial_weights: dict[str, Tensor] | None = None  # init_from, a new lineage: the pretrained weights
 
 
+AUTO_BPE_MIN_BYTES = 128 * 1024  # see bytes_suit_better
 ShapeOf = Callable[[int], str]  # vocabulary size -> the profile's network shape with it
 
 
@@ -78,11 +81,28 @@ def choose_tokenizer(
         found = _read_lineage(entry, store, within, notes, unusable)
         if found is not None:
             return found
+    if profile.tokenizer == "auto":
+        why = bytes_suit_better(split.train)
+        if why is not None:
+            notes.append(f"tokenizer auto: bytes for this new lineage ({why}); set `tokenizer: bpe` to insist")
+            return TokenizerChoice(BYTES)
     tokenizer = train_bpe(split.train, profile.vocab_size)
     notes.append(f"learnt a byte-level BPE of {profile.vocab_size} tokens ({tokenizer.id}) from the training split "
                  f"({len(split.train):,} bytes) for a new lineage")
     log.info("trained tokenizer %s on %d bytes", tokenizer.id, len(split.train))
     return TokenizerChoice(tokenizer)
+
+
+def bytes_suit_better(train: bytes) -> str | None:
+    """Why `auto` starts a new lineage on bytes rather than BPE, or None: BPE measured better on real text of
+    hundreds of KB (bench/results/tokenizer.md), but over-fits a small text, and a BPE reads UTF-8 only."""
+    if len(train) < AUTO_BPE_MIN_BYTES:
+        return f"the training text is {len(train):,} bytes; BPE is chosen from {AUTO_BPE_MIN_BYTES:,}"
+    try:
+        train.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"the training text is not UTF-8 (byte {exc.start:,}), which a BPE would replace"
+    return None
 
 
 def base_model_of(entry: reg.CheckpointEntry) -> str | None:
@@ -94,7 +114,7 @@ def base_model_of(entry: reg.CheckpointEntry) -> str | None:
 
 def choose_base(
     store: CheckpointStore, registry: reg.Registry, profile: Profile, sources: PretrainedSources, *,
-    fresh: bool, within: str, notes: list[str], unusable: set[str], max_params: int | None = None,
+    fresh: bool, within: str, notes: list[str], unusable: set[str],
 ) -> TokenizerChoice:
     """For a profile with `init_from`: the lineage started from that model, continued from its best checkpoint
     (tokenizer and network from the payload, so the source is not read again), or a new one from the source."""
@@ -106,12 +126,12 @@ def choose_base(
     for entry in candidates:
         found = _read_lineage(entry, store, within, notes, unusable)
         if found is not None:
+            assert found.model_config is not None
+            check_network(profile, found.model_config, sources.limits)  # the limits may have been lowered since
             return found
-    base = read_pretrained(sources.resolve(profile.init_from), max_bytes=sources.max_bytes)
+    base = read_pretrained(sources.resolve(profile.init_from), max_bytes=sources.max_bytes,
+                           check=lambda network: check_network(profile, network, sources.limits))
     params = sum(t.numel() for name, t in base.weights.items() if name != "lm_head.weight")
-    if max_params is not None and params > max_params:
-        raise SessionError(f"init_from `{profile.init_from}` has {params:,} parameters, over this App's limit of "
-                           f"{max_params:,} (RETRAIN_MAX_PARAMS, set by whoever runs the App)")
     cfg = base.model_config
     notes.append(f"started a new lineage from the pretrained model `{profile.init_from}` ({params:,} parameters, "
                  f"{cfg.n_layer} layers, {cfg.n_embd} wide, context {cfg.block_size}, {base.tokenizer.id})")
@@ -135,3 +155,17 @@ def _read_lineage(entry: reg.CheckpointEntry, store: CheckpointStore, within: st
         notes.append(f"skipped {entry.checkpoint_id}: {exc}")
         return None
     return TokenizerChoice(tokenizer, {entry.checkpoint_id: payload}, model_config)
+
+
+def check_network(profile: Profile, network: ModelConfig, limits: Limits | None) -> None:
+    """A pretrained network keeps to the operator's limits as a profile's does: its parameters, its context
+    and batch_size × context are what the profile's own checks (app/limits.py) would have been."""
+    if limits is None:
+        return
+    effective = profile.model_copy(update={
+        "n_layer": network.n_layer, "n_head": network.n_head, "n_embd": network.n_embd,
+        "block_size": network.block_size, "vocab_size": network.vocab_size, "tokenizer": "bpe",
+    })
+    problems = profile_problems(f"init_from `{profile.init_from}`", effective, limits)
+    if problems:
+        raise SessionError("; ".join(problems))

@@ -108,6 +108,10 @@ def _check_weights(state: Mapping[str, Any], model_config: ModelConfig) -> None:
             )
 
 
+def weight_shapes(model_config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    return dict(_weight_shapes(model_config))
+
+
 @lru_cache(maxsize=16)
 def _weight_shapes(model_config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Names and shapes of the network's weights, from a model on the meta device (no memory, no init

@@ -237,7 +237,8 @@ def encode_split(split: SplitText, tokenizer: Tokenizer, *, block_size: int) -> 
         if tokens.numel() <= block_size + 1:
             raise ValueError(
                 f"training data too small for this tokenizer: the {name} split is {tokens.numel()} tokens "
-                f"({tokenizer.id}); block_size {block_size} needs more than {block_size + 1}"
+                f"({tokenizer.id}); block_size {block_size} needs more than {block_size + 1} (more text, a "
+                "smaller block_size, or `tokenizer: bytes`)"
             )
     return corpus
 

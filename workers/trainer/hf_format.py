@@ -55,9 +55,9 @@ def to_hf_tensors(model_config: ModelConfig, state: Mapping[str, Tensor]) -> dic
     return out
 
 
-def from_hf(config: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> tuple[ModelConfig, dict[str, Tensor]]:
-    """Our model config and state dict from a GPT-2 checkpoint (config.json and its tensors): what starts a
-    lineage from a pretrained model. ValueError for anything our network cannot compute the same way."""
+def model_config_from_hf(config: Mapping[str, Any]) -> ModelConfig:
+    """Our model config from a GPT-2 config.json. ValueError for anything our network cannot compute the
+    same way."""
     if config.get("model_type") != "gpt2":
         raise ValueError(f"not a GPT-2 model: model_type is {config.get('model_type')!r}")
     activation = config.get("activation_function", "gelu_new")
@@ -70,11 +70,15 @@ def from_hf(config: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> tuple[M
         raise ValueError(f"layer_norm_epsilon {config.get('layer_norm_epsilon')} is not {LAYER_NORM_EPS}")
     if config.get("tie_word_embeddings", True) is False:
         raise ValueError("an untied lm_head cannot be continued (our embedding and output share one matrix)")
-    model_config = ModelConfig(
+    return ModelConfig(
         n_layer=int(config["n_layer"]), n_head=int(config["n_head"]), n_embd=n_embd,
         block_size=int(config["n_positions"]), vocab_size=int(config["vocab_size"]), bias=True,
         activation=FROM_HF_ACTIVATION[activation],
     )
+
+
+def state_from_hf(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Our state dict from a GPT-2 checkpoint's tensors (names, layouts, the tied lm_head)."""
     state: dict[str, Tensor] = {}
     for name, tensor in tensors.items():
         ours = name if name.startswith(("transformer.", "lm_head.")) else f"transformer.{name}"
@@ -82,5 +86,7 @@ def from_hf(config: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> tuple[M
             continue
         value = tensor.detach().to("cpu", torch.float32)
         state[ours] = (value.t() if ours.endswith(TRANSPOSED) else value).contiguous()
+    if "transformer.wte.weight" not in state:
+        raise ValueError("the weights hold no token embedding (transformer.wte.weight)")
     state["lm_head.weight"] = state["transformer.wte.weight"]
-    return model_config, state
+    return state

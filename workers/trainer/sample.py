@@ -20,6 +20,7 @@ from torch import Tensor
 from workers.trainer.model import GPT, ModelConfig
 
 MAX_NEW_TOKENS = 100_000  # a request is bounded; a reply or a terminal is not the place for more
+MIN_TEMPERATURE = 0.01  # below it, logits / temperature overflow to inf: use 0
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,9 @@ class SampleSettings:
     def __post_init__(self) -> None:
         if isinstance(self.max_new_tokens, bool) or not 0 <= self.max_new_tokens <= MAX_NEW_TOKENS:
             raise ValueError(f"max_new_tokens must be 0..{MAX_NEW_TOKENS}, got {self.max_new_tokens!r}")
-        if not 0.0 <= self.temperature <= 10.0:
-            raise ValueError(f"temperature must be 0..10, got {self.temperature!r}")
+        if not (self.temperature == 0.0 or MIN_TEMPERATURE <= self.temperature <= 10.0):
+            raise ValueError(f"temperature must be 0 (the most likely token) or {MIN_TEMPERATURE}..10, got "
+                             f"{self.temperature!r}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k!r}")
 
