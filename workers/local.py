@@ -3,6 +3,7 @@ and what a person does with the result there (`retrain sample`, `retrain export`
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import hashlib
 import uuid
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from workers.session.best import BestModel, load_best
+from workers.session.export import write_export
 from workers.session.pretrained import PretrainedSources
 from workers.session.progress_log import local_progress
 from workers.session.repos import LocalGitRepository
@@ -45,6 +47,13 @@ async def local_best(path: Path, *, profile: str, store_url: str | None, default
     repo = LocalGitRepository(path)
     store = CheckpointStore(store_url or repo.remembered_store() or default_store)
     return await load_best(repo, store, store_prefix=store_prefix_for(repo), profile=profile)
+
+
+async def export_local(path: Path, out: Path, *, profile: str, store_url: str | None, default_store: str
+                       ) -> tuple[BestModel, Path]:
+    """`retrain export`: the profile's best checkpoint as a Hugging Face folder at `out`."""
+    best = await local_best(path, profile=profile, store_url=store_url, default_store=default_store)
+    return best, await asyncio.to_thread(write_export, best, out, source=str(path.resolve()))
 
 
 def describe_result(result: SessionResult) -> str:
