@@ -20,10 +20,9 @@ from workers.session import registry as reg
 from workers.session.plan import SessionRequest, locate, metadata_path, shape_of
 from workers.session.repos import ProgressRepository
 from workers.session.store import CheckpointStore, StoreError
-from workers.session.tokenizer_choice import base_model_of, families, of_family
-from workers.trainer.checkpoint import check_model_config, load_state
+from workers.session.tokenizer_choice import continuable, read_checkpoint
 from workers.trainer.model import ModelConfig
-from workers.trainer.tokenizer import BYTES_ID, Tokenizer, from_checkpoint
+from workers.trainer.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -56,12 +55,10 @@ async def load_best(
     """SessionError when the profile has no usable checkpoint yet (or its config is broken)."""
     target = await locate(repo, SessionRequest(session_id="best", profile=profile, branch=branch))
     config = target.config
-    head = target.default_head if target.branch in (None, target.default_head.name) else await repo.head(target.branch)
+    head = await target.head(repo)
     registry, _ = reg.parse_registry(await repo.read_file(metadata_path(config, target.run), head.oid))
     prof = config.profiles[profile]
-    accepted = families(prof, lambda vocab: shape_of(prof, vocab))
-    mine = [e for e in registry.values() if e.restorable and (
-        base_model_of(e) == prof.init_from if prof.init_from else of_family(e, accepted))]
+    mine = continuable(registry, prof, lambda vocab: shape_of(prof, vocab))
     if not mine:
         others = sum(1 for e in registry.values() if e.restorable)
         raise SessionError(
@@ -73,8 +70,8 @@ async def load_best(
     skipped: list[str] = []
     for entry in reg.resume_candidates({e.checkpoint_id: e for e in mine}, None, latest_set):
         try:
-            payload, model_config, tokenizer = await asyncio.to_thread(
-                _read, store, entry, f"{store_prefix}/{target.run}")
+            payload, tokenizer, model_config = await asyncio.to_thread(
+                read_checkpoint, store, entry, f"{store_prefix}/{target.run}")
         except (StoreError, ValueError) as exc:
             skipped.append(f"{entry.checkpoint_id}: {exc}")
             continue
@@ -82,17 +79,3 @@ async def load_best(
                          tuple(skipped))
     raise SessionError(f"no checkpoint of profile `{profile}` could be read: " + "; ".join(skipped[:3]))
 
-
-def _read(store: CheckpointStore, entry: reg.CheckpointEntry, within: str
-          ) -> tuple[dict[str, Any], ModelConfig, Tokenizer]:
-    assert entry.storage is not None
-    payload = load_state(store.get(entry.storage, within=within))
-    try:
-        model_config = ModelConfig.from_dict(payload["model_config"])
-    except TypeError as exc:
-        raise ValueError(f"its model config is not valid ({exc})") from exc
-    check_model_config(payload, model_config)
-    tokenizer = from_checkpoint(str(payload.get("tokenizer", BYTES_ID)), payload.get("tokenizer_json"))
-    if tokenizer.vocab_size != model_config.vocab_size:
-        raise ValueError(f"its tokenizer has {tokenizer.vocab_size} tokens, its model {model_config.vocab_size}")
-    return payload, model_config, tokenizer

@@ -195,6 +195,12 @@ class Target:
     default_head: BranchHead
     branch: str | None
 
+    async def head(self, repo: ProgressRepository) -> BranchHead:
+        """The head of the branch the progress goes to (the default branch's is already read)."""
+        if self.branch in (None, self.default_head.name):
+            return self.default_head
+        return await repo.head(self.branch)
+
 
 async def locate(repo: ProgressRepository, request: SessionRequest) -> Target:
     default_head = await repo.head(None)
@@ -213,8 +219,7 @@ async def prepare(
     Only the files `data.include` selects are read, and none when together they are over `max_snapshot_bytes`.
     """
     config, run = target.config, target.run
-    branch = target.branch
-    head = target.default_head if branch in (None, target.default_head.name) else await repo.head(branch)
+    head = await target.head(repo)
     profile = config.profiles[request.profile]
     registry, notes = reg.parse_registry(await repo.read_file(metadata_path(config, run), head.oid))
     history = parse_history(await repo.read_file(f"{config.progress_dir}/{run}/history.jsonl", head.oid))

@@ -26,7 +26,7 @@ from app.repo_config import Profile
 from workers.session import registry as reg
 from workers.session.pretrained import PretrainedSources, read_pretrained
 from workers.session.store import CheckpointStore, StoreError
-from workers.trainer.checkpoint import load_state
+from workers.trainer.checkpoint import check_model_config, load_state
 from workers.trainer.data import SplitText
 from workers.trainer.model import ModelConfig
 from workers.trainer.tokenizer import BYTES, BYTES_ID, Tokenizer, bpe_family, from_checkpoint, train_bpe
@@ -63,6 +63,15 @@ def of_family(entry: reg.CheckpointEntry, accepted: list[tuple[str, str]]) -> bo
                for name, shape in accepted)
 
 
+def continuable(registry: reg.Registry, profile: Profile, shape_of: ShapeOf) -> list[reg.CheckpointEntry]:
+    """The restorable entries of every lineage this profile may continue: those started from its
+    `init_from`, else those of its tokenizer kind and network shape (`families`)."""
+    if profile.init_from:
+        return started_from(registry, profile.init_from)
+    accepted = families(profile, shape_of)
+    return [e for e in registry.values() if e.restorable and of_family(e, accepted)]
+
+
 def choose_tokenizer(
     store: CheckpointStore, registry: reg.Registry, profile: Profile, shape_of: ShapeOf, split: SplitText, *,
     fresh: bool, within: str, notes: list[str], unusable: set[str],
@@ -71,10 +80,7 @@ def choose_tokenizer(
     skipped with a note and added to `unusable`, as choosing a resume point does."""
     if profile.tokenizer == "bytes":
         return TokenizerChoice(BYTES)
-    accepted = families(profile, shape_of)
-    candidates = [] if fresh else sorted(
-        (e for e in registry.values() if e.restorable and of_family(e, accepted)), key=lambda e: e.latest_loss,
-    )
+    candidates = [] if fresh else sorted(continuable(registry, profile, shape_of), key=lambda e: e.latest_loss)
     for entry in candidates:
         if entry.fingerprint is not None and entry.fingerprint.tokenizer == BYTES_ID:
             return TokenizerChoice(BYTES)  # the byte lineage has the best checkpoint: it goes on
@@ -112,6 +118,11 @@ def base_model_of(entry: reg.CheckpointEntry) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def started_from(registry: reg.Registry, init_from: str) -> list[reg.CheckpointEntry]:
+    """The restorable entries of the lineages started from the pretrained model `init_from`."""
+    return [e for e in registry.values() if e.restorable and base_model_of(e) == init_from]
+
+
 def choose_base(
     store: CheckpointStore, registry: reg.Registry, profile: Profile, sources: PretrainedSources, *,
     fresh: bool, within: str, notes: list[str], unusable: set[str],
@@ -119,10 +130,7 @@ def choose_base(
     """For a profile with `init_from`: the lineage started from that model, continued from its best checkpoint
     (tokenizer and network from the payload, so the source is not read again), or a new one from the source."""
     assert profile.init_from is not None
-    candidates = [] if fresh else sorted(
-        (e for e in registry.values() if e.restorable and base_model_of(e) == profile.init_from),
-        key=lambda e: e.latest_loss,
-    )
+    candidates = [] if fresh else sorted(started_from(registry, profile.init_from), key=lambda e: e.latest_loss)
     for entry in candidates:
         found = _read_lineage(entry, store, within, notes, unusable)
         if found is not None:
@@ -138,19 +146,32 @@ def choose_base(
     return TokenizerChoice(base.tokenizer, {}, base.model_config, base.weights)
 
 
+def read_checkpoint(store: CheckpointStore, entry: reg.CheckpointEntry, within: str
+                    ) -> tuple[dict[str, Any], Tokenizer, ModelConfig]:
+    """An entry's payload with the tokenizer and network it carries, checked against each other and against
+    the entry. StoreError or ValueError when it does not read or does not agree."""
+    assert entry.storage is not None
+    payload = load_state(store.get(entry.storage, within=within))
+    try:
+        model_config = ModelConfig.from_dict(payload["model_config"])
+    except TypeError as exc:
+        raise ValueError(f"its model config is not valid ({exc})") from exc
+    check_model_config(payload, model_config)
+    tokenizer = from_checkpoint(str(payload.get("tokenizer", BYTES_ID)), payload.get("tokenizer_json"))
+    if entry.fingerprint is not None and tokenizer.id != entry.fingerprint.tokenizer:
+        raise ValueError(f"its weights carry tokenizer {tokenizer.id}, the registry says {entry.fingerprint.tokenizer}")
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise ValueError(f"its tokenizer has {tokenizer.vocab_size} tokens, its model {model_config.vocab_size}")
+    return payload, tokenizer, model_config
+
+
 def _read_lineage(entry: reg.CheckpointEntry, store: CheckpointStore, within: str, notes: list[str],
                   unusable: set[str]) -> TokenizerChoice | None:
     """The tokenizer and network the entry's payload carries; None (with a note) when it does not read or
     disagrees with its entry."""
-    assert entry.storage is not None and entry.fingerprint is not None
     try:
-        payload = load_state(store.get(entry.storage, within=within))
-        tokenizer = from_checkpoint(str(payload.get("tokenizer")), payload.get("tokenizer_json"))
-        model_config = ModelConfig.from_dict(payload["model_config"])
-        if tokenizer.id != entry.fingerprint.tokenizer:
-            raise ValueError(f"its weights carry tokenizer {tokenizer.id}, the registry says "
-                             f"{entry.fingerprint.tokenizer}")
-    except (StoreError, ValueError, TypeError) as exc:
+        payload, tokenizer, model_config = read_checkpoint(store, entry, within)
+    except (StoreError, ValueError) as exc:
         unusable.add(entry.checkpoint_id)
         notes.append(f"skipped {entry.checkpoint_id}: {exc}")
         return None

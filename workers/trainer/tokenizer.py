@@ -42,7 +42,8 @@ class Tokenizer(Protocol):
     def decode(self, ids: Sequence[int] | Tensor) -> bytes: ...
     @property
     def token_bytes(self) -> Tensor: ...  # float32 (vocab,): bytes each token stands for
-    def to_json(self) -> str | None: ...
+    def to_json(self) -> str | None: ...  # what a checkpoint carries (None: nothing to carry)
+    def hf_json(self) -> str: ...  # the `tokenizers` document an export writes as tokenizer.json
 
 
 class ByteTokenizer:

@@ -335,7 +335,7 @@ def _payload(
         "train_config": cfg.to_dict(),
         "iteration": iteration,
         "tokenizer": corpus.tokenizer.id,
-        **({"tokenizer_json": corpus.tokenizer.to_json()} if corpus.tokenizer.to_json() is not None else {}),
+        **({"tokenizer_json": document} if (document := corpus.tokenizer.to_json()) is not None else {}),
         "rng": rng,
         "sampler": {"kind": SAMPLER_KIND, "generator": sampler.get_state(), "batches": batches},
         "corpus_fingerprint": corpus.fingerprint(),
