@@ -49,12 +49,20 @@ def failed_output(reason: str) -> dict[str, Any]:
 def session_summary_markdown(
     *, profile: str, start: int, end: int, val_before: float, val_after: float, unigram: float,
     bpb_before: float, bpb_after: float, unigram_bpb: float,
-    elapsed_s: float, tokens_per_s: float, resumed_from: str | None, checkpoint_id: str, commit_oid: str,
-    commit_url: str | None, notes: tuple[str, ...],
+    elapsed_s: float, tokens_per_s: float, resumed_from: str | None, checkpoint_id: str, commit_oid: str | None,
+    commit_url: str | None, notes: tuple[str, ...], pull_number: int | None = None,
 ) -> str:
-    """Bits per byte first: it stays comparable if the tokenizer ever changes; the nats are the seed's figure."""
+    """Bits per byte first: it stays comparable if the tokenizer ever changes; the nats are the seed's figure.
+    `commit_oid` None: a pull request's session that committed nowhere (`pull_number` says which)."""
     origin = f"resumed from `{resumed_from}`" if resumed_from else "started from a fresh model"
-    commit = f"[`{commit_oid[:12]}`]({commit_url})" if commit_url else f"`{commit_oid[:12]}`"
+    if commit_oid is None:
+        base = (f"the base branch's best, `{resumed_from}`, scores on this pull request's validation text"
+                if resumed_from else "a fresh model scores (the base branch has no compatible checkpoint)")
+        commit = (f"not committed: this evaluates pull request #{pull_number} and leaves the base branch "
+                  f"untouched. **Before** is what {base}; **after** is that model trained on the pull "
+                  "request's text")
+    else:
+        commit = "committed in " + (f"[`{commit_oid[:12]}`]({commit_url})" if commit_url else f"`{commit_oid[:12]}`")
     lines = [
         f"The `{profile}` session trained {end - start} iterations ({start} → {end}), {origin}.",
         "",
@@ -65,7 +73,7 @@ def session_summary_markdown(
         f"| unigram baseline (bits per byte) | {unigram_bpb:.4f} | |",
         f"| unigram baseline (nats per token) | {unigram:.4f} | |",
         "",
-        f"{elapsed_s:.0f} s, {tokens_per_s:,.0f} tokens/s. Checkpoint `{checkpoint_id}`, committed in {commit}.",
+        f"{elapsed_s:.0f} s, {tokens_per_s:,.0f} tokens/s. Checkpoint `{checkpoint_id}`, {commit}.",
     ]
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines)

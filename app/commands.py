@@ -36,6 +36,12 @@ COMMANDS: tuple[CommandHelp, ...] = (
         "Stop this repository's queued and running sessions; a running one commits what it has trained.",
         ("/retrain cancel",),
     ),
+    CommandHelp(
+        "/retrain ok-to-test",
+        "On a pull request from a fork: approve its current head commit and start its session (with the base "
+        "branch's config). A new push needs a new approval. Needs the configured permission.",
+        ("/retrain ok-to-test",),
+    ),
     CommandHelp("/retrain help", "Show this help.", ("/retrain help",)),
 )
 
@@ -64,6 +70,13 @@ class CancelCommand:
 
 
 @dataclass(frozen=True)
+class ApproveCommand:
+    """`/retrain ok-to-test`: Prow's pattern for running what a fork's author wrote."""
+
+    line: str
+
+
+@dataclass(frozen=True)
 class InvalidCommand:
     """A `/retrain` line that could not be understood; `reason` is shown to the person."""
 
@@ -71,9 +84,9 @@ class InvalidCommand:
     reason: str
 
 
-ParsedCommand = TrainCommand | HelpCommand | StatusCommand | CancelCommand | InvalidCommand
-WORD_COMMANDS: dict[str, type[HelpCommand | StatusCommand | CancelCommand]] = {
-    "help": HelpCommand, "status": StatusCommand, "cancel": CancelCommand,
+ParsedCommand = TrainCommand | HelpCommand | StatusCommand | CancelCommand | ApproveCommand | InvalidCommand
+WORD_COMMANDS: dict[str, type[HelpCommand | StatusCommand | CancelCommand | ApproveCommand]] = {
+    "help": HelpCommand, "status": StatusCommand, "cancel": CancelCommand, "ok-to-test": ApproveCommand,
 }
 
 

@@ -175,6 +175,22 @@ class BranchFile:
 
 
 @dataclass(frozen=True)
+class PullRequest:
+    """What a session needs of a pull request: where its text is and where it would merge."""
+
+    number: int
+    head_sha: str
+    head_ref: str
+    head_repo: str | None  # owner/name; None when the fork was deleted
+    base_ref: str
+    state: str
+    merged: bool
+
+    def from_fork(self, repo: str) -> bool:
+        return self.head_repo != repo
+
+
+@dataclass(frozen=True)
 class CheckRun:
     id: int
     html_url: str | None
@@ -252,6 +268,20 @@ class GitHubClient:
         # folds maintain into write and triage into read. A custom role counts as its legacy permission.
         role = data.get("role_name")
         return role if role in ROLE_NAMES else str(data.get("permission", "none"))
+
+    @with_retries
+    async def pull_request(self, repo: str, number: int) -> PullRequest:
+        """The pull request as GitHub has it now (needs the `pull_requests` permission, read)."""
+        await self._authorize()
+        owner, name = split_repo(repo)
+        data = await self.gh.getitem("/repos/{owner}/{repo}/pulls/{number}",
+                                     {"owner": owner, "repo": name, "number": str(number)})
+        head, base = data["head"], data["base"]
+        return PullRequest(
+            number=int(data["number"]), head_sha=str(head["sha"]), head_ref=str(head["ref"]),
+            head_repo=(head.get("repo") or {}).get("full_name"), base_ref=str(base["ref"]),
+            state=str(data["state"]), merged=bool(data.get("merged")),
+        )
 
     @with_retries
     async def add_reaction(self, repo: str, comment_id: int, content: str) -> None:

@@ -17,6 +17,9 @@ from app.settings import Settings
 # What each kind of task may do; nothing more is asked for (the App's manifest grants at least this).
 EVENTS_PERMISSIONS = {"contents": "read", "issues": "write", "checks": "write", "metadata": "read"}
 SESSION_PERMISSIONS = {"contents": "write", "issues": "write", "checks": "write", "metadata": "read"}
+# Added to a task's token only for work on a pull request (reading its head and base), so an installation
+# that has not yet accepted the permission keeps working everywhere else.
+PULL_PERMISSIONS = {"pull_requests": "read"}
 REFRESH_MARGIN = timedelta(minutes=5)
 
 TokenKey = tuple[int, str | None, tuple[tuple[str, str], ...]]

@@ -42,7 +42,7 @@ def _template() -> str:
 def comment_event(
     body: str, *, sender: str = "alice", repo: str = "octo/demo", installation_id: int = 42,
     issue_number: int = 7, comment_id: int = 1001, action: str = "created", sender_type: str = "User",
-    github: GitHubEmulator | None = None,
+    github: GitHubEmulator | None = None, pull_request: bool = False,
 ) -> dict[str, Any]:
     """An `issue_comment` payload. With `github`, the emulator is told the comment was made (its issue and the
     comment exist there, as they do on GitHub for any real delivery), so the App can reply and react."""
@@ -54,6 +54,13 @@ def comment_event(
     payload["comment"]["user"].update(login=sender, type=sender_type)
     payload["sender"].update(login=sender, type=sender_type)
     payload["issue"]["number"] = issue_number
+    if pull_request:  # a comment in a pull request's conversation: GitHub marks its issue so
+        api = f"https://api.github.com/repos/{repo}/pulls/{issue_number}"
+        payload["issue"]["pull_request"] = {"url": api, "html_url": f"https://github.com/{repo}/pull/{issue_number}",
+                                            "diff_url": f"https://github.com/{repo}/pull/{issue_number}.diff",
+                                            "patch_url": f"https://github.com/{repo}/pull/{issue_number}.patch"}
+    else:
+        payload["issue"].pop("pull_request", None)
     payload["repository"].update(name=name, full_name=repo)
     payload["repository"]["owner"]["login"] = owner
     payload["installation"]["id"] = installation_id

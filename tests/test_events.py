@@ -36,7 +36,8 @@ def test_a_permitted_command_reacts_and_enqueues_exactly_this_message(github, se
         {
             "origin": {"repo": REPO, "installation_id": INSTALLATION_ID, "trigger": "issue_comment",
                        "sender": "alice", "delivery_id": "delivery-9", "issue_number": 7, "comment_id": 77,
-                       "line": "/retrain ci max_iters=12", "ref": None, "head_sha": None, "workflow": None,
+                       "line": "/retrain ci max_iters=12", "ref": None, "head_sha": None, "pull_number": None,
+                       "workflow": None,
                        "event_key": f"issue_comment:{REPO}:77", "signed_at": sent[0]["origin"]["signed_at"]},
             "request": {"session_id": session_id_for(f"issue_comment:{REPO}:77"), "profile": "ci", "max_iters": 12,
                         "trigger": "issue_comment", "sender": "alice", "delivery_id": "delivery-9",

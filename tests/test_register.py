@@ -24,7 +24,7 @@ from gidgethub.apps import get_jwt
 
 from app import cli
 from app.features import PLANNERS
-from app.github_auth import EVENTS_PERMISSIONS, SESSION_PERMISSIONS
+from app.github_auth import EVENTS_PERMISSIONS, PULL_PERMISSIONS, SESSION_PERMISSIONS
 from app.register import (
     MANIFEST_PATH,
     AppCredentials,
@@ -58,9 +58,11 @@ def _union(*grants: dict[str, str]) -> dict[str, str]:
 def test_manifest_asks_for_exactly_what_retrain_uses() -> None:
     manifest = load_manifest(MANIFEST_PATH)
     # Tokens are narrowed to these per task; workflow_run events need actions: read; metadata is always granted.
-    expected = _union(EVENTS_PERMISSIONS, SESSION_PERMISSIONS, {"metadata": "read", "actions": "read"})
+    expected = _union(EVENTS_PERMISSIONS, SESSION_PERMISSIONS, PULL_PERMISSIONS,
+                      {"metadata": "read", "actions": "read"})
     assert manifest["default_permissions"] == expected
-    assert "pull_requests" not in manifest["default_permissions"]  # PR comments are answered via the issues API
+    # Reading a pull request's head and base; its comments are answered through the issues API (issues: write).
+    assert manifest["default_permissions"]["pull_requests"] == "read"
     # Every handled event, except those GitHub delivers to every App and refuses as subscriptions.
     assert set(manifest["default_events"]) == set(PLANNERS) - {"installation", "installation_repositories"}
     assert len(manifest["default_events"]) == len(set(manifest["default_events"]))

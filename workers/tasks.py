@@ -31,6 +31,7 @@ from workers.celery_app import (
     TRAIN_QUEUE,
     celery_app,
 )
+from workers.coordination.approvals import PullApprovals
 from workers.coordination.budget import SessionBudgets
 from workers.coordination.drain import Drain
 from workers.coordination.live import LiveSession, LiveSessions
@@ -224,6 +225,7 @@ def admission(settings: Settings) -> Admission:
         session_starts(settings.redis_url, settings.delivery_ttl_s), settings.limits,
         budgets(settings.redis_url, settings.gpu_seconds_per_day),
         run_queue(settings.redis_url, settings.visibility_timeout_s),
+        PullApprovals(redis.Redis.from_url(settings.redis_url)),
     )
 
 

@@ -23,6 +23,7 @@ class Origin:
     line: str | None = None  # the command as typed, quoted in replies
     ref: str | None = None  # branch the trigger names (workflow runs), else the config's or the default
     head_sha: str | None = None  # commit the trigger refers to (check runs attach there)
+    pull_number: int | None = None  # a comment on a pull request: the session evaluates its text
     workflow: str | None = None  # workflow file path for workflow triggers; must be listed in the config
     # What GitHub signed that makes this event itself (the comment, the check run, the workflow run, the
     # dispatch's whole body): the session's identity, which a new delivery id cannot change.
@@ -40,6 +41,7 @@ class StartTraining:
     max_iters: int | None = None
     fresh: bool = False
     max_checkpoints: int | None = None  # per-trigger retention override (workflow_dispatch input)
+    approve: bool = False  # `/retrain ok-to-test`: approves a fork's pull request head before starting
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.commands import CancelCommand, HelpCommand, InvalidCommand, StatusCommand, find_command
+from app.commands import ApproveCommand, CancelCommand, HelpCommand, InvalidCommand, StatusCommand, find_command
 from app.features.decisions import (
     CancelSessions,
     Decision,
@@ -37,6 +37,7 @@ def plan_comment(delivery_id: str, payload: dict[str, Any]) -> Decision:
             sender=str(sender["login"]),
             delivery_id=delivery_id,
             issue_number=int(payload["issue"]["number"]),
+            pull_number=int(payload["issue"]["number"]) if payload["issue"].get("pull_request") else None,
             comment_id=int(comment["id"]),
             line=parsed.line,
             event_key=f"issue_comment:{payload['repository']['full_name']}:{int(comment['id'])}",
@@ -52,4 +53,8 @@ def plan_comment(delivery_id: str, payload: dict[str, Any]) -> Decision:
         return ShowStatus(origin)
     if isinstance(parsed, CancelCommand):
         return CancelSessions(origin)
+    if isinstance(parsed, ApproveCommand):
+        if origin.pull_number is None:
+            return RejectCommand(origin, "`/retrain ok-to-test` approves a pull request; this is an issue")
+        return StartTraining(origin, DEFAULT_PROFILE, approve=True)
     return StartTraining(origin, parsed.profile or DEFAULT_PROFILE, parsed.max_iters, fresh=parsed.fresh)

@@ -81,6 +81,7 @@ EMBEDDED: dict[str, Any] = {
             "issues/comments#create-an-issue-comment", _body({
                 "type": "object", "properties": {"body": _S}, "required": ["body"]}, True))},
         "/repos/{owner}/{repo}/contents/{path}": {"get": _op("repos/contents#get-repository-content")},
+        "/repos/{owner}/{repo}/pulls/{pull_number}": {"get": _op("pulls/pulls#get-a-pull-request")},
         "/repos/{owner}/{repo}/tarball/{ref}": {"get": _op("repos/contents#download-a-repository-archive-tar")},
         "/repos/{owner}/{repo}/check-runs": {"post": _op("reference/checks#create-a-check-run", _body(
             _check_run(["name", "head_sha"], ["queued", "in_progress", "completed"], ["title", "summary"]), True))},

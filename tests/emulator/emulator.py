@@ -33,7 +33,7 @@ from .injection import FaultInjection
 from .openapi import load_spec
 from .releases import release_json
 from .server import RecordedCall, make_app, make_codeload_app, make_uploads_app
-from .state import GITHUB_COMMITTER, ROLES, RepoState, next_id, user_json
+from .state import GITHUB_COMMITTER, ROLES, PullState, RepoState, next_id, now_iso, user_json
 from .uploads import new_asset
 
 __all__ = ["EXTERNAL", "GITHUB_COMMITTER", "GitHubEmulator", "RecordedCall"]
@@ -220,6 +220,60 @@ class GitHubEmulator(FaultInjection):
         oid = repo.git.resolve(at or repo.default_branch)
         if oid is None or not repo.git.update_ref(f"refs/heads/{branch}", oid, ZERO_OID):
             raise ValueError(f"cannot create {branch} at {at} in {full_name}")
+        return oid
+
+    def open_pull(self, full_name: str, head: str, *, base: str | None = None, author: str = "alice",
+                  title: str = "More text") -> int:
+        """A pull request from the branch `head` of this repository into `base` (default branch); its number.
+        Its head follows the branch, as GitHub's does when someone pushes to it."""
+        repo = self.repos[full_name]
+        if repo.git.branch_head(head) is None:
+            raise ValueError(f"{full_name} has no branch {head}")
+        return self._add_pull(repo, PullState(0, title, author, head, base or repo.default_branch))
+
+    def open_fork_pull(self, full_name: str, fork_owner: str, files: dict[str, bytes | None], *,
+                       head: str = "main", base: str | None = None, title: str = "More text") -> int:
+        """A pull request from `fork_owner`'s fork, whose head commit changes `files` on top of the base
+        branch's head; its number. The fork's commits land in the base repository as refs/pull/N/head."""
+        repo = self.repos[full_name]
+        self.add_user(fork_owner)
+        number = self._add_pull(repo, PullState(0, title, fork_owner, head, base or repo.default_branch,
+                                                fork_owner=fork_owner))
+        self.push_to_fork_pull(full_name, number, files)
+        return number
+
+    def push_to_fork_pull(self, full_name: str, number: int, files: dict[str, bytes | None]) -> str:
+        """The fork's author pushes a commit changing `files` to the pull request's head; the new head."""
+        repo = self.repos[full_name]
+        pull = repo.pulls[number]
+        parent = repo.git.resolve(pull.pull_ref) or repo.git.branch_head(pull.base_ref)
+        scratch = f"emulator-fork-{number}-{next_id()}"  # written as a branch, then moved out of refs/heads
+        oid = repo.git.commit(scratch, files, "fork change", author=EXTERNAL, committer=EXTERNAL,
+                              expected_head=None, base=parent)
+        repo.git.git("update-ref", pull.pull_ref, oid)
+        repo.git.git("update-ref", "-d", f"refs/heads/{scratch}")
+        return oid
+
+    def _add_pull(self, repo: RepoState, pull: PullState) -> int:
+        number = self.open_issue(repo.full_name, pull_request=True)
+        pull.number, pull.created_at = number, now_iso()
+        repo.pulls[number] = pull
+        self.add_user(pull.author)
+        return number
+
+    def merge_pull(self, full_name: str, number: int) -> str:
+        """Merge a same-repository pull request (a merge commit on the base branch); the new base head."""
+        repo = self.repos[full_name]
+        pull = repo.pulls[number]
+        head = repo.git.resolve(pull.pull_ref if pull.fork_owner else f"refs/heads/{pull.head_ref}")
+        base = repo.git.branch_head(pull.base_ref)
+        assert head and base
+        tree = repo.git.git("merge-tree", "--write-tree", base, head).stdout.decode().split()[0]
+        oid = repo.git.commit_tree(tree, [base, head], f"Merge pull request #{number}", author=EXTERNAL,
+                                   committer=EXTERNAL)
+        if not repo.git.update_ref(f"refs/heads/{pull.base_ref}", oid, base):
+            raise RuntimeError("the base branch moved during the merge")
+        pull.state, pull.merged = "closed", True
         return oid
 
     # --- inspecting state ------------------------------------------------------------------------------

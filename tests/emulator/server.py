@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import apps, checks, gitdata, hooks, listing, releases, rest, uploads, versions
+from . import apps, checks, gitdata, hooks, listing, pulls, releases, rest, uploads, versions
 from .auth import AuthError, bearer
 from .faults import (
     DROP_CONNECTION,
@@ -33,7 +33,7 @@ _GRAPHQL_OP: Any = web.RequestKey("graphql_operation", str) if hasattr(web, "Req
 _TARBALL_NO_REF = re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/tarball/?$")
 HANDLERS: dict[tuple[str, str], rest.Handler] = {**rest.HANDLERS, **checks.HANDLERS, **gitdata.HANDLERS,
                                                  **hooks.HANDLERS, **apps.HANDLERS, **listing.HANDLERS,
-                                                 **releases.HANDLERS}
+                                                 **releases.HANDLERS, **pulls.HANDLERS}
 
 
 @dataclass(frozen=True)

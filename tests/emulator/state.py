@@ -39,6 +39,25 @@ def now_iso() -> str:
 
 
 @dataclass
+class PullState:
+    """A pull request (tests/emulator/pulls.py answers for it)."""
+
+    number: int
+    title: str
+    author: str
+    head_ref: str  # the head branch's name, in the head repository
+    base_ref: str
+    fork_owner: str | None = None  # None: the head branch is in this repository
+    state: str = "open"
+    merged: bool = False
+    created_at: str = ""
+
+    @property
+    def pull_ref(self) -> str:
+        return f"refs/pull/{self.number}/head"
+
+
+@dataclass
 class RepoState:
     """One emulated repository: its git directory plus what the API has written to it."""
 
@@ -51,6 +70,7 @@ class RepoState:
     roles: dict[str, str] = field(default_factory=dict)  # login -> one of ROLES
     # Issues and pull requests that exist (they share one sequence of numbers) -> "issue" or "pull_request"
     issues: dict[int, str] = field(default_factory=dict)
+    pulls: dict[int, PullState] = field(default_factory=dict)  # the pull requests among them
     comment_issues: dict[int, int] = field(default_factory=dict)  # every comment that exists -> its issue number
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # issue -> the App's comment objects
     reactions: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # comment id -> reactions

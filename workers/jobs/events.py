@@ -10,7 +10,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from http import HTTPStatus
 from typing import Any
@@ -34,12 +34,13 @@ from app.features.decisions import (
     StartTraining,
     SyncSchedules,
 )
-from app.github import CheckRun, GitHubClient, installation_client
-from app.github_auth import EVENTS_PERMISSIONS, TokenCache
+from app.github import CheckRun, GitHubClient, PullRequest, installation_client
+from app.github_auth import EVENTS_PERMISSIONS, PULL_PERMISSIONS, TokenCache
 from app.github_retry import requested_wait_s
 from app.limits import Limits, profile_problems
 from app.repo_config import CONFIG_PATH, RepoConfig, parse_repo_config
 from app.settings import Settings
+from workers.coordination.approvals import PullApprovals
 from workers.coordination.budget import BudgetSpent, SessionBudgets
 from workers.coordination.live import LiveSessions, status_rows
 from workers.coordination.live import for_url as live_for_url
@@ -106,13 +107,14 @@ class Admission:
     limits: Limits
     budgets: SessionBudgets
     run_queue: RunQueue
+    approvals: PullApprovals | None = None  # none: no fork's pull request can be approved
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Admission:
         client = redis.Redis.from_url(settings.redis_url)
         return cls(SessionStarts(client, settings.delivery_ttl_s), settings.limits,
                    SessionBudgets(client, settings.gpu_seconds_per_day),
-                   RunQueue(client, settings.visibility_timeout_s))
+                   RunQueue(client, settings.visibility_timeout_s), PullApprovals(client))
 
 
 async def handle_event(
@@ -160,16 +162,25 @@ async def _carry_out(
     live: LiveSessions | None, admission: Admission, acted: list[str],
 ) -> str:
     origin = decision.origin
+    on_pull = isinstance(decision, StartTraining) and origin.pull_number is not None
+    permissions = EVENTS_PERMISSIONS | PULL_PERMISSIONS if on_pull else EVENTS_PERMISSIONS
     async with installation_client(
-        settings, origin.installation_id, repo=origin.repo, permissions=EVENTS_PERMISSIONS, tokens=tokens
+        settings, origin.installation_id, repo=origin.repo, permissions=permissions, tokens=tokens
     ) as gh:
         feedback = Feedback(gh, origin)
         if isinstance(decision, RejectCommand):
             await feedback.react("confused")
             await feedback.problem(replies.rejected(origin, decision.reason), decision.reason)
             return "rejected: malformed command"
+        pull = await gh.pull_request(origin.repo, origin.pull_number) if on_pull and origin.pull_number else None
+        if pull is not None and origin.issue_number is None:  # a pull request's button: answer on the pull request
+            origin = replace(origin, issue_number=pull.number)
+            decision = replace(decision, origin=origin)
+            feedback = Feedback(gh, origin)
+        # A pull request runs with its base branch's config, never the one its head carries.
+        config_at = pull.base_ref if pull is not None else origin.head_sha or origin.ref
         try:
-            config = parse_repo_config(await gh.read_file(origin.repo, CONFIG_PATH, origin.head_sha or origin.ref))
+            config = parse_repo_config(await gh.read_file(origin.repo, CONFIG_PATH, config_at))
         except ConfigError as exc:
             await feedback.problem(replies.failed(origin, str(exc)), str(exc))
             return "rejected: invalid repository config"
@@ -187,12 +198,12 @@ async def _carry_out(
             acted.append("cancelled")
             await feedback.reply(replies.cancelled(origin, [s.session_id for s in asked]))
             return f"cancel requested for {len(asked)} session(s)"
-        return await start(gh, feedback, config, decision, enqueue_session, admission)
+        return await start(gh, feedback, config, decision, enqueue_session, admission, pull)
 
 
 async def start(
     gh: GitHubClient, feedback: Feedback, config: RepoConfig, decision: StartTraining, enqueue: EnqueueSession,
-    admission: Admission,
+    admission: Admission, pull: PullRequest | None = None,
 ) -> str:
     origin = decision.origin
     if origin.workflow is not None and origin.workflow not in config.workflows:
@@ -200,6 +211,16 @@ async def start(
     session_id = session_id_of(origin)
     if origin.trigger not in ("workflow_run", "schedule") and not await allowed(gh, feedback, config, origin):
         return f"refused: {origin.sender} may not start sessions"
+    if pull is not None:
+        refusal = pull_refusal(pull, origin, decision, admission.approvals)
+        if refusal is not None:
+            await feedback.react("confused")
+            await feedback.problem(replies.rejected(origin, refusal), refusal)
+            return f"refused: {refusal}"
+        # The session reads the base branch's registry and the pull request's text; its check run goes on
+        # the pull request's head.
+        origin = replace(origin, ref=pull.base_ref, head_sha=pull.head_sha)
+        decision = replace(decision, origin=origin)
     if decision.profile not in config.profiles:
         reason = f"unknown profile `{decision.profile}`; valid profiles: {', '.join(sorted(config.profiles))}"
         await feedback.react("confused")
@@ -223,7 +244,7 @@ async def start(
                                       output=check_output.withdrawn_output())
         raise
     run_queue = admission.run_queue
-    run = config.run_name(decision.profile)
+    run = queue_name(config.run_name(decision.profile), pull)
     claim = run_queue.claim(origin.repo, run, session_id)
     if claim.kind == "coalesced":
         await feedback.reply(replies.coalesced(origin, decision.profile, claim.other))
@@ -237,6 +258,7 @@ async def start(
                     "session_id": session_id, "profile": decision.profile, "max_iters": decision.max_iters,
                     "trigger": origin.trigger, "sender": origin.sender, "delivery_id": origin.delivery_id,
                     "fresh": decision.fresh, "max_checkpoints": decision.max_checkpoints, "branch": origin.ref,
+                    **({} if pull is None else pull_request_fields(pull, origin.repo, config)),
                 },
                 "check_run_id": check.id,
                 "check_url": check.html_url,
@@ -252,6 +274,38 @@ async def start(
     return f"enqueued session {session_id}" + (f" behind {claim.other}" if claim.kind == "follow_up" else "")
 
 
+def pull_refusal(pull: PullRequest, origin: Origin, decision: StartTraining, approvals: PullApprovals | None
+                 ) -> str | None:
+    """Why a pull request's session may not start (None: it may). The sender's permission is checked
+    already; a fork's head also needs an explicit approval of that very commit."""
+    if pull.state != "open":
+        return f"pull request #{pull.number} is {pull.state}; Retrain evaluates open pull requests"
+    if not pull.from_fork(origin.repo):
+        return None
+    if approvals is None:
+        return "pull requests from forks cannot be approved on this deployment"
+    if decision.approve:
+        approvals.approve(origin.repo, pull.number, pull.head_sha, origin.sender or "")
+        return None
+    if approvals.approved_by(origin.repo, pull.number, pull.head_sha) is None:
+        return (f"pull request #{pull.number} comes from a fork, and its head `{pull.head_sha[:7]}` is not approved: "
+                "someone with the configured permission approves it with `/retrain ok-to-test` (each new push "
+                "needs approving again)")
+    return None
+
+
+def queue_name(run: str, pull: PullRequest | None) -> str:
+    """A pull request's sessions queue on their own: they never commit to the base branch, so they need not
+    wait for its sessions (nor hold them up)."""
+    return run if pull is None else f"{run}:pull-{pull.number}"
+
+
+def pull_request_fields(pull: PullRequest, repo: str, config: RepoConfig) -> dict[str, Any]:
+    """What the session request says of its pull request (see SessionRequest)."""
+    return {"pull_number": pull.number, "pull_head_sha": pull.head_sha, "pull_head_ref": pull.head_ref,
+            "pull_commit": config.pull_requests.commit and not pull.from_fork(repo)}
+
+
 async def queued_check_run(gh: GitHubClient, starts: SessionStarts, decision: StartTraining, session_id: str,
                            config: RepoConfig) -> CheckRun:
     """The session's one queued check run: the one an earlier go at this event made (remembered, or found by
@@ -262,7 +316,7 @@ async def queued_check_run(gh: GitHubClient, starts: SessionStarts, decision: St
     head_sha = origin.head_sha or (await gh.branch_head(origin.repo, config.branch or origin.ref)).oid
     check = await gh.create_check_run(
         origin.repo, name=check_output.check_name(decision.profile), head_sha=head_sha, status="queued",
-        external_id=external_id(decision.profile, session_id), look_first=True,
+        external_id=external_id(decision.profile, session_id, origin.pull_number), look_first=True,
         output=check_output.queued_output(decision.profile, origin.trigger, origin.sender),
     )
     starts.remember_check_run(session_id, {"id": check.id, "html_url": check.html_url})

@@ -70,8 +70,10 @@ class SessionReporter:
     async def finished(self, result: SessionResult, more: tuple[str, ...] = ()) -> None:
         """`more`: lines about what followed the commit (publishing), listed after the session's notes."""
         facts = result.facts
-        commit_url = f"{self._web_url}/{self._origin.repo}/commit/{result.commit_oid}"
-        chart_url = f"{self._web_url}/{self._origin.repo}/raw/{result.commit_oid}/{facts.run_dir}/loss.svg"
+        committed = result.commit_oid is not None
+        commit_url = f"{self._web_url}/{self._origin.repo}/commit/{result.commit_oid}" if committed else None
+        chart_url = (f"{self._web_url}/{self._origin.repo}/raw/{result.commit_oid}/{facts.run_dir}/loss.svg"
+                     if committed else None)
         summary = check_output.session_summary_markdown(
             profile=facts.profile, start=facts.start_iteration, end=facts.end_iteration,
             val_before=facts.val_loss_before, val_after=facts.val_loss_after, unigram=facts.unigram_val_loss,
@@ -79,7 +81,7 @@ class SessionReporter:
             unigram_bpb=bits_per_byte(facts.unigram_val_loss),
             elapsed_s=(facts.finished_at - facts.started_at).total_seconds(), tokens_per_s=facts.tokens_per_s,
             resumed_from=facts.parent_checkpoint, checkpoint_id=facts.checkpoint_id, commit_oid=result.commit_oid,
-            commit_url=commit_url, notes=(*facts.notes, *more),
+            commit_url=commit_url, notes=(*facts.notes, *more), pull_number=self._origin.pull_number,
         )
         title = (f"val {facts.val_bpb_before:.4f} → {facts.val_bpb_after:.4f} bits/byte "
                  f"in {facts.iterations} iterations")

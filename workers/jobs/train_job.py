@@ -207,6 +207,12 @@ async def run_github_session(
             result.facts.stopped or "", "committed"))
         TELEMETRY.gauge("retrain_validation_loss", result.facts.val_loss_after, **series)
         TELEMETRY.gauge("retrain_validation_bits_per_byte", result.facts.val_bpb_after, **series)
+        if result.commit_oid is None:  # a pull request's evaluation: nothing committed, nothing to publish
+            await reporter.finished(result)
+            return f"session {sid} evaluated pull request #{request.pull_number}; nothing committed"
+        if request.pull_number is not None:  # committed to the pull request's branch: releases come from its base
+            await reporter.finished(result)
+            return f"session {sid} committed {result.commit_oid} to pull request #{request.pull_number}'s branch"
         published = await publish_if_best(
             gh, store, repo=origin.repo, profile=request.profile, branch=result.branch,
             checkpoint_id=result.checkpoint_id, commit_sha=result.commit_oid, config=result.config,

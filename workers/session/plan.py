@@ -45,6 +45,13 @@ class SessionRequest:
     fresh: bool = False  # start from a new model; earlier checkpoints stay in the registry and the store
     max_checkpoints: int | None = None  # this session's retention, overriding the config's
     branch: str | None = None  # the trigger's branch; the config's `branch` wins, then the default branch
+    # A `/retrain` on a pull request (see workers/jobs/events.py): the session trains on the text at its head
+    # from the base branch's (`branch`) best checkpoint, and commits nowhere unless `pull_commit`, when the
+    # pull request's own branch (of this repository) receives the progress.
+    pull_number: int | None = None
+    pull_head_sha: str | None = None
+    pull_head_ref: str | None = None
+    pull_commit: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,6 +191,11 @@ class SessionPlan:
     reevaluation: Reevaluation = Reevaluation()
     unusable: frozenset[str] = frozenset()  # checkpoints whose objects failed to verify: retention drops them first
     initial_weights: dict[str, Any] | None = None  # init_from, a new lineage: where a fresh model starts
+    data_oid: str | None = None  # the commit the text was read at, when not the head (a pull request's)
+
+    @property
+    def data_commit(self) -> str:
+        return self.data_oid or self.head.oid
 
 
 @dataclass(frozen=True)
@@ -194,6 +206,14 @@ class Target:
     run: str
     default_head: BranchHead
     branch: str | None
+    pull_number: int | None = None
+    data_oid: str | None = None  # where the training text is read, when not at the head
+    evaluate_only: bool = False  # a pull request's session that commits nowhere
+
+    @property
+    def lock_name(self) -> str:
+        """The run's queue and lease: a pull request's sessions have their own (workers/jobs/events.py)."""
+        return self.run if self.pull_number is None else f"{self.run}:pull-{self.pull_number}"
 
     async def head(self, repo: ProgressRepository) -> BranchHead:
         """The head of the branch the progress goes to (the default branch's is already read)."""
@@ -207,7 +227,15 @@ async def locate(repo: ProgressRepository, request: SessionRequest) -> Target:
     config = parse_repo_config(await repo.read_file(CONFIG_PATH, default_head.oid))
     if request.profile not in config.profiles:
         raise SessionError(f"unknown profile `{request.profile}`; this repository has: {', '.join(config.profiles)}")
-    return Target(config, config.run_name(request.profile), default_head, config.branch or request.branch)
+    run = config.run_name(request.profile)
+    if request.pull_number is None:
+        return Target(config, run, default_head, config.branch or request.branch)
+    if not request.pull_head_sha:
+        raise SessionError(f"pull request #{request.pull_number}: the request names no head commit")
+    if request.pull_commit and request.pull_head_ref:  # its progress goes to its branch, as a branch session's
+        return Target(config, run, default_head, request.pull_head_ref, request.pull_number)
+    return Target(config, run, default_head, config.branch or request.branch, request.pull_number,
+                  data_oid=request.pull_head_sha, evaluate_only=True)
 
 
 async def prepare(
@@ -228,7 +256,7 @@ async def prepare(
     pending = await asyncio.to_thread(find_pending, store, run_folder, registry, notes)
     registry = reg.merge(registry, {e.checkpoint_id: e for e in pending.entries})
     selected = selection(config.data.include, exclude_dirs=[config.progress_dir])
-    files = await repo.files(head.oid, selected, max_bytes=max_snapshot_bytes)
+    files = await repo.files(target.data_oid or head.oid, selected, max_bytes=max_snapshot_bytes)
     unusable: set[str] = set()
     if profile.init_from:  # the pretrained model's network and tokenizer, so its context decides the split
         choice = await asyncio.to_thread(
@@ -279,6 +307,7 @@ async def prepare(
         train_config=train_config_for(profile, request.max_iters, request.session_id), fingerprint=fingerprint,
         resume=resume, notes=notes, pending=pending, committed=committed, reevaluation=reevaluation,
         unusable=frozenset(unusable), initial_weights=choice.initial_weights if resume is None else None,
+        data_oid=target.data_oid,
     )
 
 

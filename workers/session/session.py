@@ -60,8 +60,8 @@ __all__ = ["AlreadyCommitted", "Controls", "SessionPaused", "SessionRequest", "S
 @dataclass(frozen=True)
 class SessionResult:
     facts: SessionFacts
-    commit_oid: str
-    branch: str
+    commit_oid: str | None  # None: a pull request's session that commits nowhere
+    branch: str | None
     stopped: str | None = None  # see SessionFacts.stopped
     config: RepoConfig | None = None  # the config the session read (publishing asks it, without reading it again)
 
@@ -138,7 +138,7 @@ async def run_session(
                                     request.max_iters)
         if problems:
             raise SessionError("; ".join(problems))
-    lease = await asyncio.to_thread(controls.hold_run, target.run) if controls.hold_run else None
+    lease = await asyncio.to_thread(controls.hold_run, target.lock_name) if controls.hold_run else None
     try:
         if controls.on_start is not None:
             cap = await controls.on_start()
@@ -148,6 +148,8 @@ async def run_session(
                              pretrained=controls.pretrained)
         if plan.committed is not None:
             raise AlreadyCommitted(plan.committed)
+        if target.evaluate_only:
+            return await _evaluate_pull(store, request, f"{store_prefix}/{plan.run}", plan, controls, clock_start)
         return await _train_and_commit(repo, store, request, store_prefix, plan, controls, clock_start, lease)
     finally:
         if lease is not None:
@@ -180,6 +182,23 @@ async def _train_and_commit(
     except Exception:
         log.warning("session %s committed; cleaning up the store failed", request.session_id, exc_info=True)
     return SessionResult(facts=facts, commit_oid=commit_oid, branch=branch, stopped=facts.stopped, config=plan.config)
+
+
+async def _evaluate_pull(
+    store: CheckpointStore, request: SessionRequest, run_folder: str, plan: SessionPlan, controls: Controls,
+    clock_start: float,
+) -> SessionResult:
+    """A pull request's session that commits nowhere: train on its text from the base branch's best and report.
+    Its weights stay in the store under the run's `pulls/<number>/` folder, where no base-branch session
+    takes them for its own uncommitted work (workers/session/pending.py reads the run's folder only)."""
+    pull_folder = f"{run_folder}/pulls/{request.pull_number}"
+    inflight = inflight_key(pull_folder, request.session_id)
+    facts_key = inflight.removesuffix(".pt") + ".facts.json"
+    facts = await asyncio.to_thread(load_finished, store, facts_key, plan.notes, pull_folder)
+    if facts is None:
+        facts = await _train(store, request, plan, controls, clock_start, pull_folder, inflight)
+        await asyncio.to_thread(store.put, facts_key, dump_facts(facts))
+    return SessionResult(facts=facts, commit_oid=None, branch=None, stopped=facts.stopped, config=plan.config)
 
 
 async def _train(
@@ -336,5 +355,5 @@ def session_facts(
         storage=stored, fingerprint=plan.fingerprint, notes=tuple(plan.notes), stopped=stopped,
         loss_curve=tuple((int(i), loss * per_byte) for i, loss in downsample(result.losses, result.start_iteration)),
         evaluations=dict(plan.reevaluation.losses), reevaluation_s=plan.reevaluation.seconds,
-        data_commit=plan.head.oid,
+        data_commit=plan.data_commit,
     )
