@@ -4,14 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.commands import CancelCommand, HelpCommand, InvalidCommand, StatusCommand, find_command
+from app.commands import (
+    CancelCommand,
+    HelpCommand,
+    HistoryCommand,
+    InvalidCommand,
+    SampleCommand,
+    StatusCommand,
+    find_command,
+)
 from app.features.decisions import (
     CancelSessions,
     Decision,
     Ignore,
     Origin,
     RejectCommand,
+    SampleText,
     ShowHelp,
+    ShowHistory,
     ShowStatus,
     StartTraining,
 )
@@ -52,4 +62,8 @@ def plan_comment(delivery_id: str, payload: dict[str, Any]) -> Decision:
         return ShowStatus(origin)
     if isinstance(parsed, CancelCommand):
         return CancelSessions(origin)
+    if isinstance(parsed, HistoryCommand):
+        return ShowHistory(origin)
+    if isinstance(parsed, SampleCommand):
+        return SampleText(origin, parsed.profile or DEFAULT_PROFILE, parsed.prompt)
     return StartTraining(origin, parsed.profile or DEFAULT_PROFILE, parsed.max_iters, fresh=parsed.fresh)
