@@ -10,8 +10,10 @@ from typing import Any
 
 from app import replies
 from app.features.decisions import Origin
-from app.github import MAX_COMMENT_CHARS
+from app.github import MAX_COMMENT_CHARS, PATH_COMMITS_QUERY
 from tests.conftest import INSTALLATION_ID, REPO
+from tests.emulator.harness import Env
+from tests.emulator.harness import env as env  # the module-scoped emulator fixture
 from tests.payloads import comment_event
 from workers.jobs.events import handle_event
 from workers.jobs.history import (
@@ -111,3 +113,19 @@ def test_history_against_the_emulator_links_each_sessions_commit(github, setting
     assert c2[:7] in rows[0] and c1 in rows[1] and "(alice)" in rows[1]
     assert len(reply["body"]) <= MAX_COMMENT_CHARS
     assert emu.violations == []
+
+
+def test_the_emulators_commit_history_lists_only_the_paths_commits_and_keeps_githubs_page_limit(env: Env) -> None:
+    touched = env.emu.commit_files("octo/demo", {"runs/h.jsonl": b"1\n"}, message="first")
+    env.emu.commit_files("octo/demo", {"other.txt": b"x"}, message="elsewhere")
+    again = env.emu.commit_files("octo/demo", {"runs/h.jsonl": b"1\n2\n"}, message="second")
+    out = env.gql(PATH_COMMITS_QUERY, owner="octo", name="demo", qualifiedName="refs/heads/main", path="runs/h.jsonl",
+                  first=100)
+    repo = out["data"]["repository"]
+    nodes = repo["ref"]["target"]["history"]["nodes"]
+    assert [(n["oid"], n["message"]) for n in nodes] == [(again, "second"), (touched, "first")]
+    assert repo["defaultBranchRef"] == repo["ref"]
+    before = len(env.emu.violations)
+    over = env.gql(PATH_COMMITS_QUERY, owner="octo", name="demo", qualifiedName="refs/heads/main", path="x", first=101)
+    assert over["errors"][0]["type"] == "EXCESSIVE_PAGINATION"
+    del env.emu.violations[before:]
