@@ -13,6 +13,9 @@ COMMAND_LINE = re.compile(r"^/retrain(?:[ \t]+(?P<args>.*))?$")
 FENCE = re.compile(r"^\s*(```|~~~)")
 MAX_ITERS_ARG = re.compile(r"^max_iters=(?P<n>\d{1,9})$")
 FRESH_CONFIRM = "fresh=confirm"
+SAMPLE_LINE = re.compile(r"^/retrain[ \t]+sample(?:[ \t]+(?P<rest>.*))?$")
+SAMPLE_PROFILE = re.compile(r"^profile=(?P<name>[A-Za-z0-9_-]{1,40})(?:[ \t]+|$)")
+MAX_PROMPT_CHARS = 500  # a prompt is a line of a comment; the model sees at most its block size of it anyway
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,19 @@ COMMANDS: tuple[CommandHelp, ...] = (
         "/retrain cancel",
         "Stop this repository's queued and running sessions; a running one commits what it has trained.",
         ("/retrain cancel",),
+    ),
+    CommandHelp(
+        "/retrain history",
+        "Show the repository's last training sessions across its runs: iterations, validation bits per byte "
+        "before and after, and the commit each one made.",
+        ("/retrain history",),
+    ),
+    CommandHelp(
+        "/retrain sample [profile=NAME] [prompt]",
+        "Reply with text the profile's best checkpoint (default `ci`) writes after the prompt (the rest of the "
+        f"line, at most {MAX_PROMPT_CHARS} characters; default: a new line). Needs the same permission as "
+        "training; a few samples per hour per repository.",
+        ("/retrain sample", "/retrain sample Once upon a time", "/retrain sample profile=full The echo"),
     ),
     CommandHelp(
         "/retrain ok-to-test",
@@ -77,6 +93,20 @@ class ApproveCommand:
 
 
 @dataclass(frozen=True)
+class HistoryCommand:
+    line: str
+
+
+@dataclass(frozen=True)
+class SampleCommand:
+    """`prompt` is the commenter's text, untrusted: bounded here, fenced in the reply."""
+
+    line: str
+    prompt: str = ""
+    profile: str | None = None
+
+
+@dataclass(frozen=True)
 class InvalidCommand:
     """A `/retrain` line that could not be understood; `reason` is shown to the person."""
 
@@ -84,9 +114,13 @@ class InvalidCommand:
     reason: str
 
 
-ParsedCommand = TrainCommand | HelpCommand | StatusCommand | CancelCommand | ApproveCommand | InvalidCommand
-WORD_COMMANDS: dict[str, type[HelpCommand | StatusCommand | CancelCommand | ApproveCommand]] = {
-    "help": HelpCommand, "status": StatusCommand, "cancel": CancelCommand, "ok-to-test": ApproveCommand,
+ParsedCommand = (
+    TrainCommand | HelpCommand | StatusCommand | CancelCommand | HistoryCommand | SampleCommand | ApproveCommand
+    | InvalidCommand
+)
+WORD_COMMANDS: dict[str, type[HelpCommand | StatusCommand | CancelCommand | HistoryCommand | ApproveCommand]] = {
+    "help": HelpCommand, "status": StatusCommand, "cancel": CancelCommand, "history": HistoryCommand,
+    "ok-to-test": ApproveCommand,
 }
 
 
@@ -117,6 +151,8 @@ def parse_command(line: str) -> ParsedCommand | None:
     if match is None:
         return None
     args = (match["args"] or "").split()
+    if args[:1] == ["sample"]:
+        return parse_sample(line)
     if len(args) == 1 and args[0] in WORD_COMMANDS:
         return WORD_COMMANDS[args[0]](line)
     usage = f"usage: `{COMMANDS[0].usage}`"
@@ -140,6 +176,20 @@ def parse_command(line: str) -> ParsedCommand | None:
         else:
             return InvalidCommand(line, f"more than one profile given (`{profile}`, `{arg}`); {usage}")
     return TrainCommand(line=line, profile=profile, max_iters=max_iters, fresh=fresh)
+
+
+def parse_sample(line: str) -> SampleCommand | InvalidCommand:
+    """`/retrain sample [profile=NAME] [prompt]`: the prompt is the rest of the line, as typed."""
+    match = SAMPLE_LINE.match(line)
+    rest = (match["rest"] if match else "") or ""
+    profile = SAMPLE_PROFILE.match(rest)
+    if profile is not None:
+        rest = rest[profile.end():]
+    prompt = rest.strip()
+    if len(prompt) > MAX_PROMPT_CHARS:
+        return InvalidCommand(line, f"the prompt is {len(prompt):,} characters; a sample's prompt is at most "
+                                    f"{MAX_PROMPT_CHARS}")
+    return SampleCommand(line, prompt=prompt, profile=profile["name"] if profile else None)
 
 
 def find_command(body: str) -> ParsedCommand | None:

@@ -73,6 +73,19 @@ query BranchFiles($owner: String!, $name: String!, $path: String!, $first: Int!,
 }
 """
 
+# The newest commits on a branch that touched one path, with their messages: `/retrain history` finds each
+# session's commit by the `Session: <id>` line its message carries.
+PATH_COMMITS_QUERY = """
+query PathCommits($owner: String!, $name: String!, $qualifiedName: String!, $path: String!, $first: Int!) {
+  repository(owner: $owner, name: $name) {
+    defaultBranchRef { target { ... on Commit { history(first: $first, path: $path) { nodes { oid message } } } } }
+    ref(qualifiedName: $qualifiedName) {
+      target { ... on Commit { history(first: $first, path: $path) { nodes { oid message } } } }
+    }
+  }
+}
+"""
+
 COMMIT_MUTATION = """
 mutation($input: CreateCommitOnBranchInput!) {
   createCommitOnBranch(input: $input) { commit { oid url } }
@@ -435,6 +448,23 @@ class GitHubClient:
         if not ref or not ref.get("target"):
             raise BranchNotFound(f"branch {branch or '(default)'} not found in {repo}")
         return BranchHead(name=ref["name"], oid=ref["target"]["oid"])
+
+    @with_retries
+    async def path_commits(self, repo: str, branch: str | None, path: str, *, first: int = 100
+                           ) -> list[tuple[str, str]]:
+        """(oid, message) of the newest `first` (GitHub's limit: 100) commits on `branch` (default branch when
+        None) that changed `path`, newest first; none when the branch is missing."""
+        await self._authorize()
+        owner, name = split_repo(repo)
+        qualified = f"refs/heads/{branch}" if branch else "refs/heads/"
+        data = await self.gh.graphql(
+            PATH_COMMITS_QUERY, endpoint=self._graphql_url, owner=owner, name=name, qualifiedName=qualified,
+            path=path, first=first,
+        )
+        repository = data.get("repository") or {}
+        ref = repository.get("ref") if branch else repository.get("defaultBranchRef")
+        history = ((ref or {}).get("target") or {}).get("history") or {}
+        return [(str(n["oid"]), str(n.get("message") or "")) for n in history.get("nodes") or [] if n]
 
     async def commit_files(
         self, repo: str, branch: str, expected_head: str, files: Mapping[str, bytes], headline: str, body: str

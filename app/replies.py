@@ -4,10 +4,17 @@ happened, give one next step. The hidden marker lets later work find Retrain's o
 
 from __future__ import annotations
 
+import re
+
 from app.commands import help_text
 from app.features.decisions import Origin
+from app.github import MAX_COMMENT_CHARS
 
 MARKER = "<!-- retrain -->"
+ROOM = 200  # what create_comment adds (its marker) and a margin: a sample is cut to fit before that
+BACKTICKS = re.compile(r"`+")
+PLAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")  # a checkpoint id is repository content
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # a model writes any byte; a comment shows none of these
 
 
 def _reply(origin: Origin, text: str) -> str:
@@ -16,10 +23,10 @@ def _reply(origin: Origin, text: str) -> str:
     return f"{MARKER}\n{quote}{who}{text}"
 
 
-def refused(origin: Origin, permission: str, needed: str) -> str:
+def refused(origin: Origin, permission: str, needed: str, action: str = "starting a training session") -> str:
     return _reply(
         origin,
-        f"you have `{permission}` permission on this repository; starting a training session needs "
+        f"you have `{permission}` permission on this repository; {action} needs "
         f"`{needed}` or higher. Ask a maintainer to run the command.",
     )
 
@@ -82,3 +89,58 @@ def cancelled(origin: Origin, session_ids: list[str]) -> str:
         f"asked {len(session_ids)} session(s) to stop: {listed}. A running session commits what it has "
         "trained so far; its check run ends as cancelled.",
     )
+
+
+def history(origin: Origin, rows: list[dict[str, str]], total: int, runs: list[str]) -> str:
+    """`rows`: the last sessions, newest first, already formatted (workers.jobs.history.table_rows)."""
+    if not rows:
+        return _reply(origin, "no training session of this repository has been committed yet. `/retrain` starts one.")
+    columns = ("when", "profile", "iterations", "val", "best", "by", "commit")
+    header = ("| finished (UTC) | profile | iterations | val bits/byte (before → after) | best | trigger (by) | "
+              "commit |\n|---|---|---|---|---|---|---|")
+    lines = ["| " + " | ".join(r[c] for c in columns) + " |" for r in rows]
+    shown = f"the last {len(rows)} of {total}" if total > len(rows) else f"all {total}"
+    where = ", ".join(f"`{r}`" for r in runs)
+    return _reply(origin, f"{shown} training session(s) of this repository (runs {where}), newest first; ★ marks "
+                          "a run's best validation score so far:\n\n" + "\n".join([header, *lines]))
+
+
+def code_block(text: str) -> str:
+    """`text` fenced so that nothing in it ends the block: the fence is longer than any run of backticks in it."""
+    longest = max((len(run) for run in BACKTICKS.findall(text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def sample(origin: Origin, *, prompt: str, text: str, checkpoint: str, profile: str, iteration: int,
+           val_bpb: float | None, tokens: int, limit: int = MAX_COMMENT_CHARS) -> str:
+    """The prompt and what the checkpoint wrote after it, in one block; the generated text is cut (and says so)
+    where the whole reply would pass GitHub's comment limit."""
+    score = f", {val_bpb:.4f} val bits per byte" if val_bpb is not None else ""
+    named = f"`{checkpoint}`" if PLAIN_ID.match(checkpoint) else "a checkpoint with an unusual id"
+    about = (f"here is what {named} (the best `{profile}` checkpoint: iteration {iteration:,}{score}) "
+             f"wrote in {tokens} token(s); the prompt is the start of the block:\n\n")
+    cut_note = "\n\n(the sample was cut to fit GitHub's comment limit)"
+    prompt, text = CONTROL.sub("\ufffd", prompt), CONTROL.sub("\ufffd", text)
+    body = _reply(origin, about + code_block(prompt + text))
+    if len(body) + ROOM <= limit:
+        return body
+    keep = max(0, len(text) - (len(body) + ROOM + len(cut_note) - limit))
+    while True:  # a shorter text may hold shorter backtick runs, so a shorter fence: measure again
+        body = _reply(origin, about + code_block(prompt + text[:keep]) + cut_note)
+        if len(body) + ROOM <= limit or keep == 0:
+            return body
+        keep = max(0, keep - (len(body) + ROOM - limit))
+
+
+def sample_limited(origin: Origin, per_hour: int, wait_s: int) -> str:
+    return _reply(origin, f"this repository has had its {per_hour} sample(s) this hour; the next one can be asked for "
+                          f"in {max(1, -(-wait_s // 60))} minute(s).")
+
+
+def no_checkpoint(origin: Origin, reason: str) -> str:
+    return _reply(origin, f"there is no checkpoint to sample from yet ({reason}). `/retrain` trains one.")
+
+
+def sample_failed(origin: Origin, reason: str) -> str:
+    return _reply(origin, f"I could not write a sample: {reason}")

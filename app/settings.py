@@ -131,6 +131,18 @@ class Settings(BaseSettings):
         description="A session whose worker process is lost this many times (killed for memory, a hard time "
         "limit) fails with a report instead of being sent again.",
     )
+    samples_per_hour: int = Field(
+        default=10, ge=0, le=1000,
+        description="`/retrain sample` replies one repository may ask for per clock hour (0: sampling is off).",
+    )
+    sample_tokens: int = Field(
+        default=200, ge=1, le=2000,
+        description="Tokens a `/retrain sample` reply generates after the prompt.",
+    )
+    sample_time_limit_s: int = Field(
+        default=300, ge=10, le=3600,
+        description="Longest a sample may take on the train worker, loading the checkpoint included.",
+    )
 
     @property
     def visibility_timeout_s(self) -> int:

@@ -44,6 +44,26 @@ def test_a_session_message_carries_its_profiles_hard_time_limit(redis_url: str, 
     assert create_celery(Settings(_env_file=None)).conf.broker_transport_options["visibility_timeout"] > 7500
 
 
+def test_a_sample_goes_to_the_train_queue_with_its_time_limit(redis_url: str, clean_redis: redis.Redis,
+                                                             monkeypatch) -> None:
+    """`/retrain sample` runs a model: on a train worker (the events worker has no torch), bounded in time."""
+    import base64
+    import json
+
+    from workers import tasks
+
+    monkeypatch.setenv("RETRAIN_REDIS_URL", redis_url)
+    monkeypatch.setenv("RETRAIN_SAMPLE_TIME_LIMIT_S", "120")
+    monkeypatch.setattr(tasks, "celery_app", create_celery(Settings(_env_file=None)))
+    tasks.enqueue_sample({"origin": {"repo": "octo/demo"}, "profile": "ci", "prompt": "hi"})
+    [raw] = clean_redis.lrange(TRAIN_QUEUE, 0, -1)
+    sent = json.loads(raw)
+    assert sent["headers"]["task"] == "retrain.sample_text" and sent["headers"]["timelimit"] == [150, 120]
+    assert json.loads(base64.b64decode(sent["body"]))[1] == {"origin": {"repo": "octo/demo"}, "profile": "ci",
+                                                              "prompt": "hi"}
+    assert clean_redis.llen(EVENTS_QUEUE) == 0
+
+
 def test_the_worker_parent_never_initialises_cuda() -> None:
     """A CUDA context does not survive fork: importing the tasks (what the prefork parent does) must not
     touch CUDA. Checked in a fresh interpreter where any CUDA initialisation raises."""

@@ -21,6 +21,7 @@ EVENTS_QUEUE = "events"
 TRAIN_QUEUE = "train"
 EVENTS_TASK = "retrain.handle_event"
 SESSION_TASK = "retrain.train_session"
+SAMPLE_TASK = "retrain.sample_text"  # `/retrain sample`: needs torch and the store, so the train queue
 # -- beat (celery-redbeat): entries live in Redis, so the events worker can add and remove them --------------
 SCHEDULED_SESSION_TASK = "retrain.scheduled_session"  # fired by a repository's cron entry
 REDELIVER_TASK = "retrain.redeliver_failed"  # periodic: ask GitHub to redeliver failed webhook deliveries
@@ -37,6 +38,7 @@ def create_celery(settings: Settings) -> Celery:
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in (EVENTS_QUEUE, TRAIN_QUEUE)],
         task_routes={
             EVENTS_TASK: {"queue": EVENTS_QUEUE}, SESSION_TASK: {"queue": TRAIN_QUEUE},
+            SAMPLE_TASK: {"queue": TRAIN_QUEUE},
             SCHEDULED_SESSION_TASK: {"queue": EVENTS_QUEUE}, REDELIVER_TASK: {"queue": EVENTS_QUEUE},
             RECOVER_ORPHANS_TASK: {"queue": EVENTS_QUEUE},
         },

@@ -26,6 +26,7 @@ from workers.celery_app import (
     EVENTS_TASK,
     RECOVER_ORPHANS_TASK,
     REDELIVER_TASK,
+    SAMPLE_TASK,
     SCHEDULED_SESSION_TASK,
     SESSION_TASK,
     TRAIN_QUEUE,
@@ -73,6 +74,13 @@ def enqueue_session(message: dict[str, Any], recoveries: int = 0) -> None:
                          time_limit=soft + settings.hard_limit_grace_s)
 
 
+def enqueue_sample(message: dict[str, Any]) -> None:
+    """A `/retrain sample` goes to a train worker, bounded by its own time limit (settings.sample_time_limit_s)."""
+    limit = Settings().sample_time_limit_s
+    celery_app.send_task(SAMPLE_TASK, kwargs=message, queue=TRAIN_QUEUE, soft_time_limit=limit,
+                         time_limit=limit + 30)
+
+
 @celery_app.task(name=EVENTS_TASK, bind=True, max_retries=None)
 def handle_event_task(self: Any, event: str, delivery_id: str, payload: dict[str, Any]) -> str:
     """Carried out again, with backoff, after a transient GitHub or Redis failure (workers/jobs/events.py
@@ -84,7 +92,8 @@ def handle_event_task(self: Any, event: str, delivery_id: str, payload: dict[str
         try:
             outcome = asyncio.run(
                 handle_event(settings, event, delivery_id, payload, enqueue_session, TOKENS, schedules=SCHEDULES,
-                             live=live_sessions(settings.redis_url), admission=admission(settings), acted=acted)
+                             live=live_sessions(settings.redis_url), admission=admission(settings), acted=acted,
+                             enqueue_sample=enqueue_sample)
             )
         except Exception as exc:
             wait = wait_before_retry_s(exc, self.request.retries, settings.event_retry_s)
@@ -197,6 +206,16 @@ def train_session_task(
             raise self.retry(countdown=0, exc=paused) from paused
         finally:
             losses.returned(request["session_id"])
+
+
+@celery_app.task(name=SAMPLE_TASK)
+def sample_text_task(origin: dict[str, Any], profile: str, prompt: str) -> str:
+    from workers.jobs.sample_job import run_sample  # the training stack: see preload_training
+
+    with bound(delivery_id=origin.get("delivery_id"), repo=origin.get("repo")):
+        outcome = asyncio.run(run_sample(Settings(), Origin(**origin), profile, prompt, tokens=TOKENS))
+        log.info("sample for %s#%s: %s", origin.get("repo"), origin.get("issue_number"), outcome)
+    return outcome
 
 
 @worker_init.connect

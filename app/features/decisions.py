@@ -68,6 +68,20 @@ class CancelSessions:
 
 
 @dataclass(frozen=True)
+class ShowHistory:
+    origin: Origin
+
+
+@dataclass(frozen=True)
+class SampleText:
+    """Text from the profile's best checkpoint after `prompt` (the commenter's, bounded by the parser)."""
+
+    origin: Origin
+    profile: str
+    prompt: str
+
+
+@dataclass(frozen=True)
 class Ignore:
     reason: str
 
@@ -90,5 +104,6 @@ class RemoveSchedules:
 
 
 Decision = (
-    StartTraining | RejectCommand | ShowHelp | ShowStatus | CancelSessions | Ignore | SyncSchedules | RemoveSchedules
+    StartTraining | RejectCommand | ShowHelp | ShowStatus | CancelSessions | ShowHistory | SampleText | Ignore
+    | SyncSchedules | RemoveSchedules
 )

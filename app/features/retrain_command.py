@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.commands import ApproveCommand, CancelCommand, HelpCommand, InvalidCommand, StatusCommand, find_command
+from app.commands import (
+    ApproveCommand,
+    CancelCommand,
+    HelpCommand,
+    HistoryCommand,
+    InvalidCommand,
+    SampleCommand,
+    StatusCommand,
+    find_command,
+)
 from app.features.decisions import (
     CancelSessions,
     Decision,
     Ignore,
     Origin,
     RejectCommand,
+    SampleText,
     ShowHelp,
+    ShowHistory,
     ShowStatus,
     StartTraining,
 )
@@ -57,4 +68,8 @@ def plan_comment(delivery_id: str, payload: dict[str, Any]) -> Decision:
         if origin.pull_number is None:
             return RejectCommand(origin, "`/retrain ok-to-test` approves a pull request; this is an issue")
         return StartTraining(origin, DEFAULT_PROFILE, approve=True)
+    if isinstance(parsed, HistoryCommand):
+        return ShowHistory(origin)
+    if isinstance(parsed, SampleCommand):
+        return SampleText(origin, parsed.profile or DEFAULT_PROFILE, parsed.prompt)
     return StartTraining(origin, parsed.profile or DEFAULT_PROFILE, parsed.max_iters, fresh=parsed.fresh)

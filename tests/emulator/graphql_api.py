@@ -31,6 +31,7 @@ from graphql.utilities import get_operation_ast
 from .auth import InstallationToken
 from .gitstore import Identity, MissingPath, RefMoved
 from .graphql_errors import GitHubGraphQLError
+from .graphql_history import commit_history
 from .graphql_refs import refs_connection, tree_entry
 from .graphql_schema import github_validation_error
 from .state import HTML, RepoState, node_id
@@ -76,6 +77,7 @@ def _commit(repo: RepoState, oid: str) -> dict[str, Any]:
         "committedDate": lambda _i: info()["committed_date"],
         "repository": lambda _i: _repository(repo),
         "file": lambda _i, path: tree_entry(repo, oid, path, lambda: _repository(repo)),
+        "history": lambda _i, **args: commit_history(repo, oid, lambda o: _commit(repo, o), **args),
     }
 
 

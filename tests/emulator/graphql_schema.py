@@ -55,10 +55,13 @@ type Commit implements GitObject & Node {
   messageBody: String!
   messageHeadline: String!
   file(path: String!): TreeEntry
+  history(after: String, before: String, first: Int, last: Int, path: String): CommitHistoryConnection!
   oid: GitObjectID!
   repository: Repository!
   url: URI!
 }
+type CommitHistoryConnection { edges: [CommitEdge] nodes: [Commit] pageInfo: PageInfo! totalCount: Int! }
+type CommitEdge { cursor: String! node: Commit }
 type Blob implements GitObject & Node {
   abbreviatedOid: String!
   byteSize: Int!

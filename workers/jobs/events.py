@@ -29,7 +29,9 @@ from app.features.decisions import (
     Origin,
     RejectCommand,
     RemoveSchedules,
+    SampleText,
     ShowHelp,
+    ShowHistory,
     ShowStatus,
     StartTraining,
     SyncSchedules,
@@ -45,7 +47,9 @@ from workers.coordination.budget import BudgetSpent, SessionBudgets
 from workers.coordination.live import LiveSessions, status_rows
 from workers.coordination.live import for_url as live_for_url
 from workers.coordination.run_queue import RunQueue
+from workers.coordination.sample_quota import SampleQuota
 from workers.coordination.starts import SessionStarts
+from workers.jobs.history import read_history, table_rows
 from workers.jobs.schedules import ScheduleStore, apply_schedules
 
 log = logging.getLogger(__name__)
@@ -120,11 +124,12 @@ class Admission:
 async def handle_event(
     settings: Settings, event: str, delivery_id: str, payload: dict[str, Any], enqueue_session: EnqueueSession,
     tokens: TokenCache | None = None, schedules: ScheduleStore | None = None, live: LiveSessions | None = None,
-    admission: Admission | None = None, acted: list[str] | None = None,
+    admission: Admission | None = None, acted: list[str] | None = None, enqueue_sample: EnqueueSession | None = None,
 ) -> str:
     """The outcome in a few words (logged by the task). `acted` collects what was done that carrying the
     event out again would do twice (a session enqueued, a cancel asked): only with it empty may a failed
-    event be tried again."""
+    event be tried again. `enqueue_sample` hands a `/retrain sample` to a worker with the training stack
+    (workers/tasks.py); without it, sampling is answered as unavailable here."""
     decision = plan(event, delivery_id, payload)
     if isinstance(decision, Ignore):
         return f"ignored: {decision.reason}"
@@ -147,7 +152,7 @@ async def handle_event(
         acted.append("enqueued")
 
     try:
-        return await _carry_out(settings, decision, enqueue, tokens, live, admission, acted)
+        return await _carry_out(settings, decision, enqueue, tokens, live, admission, acted, enqueue_sample)
     except CommentGone:
         return "ignored: the comment was deleted before its command was carried out"
     except BaseException:
@@ -157,9 +162,10 @@ async def handle_event(
 
 
 async def _carry_out(
-    settings: Settings, decision: StartTraining | RejectCommand | ShowHelp | ShowStatus | CancelSessions,
+    settings: Settings,
+    decision: StartTraining | RejectCommand | ShowHelp | ShowStatus | CancelSessions | ShowHistory | SampleText,
     enqueue_session: EnqueueSession, tokens: TokenCache | None,
-    live: LiveSessions | None, admission: Admission, acted: list[str],
+    live: LiveSessions | None, admission: Admission, acted: list[str], enqueue_sample: EnqueueSession | None = None,
 ) -> str:
     origin = decision.origin
     on_pull = isinstance(decision, StartTraining) and origin.pull_number is not None
@@ -187,6 +193,13 @@ async def _carry_out(
         if isinstance(decision, ShowHelp):
             await feedback.reply(replies.show_help(origin, sorted(config.profiles)))
             return "answered: help"
+        if isinstance(decision, ShowHistory):
+            found = await read_history(gh, origin.repo, config, origin.ref)
+            rows = table_rows(found, f"{settings.web_url}/{origin.repo}/commit/")
+            await feedback.reply(replies.history(origin, rows, found.total, list(found.runs)))
+            return "answered: history"
+        if isinstance(decision, SampleText):
+            return await ask_sample(settings, gh, feedback, config, decision, enqueue_sample, acted)
         live = live or live_for_url(settings.redis_url)
         if isinstance(decision, ShowStatus):
             await feedback.reply(replies.status(origin, status_rows(live.of_repo(origin.repo))))
@@ -306,6 +319,36 @@ def pull_request_fields(pull: PullRequest, repo: str, config: RepoConfig) -> dic
             "pull_commit": config.pull_requests.commit and not pull.from_fork(repo)}
 
 
+async def ask_sample(
+    settings: Settings, gh: GitHubClient, feedback: Feedback, config: RepoConfig, decision: SampleText,
+    enqueue_sample: EnqueueSession | None, acted: list[str],
+) -> str:
+    """Permission, a known profile and the repository's hourly quota, then the sample goes to a train worker,
+    which replies with it (workers/jobs/sample_job.py)."""
+    origin = decision.origin
+    if not await allowed(gh, feedback, config, origin, action="asking for a sample"):
+        return f"refused: {origin.sender} may not ask for samples"
+    if decision.profile not in config.profiles:
+        reason = f"unknown profile `{decision.profile}`; valid profiles: {', '.join(sorted(config.profiles))}"
+        await feedback.react("confused")
+        await feedback.reply(replies.rejected(origin, reason))
+        return "rejected: unknown profile"
+    if enqueue_sample is None or settings.samples_per_hour == 0:
+        await feedback.reply(replies.sample_failed(origin, "sampling is turned off on this App "
+                                                           "(RETRAIN_SAMPLES_PER_HOUR is 0)"))
+        return "refused: sampling is off"
+    taken = SampleQuota(redis.Redis.from_url(settings.redis_url), settings.samples_per_hour).take(origin.repo)
+    if not taken.ok:
+        await feedback.react("confused")
+        await feedback.reply(replies.sample_limited(origin, settings.samples_per_hour, taken.wait_s))
+        return "refused: over the repository's samples per hour"
+    # Not yet `acted`: should the reaction or the enqueue fail, trying again (and counting twice) beats silence.
+    await feedback.react("eyes")
+    enqueue_sample({"origin": origin.to_message(), "profile": decision.profile, "prompt": decision.prompt})
+    acted.append("enqueued a sample")
+    return f"enqueued a sample of {decision.profile}"
+
+
 async def queued_check_run(gh: GitHubClient, starts: SessionStarts, decision: StartTraining, session_id: str,
                            config: RepoConfig) -> CheckRun:
     """The session's one queued check run: the one an earlier go at this event made (remembered, or found by
@@ -328,13 +371,14 @@ def remembered_check_run(starts: SessionStarts, session_id: str) -> CheckRun | N
     return None if known is None else CheckRun(int(known["id"]), known.get("html_url"))
 
 
-async def allowed(gh: GitHubClient, feedback: Feedback, config: RepoConfig, origin: Origin) -> bool:
+async def allowed(gh: GitHubClient, feedback: Feedback, config: RepoConfig, origin: Origin,
+                  action: str = "starting a training session") -> bool:
     """Whether the sender has the config's minimum permission; if not, they are told (👎 and why)."""
     permission = await gh.permission(origin.repo, origin.sender or "")
     if config.allows(permission):
         return True
     await feedback.react("-1")
-    await feedback.problem(replies.refused(origin, permission, config.permission),
+    await feedback.problem(replies.refused(origin, permission, config.permission, action),
                            f"@{origin.sender} has `{permission}` permission; `{config.permission}` is needed.")
     return False
 

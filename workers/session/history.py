@@ -1,11 +1,13 @@
-"""`history.jsonl`: one line per session, append-only, and the source of the loss chart. Pure."""
+"""`history.jsonl`: one line per session, append-only, and the source of the loss chart and `/retrain history`.
+Pure, and free of the training stack (the facts' type is only named), so the events worker reads it too."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from workers.session.progress import SessionFacts
+if TYPE_CHECKING:
+    from workers.session.progress import SessionFacts
 
 CURVE_POINTS = 50  # per session; enough for a chart, small enough for a diff
 
