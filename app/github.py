@@ -306,6 +306,15 @@ class GitHubClient:
             data={"content": content},
         )
 
+    @with_retries
+    async def update_comment(self, repo: str, comment_id: int, body: str) -> None:
+        """Edit one of the App's comments in place (the same edit twice is harmless, so it is retried)."""
+        await self._authorize()
+        owner, name = split_repo(repo)
+        await self.gh.patch("/repos/{owner}/{repo}/issues/comments/{comment_id}",
+                            {"owner": owner, "repo": name, "comment_id": comment_id},
+                            data={"body": fit(body, MAX_COMMENT_CHARS)})
+
     async def create_comment(self, repo: str, issue_number: int, body: str) -> dict[str, Any]:
         """One comment, even when an attempt's answer is lost: the body ends with an invisible marker, looked
         for among the issue's recent comments before posting again."""

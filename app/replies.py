@@ -9,12 +9,11 @@ import re
 from app.commands import help_text
 from app.features.decisions import Origin
 from app.github import MAX_COMMENT_CHARS
+from app.markdown import code_block
 
 MARKER = "<!-- retrain -->"
 ROOM = 200  # what create_comment adds (its marker) and a margin: a sample is cut to fit before that
-BACKTICKS = re.compile(r"`+")
 PLAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")  # a checkpoint id is repository content
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # a model writes any byte; a comment shows none of these
 
 
 def _reply(origin: Origin, text: str) -> str:
@@ -43,6 +42,13 @@ def queued(origin: Origin, profile: str, check_url: str | None, behind: str | No
     link = f" Follow it [in its check run]({check_url})." if check_url else ""
     after = f" It starts when session `{behind[:8]}` of the same run has committed." if behind else ""
     return _reply(origin, f"a `{profile}` training session is queued.{after}{link}")
+
+
+def training(origin: Origin, profile: str, progress: str | None, check_url: str | None) -> str:
+    """The session's reply while it trains (edited in place; the final report replaces it)."""
+    link = f" Follow it [in its check run]({check_url})." if check_url else ""
+    where = f": {progress}" if progress else "; reading the registry and the data"
+    return _reply(origin, f"the `{profile}` training session is running{where}.{link}")
 
 
 def coalesced(origin: Origin, profile: str, waiting: str) -> str:
@@ -105,13 +111,6 @@ def history(origin: Origin, rows: list[dict[str, str]], total: int, runs: list[s
                           "a run's best validation score so far:\n\n" + "\n".join([header, *lines]))
 
 
-def code_block(text: str) -> str:
-    """`text` fenced so that nothing in it ends the block: the fence is longer than any run of backticks in it."""
-    longest = max((len(run) for run in BACKTICKS.findall(text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return f"{fence}text\n{text}\n{fence}"
-
-
 def sample(origin: Origin, *, prompt: str, text: str, checkpoint: str, profile: str, iteration: int,
            val_bpb: float | None, tokens: int, limit: int = MAX_COMMENT_CHARS) -> str:
     """The prompt and what the checkpoint wrote after it, in one block; the generated text is cut (and says so)
@@ -121,7 +120,6 @@ def sample(origin: Origin, *, prompt: str, text: str, checkpoint: str, profile: 
     about = (f"here is what {named} (the best `{profile}` checkpoint: iteration {iteration:,}{score}) "
              f"wrote in {tokens} token(s); the prompt is the start of the block:\n\n")
     cut_note = "\n\n(the sample was cut to fit GitHub's comment limit)"
-    prompt, text = CONTROL.sub("\ufffd", prompt), CONTROL.sub("\ufffd", text)
     body = _reply(origin, about + code_block(prompt + text))
     if len(body) + ROOM <= limit:
         return body

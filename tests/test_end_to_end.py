@@ -98,12 +98,19 @@ def test_comments_become_committed_sessions_and_the_second_resumes_the_first(git
     # The repository does not turn on publish.releases: no release, not even a look for one, and no word of it.
     assert emu.releases(REPO) == [] and not [c for c in emu.calls if "/releases" in c.path]
 
-    # The requester hears that it is queued (with the check run) and how it went (with the commit).
+    # One reply per session: written when it was queued (with the check run), edited in place while it trained
+    # and when it ended (with the commit, the tables, the chart and a few lines the new weights wrote).
     replies = [c["body"] for c in emu.comments(REPO, 7)]
-    assert len(replies) == 4
-    assert "queued" in replies[0] and "queued" in replies[2]
-    assert c1["oid"] in replies[1] and c2["oid"] in replies[3]
-    assert f"resumed from `{s1['checkpoint_id']}`" in replies[3]
+    assert len(replies) == 2
+    posted = [c.json["body"] for c in emu.calls if c.method == "POST" and c.path.endswith("/issues/7/comments")]
+    assert len(posted) == 2 and all("is queued" in body for body in posted)
+    edits = [c for c in emu.calls if c.method == "PATCH" and "/issues/comments/" in c.path]
+    assert len({c.path for c in edits}) == 2 and any("is running" in c.json["body"] for c in edits)
+    assert c1["oid"] in replies[0] and c2["oid"] in replies[1]
+    assert f"resumed from `{s1['checkpoint_id']}`" in replies[1]
+    for body in replies:
+        assert "| tokens/s |" in body and "| stopped | after its iterations |" in body and "```text\n" in body
+        assert f"{RUN_DIR}/loss.svg)" in body and "/tree/" in body
     assert not any("published" in reply for reply in replies)
     assert emu.reactions(REPO, 502) == ["eyes", "rocket"]
 
@@ -113,7 +120,9 @@ def test_comments_become_committed_sessions_and_the_second_resumes_the_first(git
     statuses = [body.get("status") for body in emu.check_run_history(REPO, checks[1]["id"])]
     assert statuses[0] == "queued" and "in_progress" in statuses and statuses[-1] == "completed"
     assert c2["oid"][:12] in checks[1]["output"]["summary"]
-    assert f"/raw/{c2['oid']}/{RUN_DIR}/loss.svg" in checks[1]["output"]["text"]
+    final = emu.check_run_history(REPO, checks[1]["id"])[-1]["output"]  # the body the App sent (GitHub keeps images)
+    assert final["images"][0]["image_url"].endswith(f"/raw/{c2['oid']}/{RUN_DIR}/loss.svg")
+    assert f"/raw/{c2['oid']}/{RUN_DIR}/loss.svg" in checks[1]["output"]["summary"]
     assert emu.read_file(REPO, f"{RUN_DIR}/loss.svg", ref=c2["oid"]).startswith(b"<svg")
     assert len(emu.read_file(REPO, f"{RUN_DIR}/history.jsonl", ref=c2["oid"]).splitlines()) == 2
     assert emu.violations == []

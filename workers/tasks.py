@@ -196,9 +196,10 @@ def train_session_task(
                     run_queue(settings.redis_url, settings.visibility_timeout_s),
                     session_messages(settings.redis_url, settings.visibility_timeout_s),
                     budgets(settings.redis_url, settings.gpu_seconds_per_day),
+                    session_starts(settings.redis_url, settings.delivery_ttl_s),
                 ),
                 queue_slot=run, first_attempt=self.request.retries == 0, draining=drain.requested,
-                worker_losses=lost, wanted_s=time_limit_s,
+                worker_losses=lost, wanted_s=time_limit_s, check_url=check_url,
             ))
         except RunBusy as busy:
             raise self.retry(countdown=settings.busy_retry_s, exc=busy) from busy

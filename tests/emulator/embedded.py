@@ -77,6 +77,9 @@ EMBEDDED: dict[str, Any] = {
             "reactions/reactions#create-reaction-for-an-issue-comment", _body({
                 "type": "object", "properties": {"content": {"type": "string", "enum": _REACTIONS}},
                 "required": ["content"]}, True))},
+        "/repos/{owner}/{repo}/issues/comments/{comment_id}": {"patch": _op(
+            "issues/comments#update-an-issue-comment", _body({
+                "type": "object", "properties": {"body": _S}, "required": ["body"]}, True))},
         "/repos/{owner}/{repo}/issues/{issue_number}/comments": {"post": _op(
             "issues/comments#create-an-issue-comment", _body({
                 "type": "object", "properties": {"body": _S}, "required": ["body"]}, True))},

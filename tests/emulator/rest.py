@@ -18,7 +18,7 @@ from aiohttp import web
 
 from .auth import LEVELS, AuthError, InstallationToken, bearer
 from .openapi import Operation
-from .state import RepoState, comment_json, content_entry, file_json, permission_json, reaction_json
+from .state import RepoState, comment_json, content_entry, file_json, now_iso, permission_json, reaction_json
 
 if TYPE_CHECKING:
     from .apps import RegisteredApp
@@ -227,6 +227,22 @@ async def create_comment(request: web.Request, emu: GitHubEmulator, op: Operatio
     return web.json_response(comment, status=201)
 
 
+async def update_comment(request: web.Request, emu: GitHubEmulator, op: Operation) -> web.StreamResponse:
+    """Edit a comment. The App edits only its own (it never needs more, so the emulator refuses the rest as a
+    violation); the body's limit is the one creating a comment has."""
+    repo = visible_repo(emu, installation_token(request, emu), op, ("issues", "pull_requests"), "write")
+    comment_id = existing_comment(repo, op)
+    issue = repo.comment_issues[comment_id]
+    own = [c for c in repo.comments.get(issue, []) if c["id"] == comment_id]
+    if not own:
+        emu.violations.append(f"{op.method} {request.path}: the App edited a comment it did not write")
+        raise fail(op, 403, "Resource not accessible by integration")
+    body = await read_json(request, emu, op)
+    check_comment_length(request, emu, op, body["body"])
+    own[0].update(body=body["body"], updated_at=now_iso())
+    return web.json_response(own[0])
+
+
 def wants_raw(request: web.Request) -> bool:
     """Whether the Accept header asks for the raw media type (the bytes, not base64 in JSON)."""
     accept = {part.split(";")[0].strip() for part in request.headers.get("Accept", "").split(",")}
@@ -291,6 +307,7 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("GET", "/repos/{owner}/{repo}/collaborators/{username}/permission"): collaborator_permission,
     ("POST", "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions"): create_reaction,
     ("POST", "/repos/{owner}/{repo}/issues/{issue_number}/comments"): create_comment,
+    ("PATCH", "/repos/{owner}/{repo}/issues/comments/{comment_id}"): update_comment,
     ("GET", "/repos/{owner}/{repo}/contents/{path}"): get_contents,
     ("GET", "/repos/{owner}/{repo}/tarball/{ref}"): tarball,
 }

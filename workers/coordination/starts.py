@@ -14,6 +14,7 @@ import redis
 
 STARTED_KEY = "retrain:started:{session_id}"
 CHECK_RUN_KEY = "retrain:started:{session_id}:check_run"
+REPLY_KEY = "retrain:started:{session_id}:reply"
 CLAIM = """
 local owner = redis.call('GET', KEYS[1])
 if owner and owner ~= ARGV[1] then return owner end
@@ -47,3 +48,11 @@ class SessionStarts:
     def check_run_of(self, session_id: str) -> dict[str, Any] | None:
         raw = self._redis.get(CHECK_RUN_KEY.format(session_id=session_id))
         return json.loads(raw) if raw else None
+
+    def remember_reply(self, session_id: str, comment_id: int) -> None:
+        """The session's one reply, which its worker edits as the session goes on (workers/jobs/reporting.py)."""
+        self._redis.set(REPLY_KEY.format(session_id=session_id), str(comment_id), ex=self._remember_s)
+
+    def reply_of(self, session_id: str) -> int | None:
+        raw = self._redis.get(REPLY_KEY.format(session_id=session_id))
+        return int(raw) if raw else None

@@ -282,8 +282,10 @@ async def start(
     except BaseException:
         run_queue.release(origin.repo, run, session_id)  # not queued after all: don't let followers join it
         raise
-    await feedback.reply(replies.queued(origin, decision.profile, check.html_url,
-                                        behind=claim.other if claim.kind == "follow_up" else None))
+    reply = await feedback.reply(replies.queued(origin, decision.profile, check.html_url,
+                                                behind=claim.other if claim.kind == "follow_up" else None))
+    if reply is not None:  # the session's worker edits this reply as it goes, rather than adding more
+        admission.starts.remember_reply(session_id, int(reply["id"]))
     return f"enqueued session {session_id}" + (f" behind {claim.other}" if claim.kind == "follow_up" else "")
 
 
@@ -405,9 +407,10 @@ class Feedback:
             raise
         self._reacted = True
 
-    async def reply(self, body: str) -> None:
-        if self._origin.issue_number is not None:
-            await self._gh.create_comment(self._origin.repo, self._origin.issue_number, body)
+    async def reply(self, body: str) -> dict[str, Any] | None:
+        if self._origin.issue_number is None:
+            return None
+        return await self._gh.create_comment(self._origin.repo, self._origin.issue_number, body)
 
     async def problem(self, comment: str, summary: str) -> None:
         if self._origin.issue_number is not None:

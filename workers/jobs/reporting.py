@@ -11,13 +11,13 @@ import concurrent.futures
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from app import check_output, replies
 from app.features.decisions import Origin
 from app.github import GitHubClient
-from workers.session.progress import STOPPED_AT_TIME_LIMIT, STOPPED_ON_REQUEST
+from workers.session.progress import STOPPED_AT_TIME_LIMIT, STOPPED_ON_REQUEST, SessionFacts
 from workers.session.session import SessionResult
 from workers.trainer.data import bits_per_byte
 from workers.trainer.train import Progress
@@ -32,8 +32,16 @@ def _now() -> str:
 class SessionReporter:
     def __init__(
         self, gh: GitHubClient, origin: Origin, *, check_run_id: int | None, profile: str, session_id: str,
-        web_url: str, every_s: float = 5.0,
+        web_url: str, every_s: float = 5.0, find_reply: Callable[[], int | None] | None = None,
+        reply_every_s: float = 60.0, check_url: str | None = None,
     ) -> None:
+        """`find_reply`: the id of the reply the events task wrote when it queued the session (None while there
+        is none yet); that reply is edited as the session goes, so a session has one comment, not a stream."""
+        self._find_reply = find_reply
+        self._reply_id: int | None = None
+        self._reply_every_s = reply_every_s
+        self._last_reply = float("-inf")
+        self._check_url = check_url
         self._gh = gh
         self._origin = origin
         self._check_run_id = check_run_id
@@ -50,6 +58,7 @@ class SessionReporter:
                           output={"title": f"Training {self._profile}", "summary": "Reading the registry and data."})
         if self._origin.comment_id is not None:
             await self._quietly(self._gh.add_reaction(self._origin.repo, self._origin.comment_id, "rocket"))
+        await self._edit_reply(replies.training(self._origin, self._profile, None, self._check_url))
 
     def on_progress(self, p: Progress) -> None:
         """Called from the training thread: schedules at most one update at a time, every `every_s`."""
@@ -65,7 +74,17 @@ class SessionReporter:
             loss=p.loss, tokens_per_s=p.tokens_per_s,
             eta_s=(p.max_iters - p.session_iteration) / rate if rate > 0 else None,
         )
-        self._pending = asyncio.run_coroutine_threadsafe(self._check(output=output), self._loop)
+        edit_reply = now - self._last_reply >= self._reply_every_s
+        if edit_reply:
+            self._last_reply = now
+        self._pending = asyncio.run_coroutine_threadsafe(self._progressed(output, p, edit_reply), self._loop)
+
+    async def _progressed(self, output: dict[str, object], p: Progress, edit_reply: bool) -> None:
+        await self._check(output=output)
+        if edit_reply:
+            line = (f"iteration {p.iteration:,} ({p.session_iteration:,} of {p.max_iters:,} this session), "
+                    f"training loss {p.loss:.4f}")
+            await self._edit_reply(replies.training(self._origin, self._profile, line, self._check_url))
 
     async def finished(self, result: SessionResult, more: tuple[str, ...] = ()) -> None:
         """`more`: lines about what followed the commit (publishing), listed after the session's notes."""
@@ -82,6 +101,9 @@ class SessionReporter:
             elapsed_s=(facts.finished_at - facts.started_at).total_seconds(), tokens_per_s=facts.tokens_per_s,
             resumed_from=facts.parent_checkpoint, checkpoint_id=facts.checkpoint_id, commit_oid=result.commit_oid,
             commit_url=commit_url, notes=(*facts.notes, *more), pull_number=self._origin.pull_number,
+            best_bpb=best_so_far(facts), stopped=facts.stopped, sample=facts.sample, chart_url=chart_url,
+            progress_url=(f"{self._web_url}/{self._origin.repo}/tree/{result.commit_oid}/{facts.run_dir}"
+                          if committed else None),
         )
         title = (f"val {facts.val_bpb_before:.4f} → {facts.val_bpb_after:.4f} bits/byte "
                  f"in {facts.iterations} iterations")
@@ -137,11 +159,38 @@ class SessionReporter:
             await self._quietly(self._gh.update_check_run(self._origin.repo, self._check_run_id, **fields))
 
     async def _reply(self, body: str) -> None:
-        if self._origin.issue_number is not None:
+        """The session's last word: its reply edited in place, or a new comment when it has none (left)."""
+        if self._origin.issue_number is None:
+            return
+        if not await self._edit_reply(body):
             await self._quietly(self._gh.create_comment(self._origin.repo, self._origin.issue_number, body))
+
+    async def _edit_reply(self, body: str) -> bool:
+        """Whether the session's reply now says `body` (False: it has none, or it could not be edited)."""
+        if self._origin.issue_number is None:
+            return False
+        if self._reply_id is None and self._find_reply is not None:
+            try:
+                self._reply_id = await asyncio.to_thread(self._find_reply)
+            except Exception:
+                log.warning("could not look up the reply of session %s", self._session_id, exc_info=True)
+        if self._reply_id is None:
+            return False
+        try:
+            await self._gh.update_comment(self._origin.repo, self._reply_id, body)
+        except Exception:  # deleted meanwhile, or GitHub down: the caller writes anew or waits for the next
+            log.warning("could not edit the reply of session %s", self._session_id, exc_info=True)
+            return False
+        return True
 
     async def _quietly(self, call: Awaitable[object]) -> None:
         try:
             await call
         except Exception:
             log.warning("could not report session %s to GitHub", self._session_id, exc_info=True)
+
+
+def best_so_far(facts: SessionFacts) -> float:
+    """The best validation bits per byte known on this session's validation set: its own, the checkpoint it
+    resumed (measured on this set before training) and those measured again on it."""
+    return min([facts.val_bpb_after, facts.val_bpb_before, *map(bits_per_byte, facts.evaluations.values())])

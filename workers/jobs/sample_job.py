@@ -10,7 +10,6 @@ was bounded when the command was parsed.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import logging
 
 from app import replies
@@ -24,7 +23,7 @@ from workers.session.repos import GitHubRepository
 from workers.session.store import CheckpointStore
 from workers.trainer.data import bits_per_byte
 from workers.trainer.device import resolve_device
-from workers.trainer.sample import SampleSettings, generate, served_model
+from workers.trainer.sample import SampleSettings, sample_text
 
 log = logging.getLogger(__name__)
 DEFAULT_PROMPT = "\n"
@@ -32,15 +31,8 @@ DEFAULT_PROMPT = "\n"
 
 def write_sample(best: BestModel, prompt: str, sampling: SampleSettings, device: str = "auto") -> tuple[str, int]:
     """(text after the prompt, tokens generated); bytes that are not UTF-8 show as U+FFFD."""
-    model = served_model(best.model_config, best.payload, resolve_device(device))
-    ids = best.tokenizer.encode((prompt or DEFAULT_PROMPT).encode())[-best.model_config.block_size:]
-    text = codecs.getincrementaldecoder("utf-8")("replace")
-    out, made = [], 0
-    for token in generate(model, ids, sampling):
-        out.append(text.decode(best.tokenizer.decode([token])))
-        made += 1
-    out.append(text.decode(b"", final=True))
-    return "".join(out), made
+    return sample_text(best.model_config, best.payload, best.tokenizer, (prompt or DEFAULT_PROMPT).encode(),
+                       sampling, resolve_device(device))
 
 
 async def run_sample(settings: Settings, origin: Origin, profile: str, prompt: str, *,

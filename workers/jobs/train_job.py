@@ -25,6 +25,7 @@ from workers.coordination.live import LiveSession, LiveSessions
 from workers.coordination.orphans import SessionMessages
 from workers.coordination.run_lock import Lease, LeaseLost, RunBusy, RunLocks
 from workers.coordination.run_queue import RunQueue
+from workers.coordination.starts import SessionStarts
 from workers.jobs.release import publish_if_best
 from workers.jobs.reporting import SessionReporter
 from workers.session.pretrained import PretrainedSources
@@ -49,6 +50,7 @@ class Coordination:
     run_queue: RunQueue | None = None
     messages: SessionMessages | None = None
     budgets: SessionBudgets | None = None
+    starts: SessionStarts | None = None  # where the events task left the session's reply, edited as it goes
 
     def leave(self, repo: str, slot: str | None, session_id: str, installation_id: int | None = None) -> None:
         """The session is over, one way or another: out of status, its run's queue and recovery, and no
@@ -69,6 +71,7 @@ async def run_github_session(
     settings: Settings, origin: Origin, request: SessionRequest, check_run_id: int | None, *,
     tokens: TokenCache, coordination: Coordination, queue_slot: str | None = None, first_attempt: bool = True,
     draining: Callable[[], bool] | None = None, worker_losses: int = 0, wanted_s: float | None = None,
+    check_url: str | None = None,
 ) -> str:
     """The outcome in a few words. Raises RunBusy while another session holds the run, and SessionPaused
     when the worker shuts down mid-session: the task sends itself again in both cases.
@@ -88,6 +91,8 @@ async def run_github_session(
     ) as gh:
         reporter = SessionReporter(
             gh, origin, check_run_id=check_run_id, profile=request.profile, session_id=sid, web_url=settings.web_url,
+            find_reply=(lambda: starts.reply_of(sid)) if (starts := coordination.starts) is not None else None,
+            check_url=check_url,
         )
         if live.cancel_requested(sid):
             coordination.leave(origin.repo, queue_slot, sid, origin.installation_id)

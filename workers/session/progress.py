@@ -62,6 +62,7 @@ class SessionFacts:
     evaluations: dict[str, float] = field(default_factory=dict)  # earlier checkpoints measured on today's val set
     reevaluation_s: float = 0.0  # the time those measurements took
     data_commit: str | None = None  # the commit whose text the session trained on
+    sample: str = ""  # a few lines the new weights wrote, for the report (empty when writing them failed)
 
     @property
     def val_bpb_before(self) -> float:

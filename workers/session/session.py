@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
+import torch
+
 from app.errors import SessionError
 from app.limits import Limits, profile_problems
 from app.repo_config import RepoConfig
@@ -50,6 +52,7 @@ from workers.session.repos import ProgressRepository
 from workers.session.snapshot import MAX_TOTAL_BYTES
 from workers.session.store import CheckpointStore
 from workers.trainer.baseline import unigram_val_loss
+from workers.trainer.sample import SampleSettings, sample_text
 from workers.trainer.train import Progress, Snapshot, TrainResult, save_state, train
 
 log = logging.getLogger(__name__)
@@ -286,13 +289,31 @@ async def _train(
             f"stopped {how} after {result.end_iteration - start_iteration} of "
             f"{target - start_iteration} iterations; what was trained is committed"
         )
+    preview = await asyncio.to_thread(write_preview, plan, result)
     finished_at = utcnow()
     key = f"{run_prefix}/{checkpoint_id(finished_at, result.end_iteration, request.session_id)}"
     stored = await asyncio.to_thread(store.put, f"{key}.pt", save_state(result.state))
-    facts = session_facts(plan, request, result, stored, started_at, finished_at, parent=parent, stopped=stopped)
+    facts = replace(session_facts(plan, request, result, stored, started_at, finished_at, parent=parent,
+                                  stopped=stopped), sample=preview)
     record = json.dumps(new_entry(facts).model_dump(mode="json"), sort_keys=True).encode()
     await asyncio.to_thread(store.put, f"{key}{ENTRY_RECORD}", record)
     return facts
+
+
+PREVIEW = SampleSettings(max_new_tokens=120, temperature=0.8, top_k=200)
+PREVIEW_CHARS = 600
+
+
+def write_preview(plan: SessionPlan, result: TrainResult) -> str:
+    """A few lines the new weights write after a line break, for the report: what a number cannot show. A
+    failure here costs the preview, never the session."""
+    try:
+        text, _ = sample_text(plan.model_config, result.state, plan.corpus.tokenizer, b"\n",
+                              replace(PREVIEW, seed=plan.train_config.seed), torch.device(result.device))
+    except Exception:
+        log.warning("could not write the session's preview", exc_info=True)
+        return ""
+    return text[:PREVIEW_CHARS]
 
 
 def load_finished(store: CheckpointStore, key: str, notes: list[str], within: str) -> SessionFacts | None:

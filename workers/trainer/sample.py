@@ -10,6 +10,7 @@ Deterministic for a seed: the draws come from a generator of their own, never th
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor
 
 from workers.trainer.model import GPT, ModelConfig
+from workers.trainer.tokenizer import Tokenizer
 
 MAX_NEW_TOKENS = 100_000  # a request is bounded; a reply or a terminal is not the place for more
 MIN_TEMPERATURE = 0.01  # below it, logits / temperature overflow to inf: use 0
@@ -82,3 +84,19 @@ def _draw(logits: Tensor, settings: SampleSettings, gen: torch.Generator) -> int
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     return int(torch.multinomial(probs, 1, generator=gen))
+
+
+def sample_text(model_config: ModelConfig, payload: Mapping[str, Any], tokenizer: Tokenizer, prompt: bytes,
+                settings: SampleSettings, device: torch.device) -> tuple[str, int]:
+    """(text after `prompt`, tokens generated); bytes that are not UTF-8 show as U+FFFD. The prompt keeps its
+    last block_size tokens: the model sees no more."""
+    model = served_model(model_config, payload, device)
+    ids = tokenizer.encode(prompt)[-model_config.block_size:]
+    text = codecs.getincrementaldecoder("utf-8")("replace")
+    out, made = [], 0
+    for token in generate(model, ids, settings):
+        out.append(text.decode(tokenizer.decode([token])))
+        made += 1
+    out.append(text.decode(b"", final=True))
+    return "".join(out), made
+
