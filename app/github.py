@@ -584,12 +584,15 @@ def _branch_file(node: Mapping[str, Any]) -> BranchFile:
 async def installation_client(
     settings: Settings, installation_id: int, *, repo: str | None = None,
     permissions: dict[str, str] | None = None, tokens: TokenCache | None = None,
+    optional_permissions: dict[str, str] | None = None,
 ) -> AsyncIterator[GitHubClient]:
-    """A client for one installation, its token narrowed to `repo` and `permissions` when given."""
+    """A client for one installation, its token narrowed to `repo` and `permissions` when given, and holding
+    `optional_permissions` where the installation granted them."""
     settings.require_app()  # fail before opening anything when the App is not configured
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
         app_gh = MeteredGitHubAPI(session, USER_AGENT, base_url=settings.github_api_url)
         token = InstallationToken(
-            app_gh, settings, installation_id, repo=repo, permissions=permissions, cache=tokens or TokenCache()
+            app_gh, settings, installation_id, repo=repo, permissions=permissions, cache=tokens or TokenCache(),
+            optional=optional_permissions,
         )
         yield GitHubClient(session, settings, token)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from typing import Any
 
+from gidgethub import BadRequest
 from gidgethub.abc import GitHubAPI
 from gidgethub.apps import get_jwt
 
@@ -53,33 +55,46 @@ class InstallationToken:
 
     def __init__(
         self, app_gh: GitHubAPI, settings: Settings, installation_id: int, *, repo: str | None,
-        permissions: dict[str, str] | None, cache: TokenCache,
+        permissions: dict[str, str] | None, cache: TokenCache, optional: dict[str, str] | None = None,
     ) -> None:
+        """`optional`: asked for too, and done without when the installation has not granted them (an owner
+        accepts a permission an App adds later in the installation's settings; until then GitHub refuses a
+        token that names it with 422)."""
         self._app_gh = app_gh
         self._settings = settings
         self._installation_id = installation_id
         self._repo = repo
         self._permissions = permissions
+        self._optional = optional or {}
         self._cache = cache
-        self._key: TokenKey = (installation_id, repo, tuple(sorted((permissions or {}).items())))
+        wanted = {**(permissions or {}), **self._optional}
+        self._key: TokenKey = (installation_id, repo, tuple(sorted(wanted.items())))
 
     async def get(self) -> str:
         now = datetime.now(UTC)
         cached = self._cache.get(self._key, now)
         if cached is not None:
             return cached.value
-        token = await self._mint()
+        if not self._optional:
+            token = await self._mint(self._permissions)
+        else:
+            try:
+                token = await self._mint({**(self._permissions or {}), **self._optional})
+            except BadRequest as exc:
+                if exc.status_code != HTTPStatus.UNPROCESSABLE_ENTITY:
+                    raise
+                token = await self._mint(self._permissions)
         self._cache.put(self._key, token)
         return token.value
 
     @with_retries
-    async def _mint(self) -> Token:
+    async def _mint(self, permissions: dict[str, str] | None) -> Token:
         app_id, private_key = self._settings.require_app()
         body: dict[str, Any] = {}
         if self._repo is not None:
             body["repositories"] = [self._repo.split("/", 1)[1]]
-        if self._permissions:
-            body["permissions"] = self._permissions
+        if permissions:
+            body["permissions"] = permissions
         minted = await self._app_gh.post(
             "/app/installations/{installation_id}/access_tokens",
             {"installation_id": self._installation_id},

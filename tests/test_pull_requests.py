@@ -110,6 +110,22 @@ def test_ok_to_test_on_an_issue_is_refused(github, settings) -> None:
     assert outcome == "rejected: malformed command" and sent == []
 
 
+def test_an_installation_without_the_pull_requests_permission_is_told_and_keeps_working_elsewhere(
+        github, settings) -> None:
+    """An App that adds a permission waits for each installation's owner to accept it; until then a pull
+    request's command says so, and everything else goes on (its tokens do not ask for the permission)."""
+    emu, _ = github
+    number = same_repo_pull(emu)
+    granted = dict(emu.installations[INSTALLATION_ID].permissions)
+    emu.set_installation_permissions(INSTALLATION_ID, {k: v for k, v in granted.items() if k != "pull_requests"})
+    outcome, sent = handle(settings, pr_comment(emu, "/retrain", number, comment_id=3030), "np-1")
+    assert outcome == "refused: the installation lacks the pull_requests permission" and sent == []
+    assert "`pull_requests` permission" in emu.comments(REPO, number)[-1]["body"]
+    outcome, sent = handle(settings, comment_event("/retrain", repo=REPO, installation_id=INSTALLATION_ID,
+                                                   comment_id=3031, github=emu), "np-2")
+    assert outcome.startswith("enqueued") and len(sent) == 1
+
+
 def branch_button(emu: GitHubEmulator, branch: str, check_id: int = 9) -> dict:
     head = emu.head(REPO, branch)
     return {"action": "requested_action", "requested_action": {"identifier": "retrain"},
@@ -195,7 +211,8 @@ def test_pull_requests_end_to_end(github, services, tmp_path) -> None:
     assert "validation bits per byte" in reply
     # the base branch and the pull request's branch are untouched
     assert emu.head(REPO) == main_head and emu.head(REPO, "more-text") == pr_head
-    assert (tmp_path / "store" / REPO / "nanecho-cached-ci" / "pulls" / str(number)).is_dir()
+    pull_folder = tmp_path / "store" / REPO / "nanecho-cached-ci" / "pulls" / str(number)
+    [evaluated] = [p.name.removesuffix(".entry.json") for p in pull_folder.glob("*.entry.json")]
 
     fork = emu.open_fork_pull(REPO, "mallory", NEW_TEXT)
     fork_head = emu.repos[REPO].git.resolve(f"refs/pull/{fork}/head")
@@ -224,12 +241,17 @@ def test_pull_requests_end_to_end(github, services, tmp_path) -> None:
     pr_checkpoint = pr_summary["checkpoint_id"]
     assert pr_summary["resumed_from"] == base_best
     emu.merge_pull(REPO, number)
-    assert pr_checkpoint in json.loads(emu.read_file(REPO, f"{RUN_DIR}/cache/metadata.json"))
+    merged_registry = json.loads(emu.read_file(REPO, f"{RUN_DIR}/cache/metadata.json"))
+    assert pr_checkpoint in merged_registry and evaluated not in merged_registry
     assert post(web, comment_event("/retrain", repo=REPO, installation_id=INSTALLATION_ID, comment_id=3105,
                                    github=emu), delivery="m-2") == 202
     wait_until(lambda: emu.git_log(REPO)[0]["message"].startswith("retrain("), SESSION_TIMEOUT,
                "main's next progress commit", log)
     after_merge = json.loads(emu.read_file(REPO, f"{RUN_DIR}/training_summary.json"))["session"]
-    # the pull request's checkpoint was measured on today's validation text, main's older one was not
-    assert after_merge["resumed_from"] == pr_checkpoint, after_merge
-    assert {base_best, pr_checkpoint} <= set(json.loads(emu.read_file(REPO, f"{RUN_DIR}/cache/metadata.json")))
+    # The pull request's checkpoints were measured on today's validation text, main's older one was not; the
+    # one its evaluation trained (kept in the store, never committed) joined as a candidate once it was merged.
+    assert after_merge["resumed_from"] in (pr_checkpoint, evaluated), after_merge
+    registry = set(json.loads(emu.read_file(REPO, f"{RUN_DIR}/cache/metadata.json")))
+    assert {base_best, pr_checkpoint, evaluated} <= registry
+    assert any(f"took {evaluated}, trained on merged pull request #{number}" in n for n in after_merge["notes"])
+    assert not list(pull_folder.glob("*.entry.json"))  # its record is gone: a commit holds the entry now

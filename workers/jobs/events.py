@@ -169,16 +169,25 @@ async def _carry_out(
 ) -> str:
     origin = decision.origin
     on_pull = isinstance(decision, StartTraining) and origin.pull_number is not None
-    permissions = EVENTS_PERMISSIONS | PULL_PERMISSIONS if on_pull else EVENTS_PERMISSIONS
     async with installation_client(
-        settings, origin.installation_id, repo=origin.repo, permissions=permissions, tokens=tokens
+        settings, origin.installation_id, repo=origin.repo, permissions=EVENTS_PERMISSIONS, tokens=tokens,
+        optional_permissions=PULL_PERMISSIONS if on_pull else None,
     ) as gh:
         feedback = Feedback(gh, origin)
         if isinstance(decision, RejectCommand):
             await feedback.react("confused")
             await feedback.problem(replies.rejected(origin, decision.reason), decision.reason)
             return "rejected: malformed command"
-        pull = await gh.pull_request(origin.repo, origin.pull_number) if on_pull and origin.pull_number else None
+        try:
+            pull = await gh.pull_request(origin.repo, origin.pull_number) if on_pull and origin.pull_number else None
+        except BadRequest as exc:
+            if exc.status_code != HTTPStatus.FORBIDDEN:
+                raise
+            reason = ("this installation of the App has not been granted the `pull_requests` permission (read), "
+                      "which reading a pull request needs: an owner accepts it in the installation's settings")
+            await feedback.react("confused")
+            await feedback.problem(replies.failed(origin, reason), reason)
+            return "refused: the installation lacks the pull_requests permission"
         if pull is not None and origin.issue_number is None:  # a pull request's button: answer on the pull request
             origin = replace(origin, issue_number=pull.number)
             decision = replace(decision, origin=origin)

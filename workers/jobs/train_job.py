@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from app.errors import RetrainError
 from app.features.decisions import Origin
 from app.github import installation_client
-from app.github_auth import SESSION_PERMISSIONS, TokenCache
+from app.github_auth import PULL_PERMISSIONS, SESSION_PERMISSIONS, TokenCache
 from app.settings import Settings
 from app.telemetry import TELEMETRY
 from workers.coordination.budget import Grant, SessionBudgets
@@ -87,7 +87,8 @@ async def run_github_session(
         TELEMETRY.count("retrain_sessions_total", profile=request.profile, outcome=outcome)
 
     async with installation_client(
-        settings, origin.installation_id, repo=origin.repo, permissions=SESSION_PERMISSIONS, tokens=tokens
+        settings, origin.installation_id, repo=origin.repo, permissions=SESSION_PERMISSIONS, tokens=tokens,
+        optional_permissions=PULL_PERMISSIONS,  # which evaluated pull requests were merged (workers/session/plan)
     ) as gh:
         reporter = SessionReporter(
             gh, origin, check_run_id=check_run_id, profile=request.profile, session_id=sid, web_url=settings.web_url,

@@ -47,3 +47,35 @@ def find_pending(store: CheckpointStore, run_prefix: str, registry: reg.Registry
         entries.append(entry)
         notes.append(f"recovered {entry.checkpoint_id}, trained by a session whose commit did not land")
     return Pending(tuple(entries), tuple(keys))
+
+
+PULLS_FOLDER = "pulls"  # a pull request's evaluation keeps its weights in <run>/pulls/<number>/ (session.py)
+MAX_PULLS_CHECKED = 20  # the newest pull requests with kept weights asked about per session: GitHub calls
+
+
+def pull_numbers(store: CheckpointStore, run_prefix: str) -> list[int]:
+    """The pull requests whose evaluations left an entry record in the run's folder, newest (highest) last."""
+    found = []
+    for folder in store.keys(f"{run_prefix}/{PULLS_FOLDER}", ""):
+        name = folder.rstrip("/").rsplit("/", 1)[-1]
+        if name.isdigit() and len(name) < 10 and store.keys(folder, ENTRY_RECORD):
+            found.append(int(name))
+    return sorted(found)[-MAX_PULLS_CHECKED:]
+
+
+def find_merged_pulls(
+    store: CheckpointStore, run_prefix: str, registry: reg.Registry, notes: list[str], merged: set[int]
+) -> Pending:
+    """The checkpoints merged pull requests' evaluations trained: candidates for this branch like any other
+    (the best on today's validation set decides). Their records go once a commit holds them."""
+    entries, keys = [], []
+    for number in sorted(merged):
+        folder = f"{run_prefix}/{PULLS_FOLDER}/{number}"
+        found = find_pending(store, folder, registry, [])
+        for entry in found.entries:
+            if entry.storage is None or store.size(entry.storage, within=run_prefix) != entry.storage.bytes:
+                continue
+            entries.append(entry)
+            notes.append(f"took {entry.checkpoint_id}, trained on merged pull request #{number}, as a candidate")
+        keys.extend(found.record_keys)
+    return Pending(tuple(entries), tuple(keys))

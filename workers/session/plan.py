@@ -17,9 +17,9 @@ from app.github import BranchHead
 from app.repo_config import CONFIG_PATH, Profile, RepoConfig, parse_repo_config
 from workers.session import registry as reg
 from workers.session.history import parse_history
-from workers.session.pending import Pending, find_pending
+from workers.session.pending import Pending, find_merged_pulls, find_pending, pull_numbers
 from workers.session.pretrained import NOWHERE, PretrainedSources
-from workers.session.repos import ProgressRepository
+from workers.session.repos import ProgressRepository, PullsUnknown
 from workers.session.snapshot import MAX_TOTAL_BYTES, selection
 from workers.session.store import CheckpointStore, StoreError
 from workers.session.tokenizer_choice import choose_base, choose_tokenizer
@@ -254,6 +254,8 @@ async def prepare(
     committed = committed_by(registry, history, request.session_id)
     run_folder = f"{store_prefix}/{run}"
     pending = await asyncio.to_thread(find_pending, store, run_folder, registry, notes)
+    if target.pull_number is None:  # a branch's session also takes what merged pull requests trained
+        pending = await with_merged_pulls(repo, store, run_folder, registry, head.name, pending, notes)
     registry = reg.merge(registry, {e.checkpoint_id: e for e in pending.entries})
     selected = selection(config.data.include, exclude_dirs=[config.progress_dir])
     files = await repo.files(target.data_oid or head.oid, selected, max_bytes=max_snapshot_bytes)
@@ -309,6 +311,22 @@ async def prepare(
         unusable=frozenset(unusable), initial_weights=choice.initial_weights if resume is None else None,
         data_oid=target.data_oid,
     )
+
+
+async def with_merged_pulls(
+    repo: ProgressRepository, store: CheckpointStore, run_folder: str, registry: reg.Registry, branch: str,
+    pending: Pending, notes: list[str],
+) -> Pending:
+    numbers = await asyncio.to_thread(pull_numbers, store, run_folder)
+    if not numbers:
+        return pending
+    try:
+        merged = await repo.merged_into(numbers, branch)
+    except PullsUnknown as exc:
+        notes.append(f"could not tell which evaluated pull requests were merged ({exc}); their checkpoints wait")
+        return pending
+    taken = await asyncio.to_thread(find_merged_pulls, store, run_folder, registry, notes, merged)
+    return Pending(pending.entries + taken.entries, pending.record_keys + taken.record_keys)
 
 
 def committed_by(registry: reg.Registry, history: list[dict[str, Any]], session_id: str) -> str | None:

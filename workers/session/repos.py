@@ -10,8 +10,11 @@ import asyncio
 import os
 import subprocess
 from collections.abc import Mapping
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Protocol
+
+from gidgethub import BadRequest
 
 from app.errors import RetrainError, SessionError
 from app.github import BranchFile, BranchHead, GitHubClient, StaleHead
@@ -51,6 +54,15 @@ class ProgressRepository(Protocol):
         bytes): what retention checks before deleting weights another branch may resume from. Raises
         `BranchesUnknown` rather than answer for only some of the branches."""
         ...
+
+    async def merged_into(self, numbers: list[int], branch: str) -> set[int]:
+        """Which of these pull requests were merged into `branch`; raises `PullsUnknown` when that cannot be
+        told (a repository without pull requests answers the empty set)."""
+        ...
+
+
+class PullsUnknown(Exception):
+    """Whether pull requests were merged could not be read (the installation may lack `pull_requests`)."""
 
 
 class GitHubRepository:
@@ -116,6 +128,9 @@ class GitHubRepository:
     ) -> str:
         return await self.client.commit_files(self.name, branch, expected_head, files, headline, body)
 
+    async def merged_into(self, numbers: list[int], branch: str) -> set[int]:
+        return await _merged_on_github(self.client, self.name, numbers, branch)
+
     async def registries_elsewhere(self, path: str, except_branch: str) -> dict[str, bytes]:
         """One GraphQL request per 100 branches, at most MAX_BRANCH_PAGES of them, and registries of at most
         MAX_REGISTRIES_BYTES together (anyone who can push makes branches); a file GitHub would not give as
@@ -167,6 +182,20 @@ BOT_IDENTITY = {
     "GIT_COMMITTER_NAME": "retrain",
     "GIT_COMMITTER_EMAIL": "retrain@localhost",
 }
+
+
+async def _merged_on_github(client: GitHubClient, repo: str, numbers: list[int], branch: str) -> set[int]:
+    merged: set[int] = set()
+    for number in numbers:
+        try:
+            pull = await client.pull_request(repo, number)
+        except BadRequest as exc:
+            if exc.status_code == HTTPStatus.NOT_FOUND:
+                continue  # deleted (spam), or never a pull request of this repository
+            raise PullsUnknown(f"pull request #{number}: GitHub answered {exc.status_code}") from exc
+        if pull.merged and pull.base_ref == branch:
+            merged.add(number)
+    return merged
 
 
 class LocalGitRepository:
@@ -246,6 +275,9 @@ class LocalGitRepository:
             raise StaleHead(f"{self.name}@{branch} moved past {expected_head[:12]}")
         self._follow_checkout(branch, expected_head, new_oid)
         return new_oid
+
+    async def merged_into(self, numbers: list[int], branch: str) -> set[int]:
+        return set()  # a local checkout has no pull requests
 
     async def registries_elsewhere(self, path: str, except_branch: str) -> dict[str, bytes]:
         listing = self._git("for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/")
