@@ -14,4 +14,5 @@ def code_block(text: str) -> str:
     text = CONTROL.sub("\ufffd", text)
     longest = max((len(run) for run in BACKTICKS.findall(text)), default=0)
     fence = "`" * max(3, longest + 1)
-    return f"{fence}text\n{text}\n{fence}"
+    ending = "" if text.endswith("\n") else "\n"  # the block holds the text exactly, no blank line added
+    return f"{fence}text\n{text}{ending}{fence}"
