@@ -50,6 +50,7 @@ from workers.coordination.run_queue import RunQueue
 from workers.coordination.sample_quota import SampleQuota
 from workers.coordination.starts import SessionStarts
 from workers.jobs.history import read_history, table_rows
+from workers.jobs.pull_requests import pull_refusal, pull_request_fields, queue_name
 from workers.jobs.schedules import ScheduleStore, apply_schedules
 
 log = logging.getLogger(__name__)
@@ -296,38 +297,6 @@ async def start(
     if reply is not None:  # the session's worker edits this reply as it goes, rather than adding more
         admission.starts.remember_reply(session_id, int(reply["id"]))
     return f"enqueued session {session_id}" + (f" behind {claim.other}" if claim.kind == "follow_up" else "")
-
-
-def pull_refusal(pull: PullRequest, origin: Origin, decision: StartTraining, approvals: PullApprovals | None
-                 ) -> str | None:
-    """Why a pull request's session may not start (None: it may). The sender's permission is checked
-    already; a fork's head also needs an explicit approval of that very commit."""
-    if pull.state != "open":
-        return f"pull request #{pull.number} is {pull.state}; Retrain evaluates open pull requests"
-    if not pull.from_fork(origin.repo):
-        return None
-    if approvals is None:
-        return "pull requests from forks cannot be approved on this deployment"
-    if decision.approve:
-        approvals.approve(origin.repo, pull.number, pull.head_sha, origin.sender or "")
-        return None
-    if approvals.approved_by(origin.repo, pull.number, pull.head_sha) is None:
-        return (f"pull request #{pull.number} comes from a fork, and its head `{pull.head_sha[:7]}` is not approved: "
-                "someone with the configured permission approves it with `/retrain ok-to-test` (each new push "
-                "needs approving again)")
-    return None
-
-
-def queue_name(run: str, pull: PullRequest | None) -> str:
-    """A pull request's sessions queue on their own: they never commit to the base branch, so they need not
-    wait for its sessions (nor hold them up)."""
-    return run if pull is None else f"{run}:pull-{pull.number}"
-
-
-def pull_request_fields(pull: PullRequest, repo: str, config: RepoConfig) -> dict[str, Any]:
-    """What the session request says of its pull request (see SessionRequest)."""
-    return {"pull_number": pull.number, "pull_head_sha": pull.head_sha, "pull_head_ref": pull.head_ref,
-            "pull_commit": config.pull_requests.commit and not pull.from_fork(repo)}
 
 
 async def ask_sample(
