@@ -214,13 +214,19 @@ def test_pull_requests_end_to_end(github, services, tmp_path) -> None:
     pull_folder = tmp_path / "store" / REPO / "nanecho-cached-ci" / "pulls" / str(number)
     [evaluated] = [p.name.removesuffix(".entry.json") for p in pull_folder.glob("*.entry.json")]
 
-    fork = emu.open_fork_pull(REPO, "mallory", NEW_TEXT)
+    fork_config = yaml.safe_load(TINY_CONFIG)  # the fork's own config would train 3 iterations and commit
+    fork_config["profiles"]["ci"]["max_iters"] = 3
+    fork_config["pull_requests"] = {"commit": True}
+    fork_files = {**NEW_TEXT, ".github/retrain.yml": yaml.safe_dump(fork_config).encode()}
+    fork = emu.open_fork_pull(REPO, "mallory", fork_files)
     fork_head = emu.repos[REPO].git.resolve(f"refs/pull/{fork}/head")
     assert post(web, pr_comment(emu, "/retrain", fork, comment_id=3102), delivery="f-1") == 202
     wait_until(lambda: any("ok-to-test" in c["body"] for c in emu.comments(REPO, fork)), 30, "the refusal", log)
     assert post(web, pr_comment(emu, "/retrain ok-to-test", fork, comment_id=3103), delivery="f-2") == 202
     check = wait_until(lambda: finished(emu, fork_head), SESSION_TIMEOUT, "the fork's check run", log)
     assert check["conclusion"] == "success" and emu.head(REPO) == main_head
+    assert "trained 40 iterations (40 → 80)" in check["output"]["summary"]  # the base's ci profile, not the fork's
+    assert f"not committed: this evaluates pull request #{fork}" in check["output"]["summary"]
 
     emu.create_branch(REPO, "experiment")
     assert post(web, branch_button(emu, "experiment"), delivery="b-1", event="check_run") == 202
