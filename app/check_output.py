@@ -61,9 +61,10 @@ def session_summary_markdown(
     if commit_oid is None:
         base = (f"the base branch's best, `{resumed_from}`, scores on this pull request's validation text"
                 if resumed_from else "a fresh model scores (the base branch has no compatible checkpoint)")
+        head = f" at [its head]({commit_url})" if commit_url else ""
         commit = (f"not committed: this evaluates pull request #{pull_number} and leaves the base branch "
                   f"untouched. **Before** is what {base}; **after** is that model trained on the pull "
-                  "request's text")
+                  f"request's text{head}. No chart: nothing of it is committed")
     else:
         commit = "committed in " + (f"[`{commit_oid[:12]}`]({commit_url})" if commit_url else f"`{commit_oid[:12]}`")
         if progress_url:

@@ -13,6 +13,8 @@ COMMAND_LINE = re.compile(r"^/retrain(?:[ \t]+(?P<args>.*))?$")
 FENCE = re.compile(r"^\s*(```|~~~)")
 MAX_ITERS_ARG = re.compile(r"^max_iters=(?P<n>\d{1,9})$")
 FRESH_CONFIRM = "fresh=confirm"
+APPROVE_USAGE = "/retrain ok-to-test [sha]"
+COMMIT_PREFIX = re.compile(r"^[0-9a-fA-F]{7,40}$")
 SAMPLE_LINE = re.compile(r"^/retrain[ \t]+sample(?:[ \t]+(?P<rest>.*))?$")
 SAMPLE_PROFILE = re.compile(r"^profile=(?P<name>[A-Za-z0-9_-]{1,40})(?:[ \t]+|$)")
 MAX_PROMPT_CHARS = 500  # a prompt is a line of a comment; the model sees at most its block size of it anyway
@@ -53,10 +55,11 @@ COMMANDS: tuple[CommandHelp, ...] = (
         ("/retrain sample", "/retrain sample Once upon a time", "/retrain sample profile=full The echo"),
     ),
     CommandHelp(
-        "/retrain ok-to-test",
-        "On a pull request from a fork: approve its current head commit and start its session (with the base "
-        "branch's config). A new push needs a new approval. Needs the configured permission.",
-        ("/retrain ok-to-test",),
+        APPROVE_USAGE,
+        "On a pull request from a fork: approve its head commit and start its session (with the default "
+        "branch's config). Naming the commit (7 or more hex digits) approves that one only, so a push made "
+        "meanwhile is not; a new push needs a new approval. Needs the configured permission.",
+        ("/retrain ok-to-test", "/retrain ok-to-test 1a2b3c4"),
     ),
     CommandHelp("/retrain help", "Show this help.", ("/retrain help",)),
 )
@@ -87,9 +90,11 @@ class CancelCommand:
 
 @dataclass(frozen=True)
 class ApproveCommand:
-    """`/retrain ok-to-test`: Prow's pattern for running what a fork's author wrote."""
+    """`/retrain ok-to-test [sha]`: Prow's pattern for running what a fork's author wrote. With `sha`, only
+    that head is approved: a push landing between the comment and its handling is not."""
 
     line: str
+    sha: str | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,10 @@ def parse_command(line: str) -> ParsedCommand | None:
     args = (match["args"] or "").split()
     if args[:1] == ["sample"]:
         return parse_sample(line)
+    if args[:1] == ["ok-to-test"] and len(args) == 2:
+        if not COMMIT_PREFIX.match(args[1]):
+            return InvalidCommand(line, f"`{args[1][:40]}` is not a commit id; usage: `{APPROVE_USAGE}`")
+        return ApproveCommand(line, args[1].lower())
     if len(args) == 1 and args[0] in WORD_COMMANDS:
         return WORD_COMMANDS[args[0]](line)
     usage = f"usage: `{COMMANDS[0].usage}`"

@@ -9,15 +9,21 @@ import re
 from app.commands import help_text
 from app.features.decisions import Origin
 from app.github import MAX_COMMENT_CHARS
-from app.markdown import code_block
+from app.markdown import CONTROL, code_block
 
 MARKER = "<!-- retrain -->"
 ROOM = 200  # what create_comment adds (its marker) and a margin: a sample is cut to fit before that
 PLAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")  # a checkpoint id is repository content
 
 
+def quoted(line: str) -> str:
+    """The command as typed, shown without what it could do in the App's mouth: no control characters, and no
+    @-mention that would notify a person or a team again (a word joiner after each @)."""
+    return CONTROL.sub("\ufffd", line).replace("@", "@\u2060")
+
+
 def _reply(origin: Origin, text: str) -> str:
-    quote = f"> {origin.line}\n\n" if origin.line else ""
+    quote = f"> {quoted(origin.line)}\n\n" if origin.line else ""
     who = f"@{origin.sender} " if origin.sender else ""
     return f"{MARKER}\n{quote}{who}{text}"
 

@@ -206,18 +206,6 @@ class ScheduleEntry(BaseModel):
     profile: ProfileName = Field("scheduled", description="The profile the entry trains.")
 
 
-class PullRequestsConfig(BaseModel):
-    """What `/retrain` on a pull request may do. Read from the base branch's config, never the pull request's."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    commit: bool = Field(
-        False, description="A pull request from a branch of this repository commits its session's progress to "
-        "that branch (merging the pull request then brings its checkpoint to the base branch, where the best on "
-        "today's data decides). Off: the session only evaluates and reports. A fork's pull request never commits.",
-    )
-
-
 class PublishConfig(BaseModel):
     """Publishing a new best checkpoint's export; off unless a repository asks for it, since a release is
     public on a public repository and notifies everyone watching its releases."""
@@ -270,9 +258,6 @@ class RepoConfig(BaseModel):
         (), description="Workflow files whose workflow_dispatch and scheduled workflow_run events start sessions.",
     )
     schedule: tuple[ScheduleEntry, ...] = Field((), description="Cron entries (UTC) that start sessions.")
-    pull_requests: PullRequestsConfig = Field(
-        PullRequestsConfig(), description="`/retrain` on a pull request (docs/pull-requests.md).",
-    )
     publish: PublishConfig = Field(
         PublishConfig(), description="Publishing new best checkpoints as GitHub Releases (off by default).",
     )

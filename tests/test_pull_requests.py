@@ -54,7 +54,7 @@ def test_a_pull_request_session_reads_the_pull_request_and_puts_its_check_run_on
     assert outcome.startswith("enqueued"), outcome
     request = sent[0]["request"]
     assert (request["pull_number"], request["pull_head_sha"], request["pull_head_ref"]) == (number, head, "more-text")
-    assert request["pull_commit"] is False and request["branch"] == "main"
+    assert "pull_commit" not in request and request["branch"] == "main"
     assert sent[0]["run"] == f"nanecho-cached-ci:pull-{number}"  # its own queue: never waits for main's sessions
     [check] = emu.check_runs(REPO)
     assert check["head_sha"] == head
@@ -68,12 +68,23 @@ def test_a_pull_request_runs_with_its_base_config_never_its_own(github, settings
     emu, _ = github
     config = yaml.safe_load(TINY_CONFIG)
     config["profiles"]["huge"] = {**config["profiles"]["ci"], "max_iters": 10_000}
-    config["pull_requests"] = {"commit": True}
+    config["permission"] = "read"
     number = same_repo_pull(emu, {".github/retrain.yml": yaml.safe_dump(config).encode(), **NEW_TEXT})
     outcome, sent = handle(settings, pr_comment(emu, "/retrain huge", number, comment_id=3002), "pr-2")
     assert outcome == "rejected: unknown profile" and sent == []
     outcome, sent = handle(settings, pr_comment(emu, "/retrain", number, comment_id=3003), "pr-3")
-    assert outcome.startswith("enqueued") and sent[0]["request"]["pull_commit"] is False  # base says no commit
+    assert outcome.startswith("enqueued")
+    # nor a base branch its author picked: the default branch's config is the repository's policy
+    emu.commit_files(REPO, {".github/retrain.yml": yaml.safe_dump(config).encode()}, branch="legacy")
+    emu.set_permission(REPO, "mallory", "read")
+    fork = emu.open_fork_pull(REPO, "mallory", NEW_TEXT, base="legacy")
+    outcome, sent = handle(settings, pr_comment(emu, "/retrain ok-to-test", fork, sender="mallory",
+                                                comment_id=3004), "pr-4")
+    assert outcome.startswith("refused") and sent == []
+    outcome, sent = handle(settings, pr_comment(emu, "/retrain ok-to-test", fork, comment_id=3005), "pr-5")
+    assert outcome.startswith("enqueued")  # alice may approve: `write` on the default branch's config
+    outcome, sent = handle(settings, pr_comment(emu, "/retrain huge", fork, comment_id=3006), "pr-6")
+    assert outcome == "rejected: unknown profile" and sent == []
 
 
 def test_a_fork_pull_request_waits_for_an_explicit_approval_of_its_head(github, settings) -> None:
@@ -94,12 +105,42 @@ def test_a_fork_pull_request_waits_for_an_explicit_approval_of_its_head(github, 
     outcome, sent = handle(settings, pr_comment(emu, "/retrain ok-to-test", number, comment_id=3013), "f-4")
     assert outcome.startswith("enqueued"), outcome
     head = sent[0]["request"]["pull_head_sha"]
-    assert sent[0]["request"]["pull_commit"] is False  # a fork's pull request never commits
     # a new push needs a new approval
     emu.push_to_fork_pull(REPO, number, {"notes/pr/more.md": b"yet more text " * 50})
     outcome, sent = handle(settings, pr_comment(emu, "/retrain", number, comment_id=3014), "f-5")
     assert outcome.startswith("refused: pull request") and sent == []
     assert head != emu.repos[REPO].git.resolve(f"refs/pull/{number}/head")
+
+
+def test_an_approval_naming_its_commit_approves_only_that_head(github, settings) -> None:
+    """The approver saw head A; the fork pushed B before the comment was handled: B is not approved."""
+    emu, _ = github
+    number = emu.open_fork_pull(REPO, "mallory", NEW_TEXT)
+    seen = emu.repos[REPO].git.resolve(f"refs/pull/{number}/head")
+    emu.push_to_fork_pull(REPO, number, {"notes/pr/evil.md": b"pushed after the look " * 40})
+    outcome, sent = handle(settings, pr_comment(emu, f"/retrain ok-to-test {seen[:7]}", number, comment_id=3040),
+                           "a-1")
+    assert outcome.startswith("refused: the approval names") and sent == []
+    outcome, sent = handle(settings, pr_comment(emu, "/retrain", number, comment_id=3041), "a-2")
+    assert outcome.startswith("refused: pull request") and sent == []  # nothing was approved
+    head = emu.repos[REPO].git.resolve(f"refs/pull/{number}/head")
+    assert f"/retrain ok-to-test {head[:7]}" in emu.comments(REPO, number)[-1]["body"]
+    outcome, sent = handle(settings, pr_comment(emu, f"/retrain ok-to-test {head[:7]}", number, comment_id=3042),
+                           "a-3")
+    assert outcome.startswith("enqueued") and sent[0]["request"]["pull_head_sha"] == head
+    outcome, sent = handle(settings, pr_comment(emu, "/retrain ok-to-test main", number, comment_id=3043), "a-4")
+    assert outcome == "rejected: malformed command" and sent == []
+
+
+def test_a_reply_quotes_the_command_without_pinging_anyone_again(github, settings) -> None:
+    emu, _ = github
+    payload = comment_event("/retrain nosuch @octo/everyone \x1b[2J", repo=REPO, installation_id=INSTALLATION_ID,
+                            comment_id=3050, github=emu)
+    handle(settings, payload, "q-1")
+    body = emu.comments(REPO, 7)[-1]["body"]
+    [quote] = [line for line in body.splitlines() if line.startswith("> ")]
+    assert "@octo/everyone" not in quote and "@\u2060octo/everyone" in quote
+    assert "\x1b" not in body  # (the reason names the argument in a code span, where GitHub links no one)
 
 
 def test_ok_to_test_on_an_issue_is_refused(github, settings) -> None:
@@ -234,30 +275,25 @@ def test_pull_requests_end_to_end(github, services, tmp_path) -> None:
                "the branch's progress commit", log)
     assert emu.head(REPO) == main_head  # main untouched
 
-    # Opted in, the same pull request commits to its own branch; merged, its checkpoint is one more
-    # candidate for main's next session, which measures both on today's text.
-    config = yaml.safe_load(TINY_CONFIG)
-    config["pull_requests"] = {"commit": True}
-    emu.commit_files(REPO, {".github/retrain.yml": yaml.safe_dump(config).encode()}, message="let PRs commit")
-    main_head = emu.head(REPO)
+    # A push after the evaluation (taking text out), another evaluation of the new head, then the merge: main's
+    # next session takes the checkpoint trained on the merged head, and leaves out the one trained on text
+    # that was never merged.
+    emu.commit_files(REPO, {"notes/pr/added.md": ("Other lines, as merged. " * 80).encode()}, branch="more-text")
+    merged_head = emu.head(REPO, "more-text")
     assert post(web, pr_comment(emu, "/retrain", number, comment_id=3104), delivery="p-2") == 202
-    wait_until(lambda: len(progress_commits(emu, "more-text")) == 2, SESSION_TIMEOUT, "the PR branch's commit", log)
-    assert emu.head(REPO) == main_head
-    pr_summary = json.loads(emu.read_file(REPO, f"{RUN_DIR}/training_summary.json", ref="more-text"))["session"]
-    pr_checkpoint = pr_summary["checkpoint_id"]
-    assert pr_summary["resumed_from"] == base_best
+    wait_until(lambda: finished(emu, merged_head), SESSION_TIMEOUT, "the second evaluation", log)
+    [final] = [p.name.removesuffix(".entry.json") for p in pull_folder.glob("*.entry.json")
+               if p.name.removesuffix(".entry.json") != evaluated]
     emu.merge_pull(REPO, number)
-    merged_registry = json.loads(emu.read_file(REPO, f"{RUN_DIR}/cache/metadata.json"))
-    assert pr_checkpoint in merged_registry and evaluated not in merged_registry
     assert post(web, comment_event("/retrain", repo=REPO, installation_id=INSTALLATION_ID, comment_id=3105,
                                    github=emu), delivery="m-2") == 202
     wait_until(lambda: emu.git_log(REPO)[0]["message"].startswith("retrain("), SESSION_TIMEOUT,
                "main's next progress commit", log)
     after_merge = json.loads(emu.read_file(REPO, f"{RUN_DIR}/training_summary.json"))["session"]
-    # The pull request's checkpoints were measured on today's validation text, main's older one was not; the
-    # one its evaluation trained (kept in the store, never committed) joined as a candidate once it was merged.
-    assert after_merge["resumed_from"] in (pr_checkpoint, evaluated), after_merge
     registry = set(json.loads(emu.read_file(REPO, f"{RUN_DIR}/cache/metadata.json")))
-    assert {base_best, pr_checkpoint, evaluated} <= registry
-    assert any(f"took {evaluated}, trained on merged pull request #{number}" in n for n in after_merge["notes"])
-    assert not list(pull_folder.glob("*.entry.json"))  # its record is gone: a commit holds the entry now
+    assert final in registry and evaluated not in registry, after_merge
+    notes = " ".join(after_merge["notes"])
+    assert f"took {final}, trained on merged pull request #{number}" in notes
+    assert f"left out {evaluated} of merged pull request #{number}" in notes
+    assert after_merge["resumed_from"] == final  # measured on today's text (the merged one); main's was not
+    assert not list(pull_folder.glob("*.entry.json"))  # the records are gone once a commit took what it could

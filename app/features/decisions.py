@@ -42,6 +42,7 @@ class StartTraining:
     fresh: bool = False
     max_checkpoints: int | None = None  # per-trigger retention override (workflow_dispatch input)
     approve: bool = False  # `/retrain ok-to-test`: approves a fork's pull request head before starting
+    approve_sha: str | None = None  # ... only when the head starts with this (the commit the approver saw)
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def plan_comment(delivery_id: str, payload: dict[str, Any]) -> Decision:
     if isinstance(parsed, ApproveCommand):
         if origin.pull_number is None:
             return RejectCommand(origin, "`/retrain ok-to-test` approves a pull request; this is an issue")
-        return StartTraining(origin, DEFAULT_PROFILE, approve=True)
+        return StartTraining(origin, DEFAULT_PROFILE, approve=True, approve_sha=parsed.sha)
     if isinstance(parsed, HistoryCommand):
         return ShowHistory(origin)
     if isinstance(parsed, SampleCommand):

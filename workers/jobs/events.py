@@ -193,8 +193,9 @@ async def _carry_out(
             origin = replace(origin, issue_number=pull.number)
             decision = replace(decision, origin=origin)
             feedback = Feedback(gh, origin)
-        # A pull request runs with its base branch's config, never the one its head carries.
-        config_at = pull.base_ref if pull is not None else origin.head_sha or origin.ref
+        # A pull request runs with the default branch's config (the repository's policy, which the session's
+        # worker reads too), never the one its head carries nor one of a base branch its author picked.
+        config_at = None if pull is not None else origin.head_sha or origin.ref
         try:
             config = parse_repo_config(await gh.read_file(origin.repo, CONFIG_PATH, config_at))
         except ConfigError as exc:
@@ -281,7 +282,7 @@ async def start(
                     "session_id": session_id, "profile": decision.profile, "max_iters": decision.max_iters,
                     "trigger": origin.trigger, "sender": origin.sender, "delivery_id": origin.delivery_id,
                     "fresh": decision.fresh, "max_checkpoints": decision.max_checkpoints, "branch": origin.ref,
-                    **({} if pull is None else pull_request_fields(pull, origin.repo, config)),
+                    **({} if pull is None else pull_request_fields(pull)),
                 },
                 "check_run_id": check.id,
                 "check_url": check.html_url,

@@ -8,7 +8,6 @@ from typing import Any
 
 from app.features.decisions import Origin, StartTraining
 from app.github import PullRequest
-from app.repo_config import RepoConfig
 from workers.coordination.approvals import PullApprovals
 
 
@@ -23,12 +22,15 @@ def pull_refusal(pull: PullRequest, origin: Origin, decision: StartTraining, app
     if approvals is None:
         return "pull requests from forks cannot be approved on this deployment"
     if decision.approve:
+        if decision.approve_sha is not None and not pull.head_sha.startswith(decision.approve_sha):
+            return (f"the approval names `{decision.approve_sha}`, but pull request #{pull.number}'s head is now "
+                    f"`{pull.head_sha[:7]}`: nothing was approved; look at the new head and approve it by name")
         approvals.approve(origin.repo, pull.number, pull.head_sha, origin.sender or "")
         return None
     if approvals.approved_by(origin.repo, pull.number, pull.head_sha) is None:
         return (f"pull request #{pull.number} comes from a fork, and its head `{pull.head_sha[:7]}` is not approved: "
-                "someone with the configured permission approves it with `/retrain ok-to-test` (each new push "
-                "needs approving again)")
+                f"someone with the configured permission approves it with `/retrain ok-to-test {pull.head_sha[:7]}` "
+                "(each new push needs approving again)")
     return None
 
 
@@ -38,7 +40,6 @@ def queue_name(run: str, pull: PullRequest | None) -> str:
     return run if pull is None else f"{run}:pull-{pull.number}"
 
 
-def pull_request_fields(pull: PullRequest, repo: str, config: RepoConfig) -> dict[str, Any]:
+def pull_request_fields(pull: PullRequest) -> dict[str, Any]:
     """What the session request says of its pull request (see SessionRequest)."""
-    return {"pull_number": pull.number, "pull_head_sha": pull.head_sha, "pull_head_ref": pull.head_ref,
-            "pull_commit": config.pull_requests.commit and not pull.from_fork(repo)}
+    return {"pull_number": pull.number, "pull_head_sha": pull.head_sha, "pull_head_ref": pull.head_ref}

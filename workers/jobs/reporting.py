@@ -90,7 +90,8 @@ class SessionReporter:
         """`more`: lines about what followed the commit (publishing), listed after the session's notes."""
         facts = result.facts
         committed = result.commit_oid is not None
-        commit_url = f"{self._web_url}/{self._origin.repo}/commit/{result.commit_oid}" if committed else None
+        # committed: the progress commit; a pull request's evaluation: the head commit whose text it trained on
+        commit_url = f"{self._web_url}/{self._origin.repo}/commit/{result.commit_oid or facts.data_commit}"
         chart_url = (f"{self._web_url}/{self._origin.repo}/raw/{result.commit_oid}/{facts.run_dir}/loss.svg"
                      if committed else None)
         summary = check_output.session_summary_markdown(

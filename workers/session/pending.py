@@ -64,16 +64,21 @@ def pull_numbers(store: CheckpointStore, run_prefix: str) -> list[int]:
 
 
 def find_merged_pulls(
-    store: CheckpointStore, run_prefix: str, registry: reg.Registry, notes: list[str], merged: set[int]
+    store: CheckpointStore, run_prefix: str, registry: reg.Registry, notes: list[str], merged: dict[int, str]
 ) -> Pending:
-    """The checkpoints merged pull requests' evaluations trained: candidates for this branch like any other
-    (the best on today's validation set decides). Their records go once a commit holds them."""
+    """The checkpoints merged pull requests' evaluations trained on the very head that was merged: candidates
+    for this branch like any other (the best on today's validation set decides). One trained on an earlier
+    head holds text that may never have been merged (pushed, evaluated, then taken out): it is left out.
+    The records go once a commit holds what was taken (the others are of no use any more)."""
     entries, keys = [], []
-    for number in sorted(merged):
+    for number, merged_head in sorted(merged.items()):
         folder = f"{run_prefix}/{PULLS_FOLDER}/{number}"
         found = find_pending(store, folder, registry, [])
         for entry in found.entries:
-            if entry.storage is None or store.size(entry.storage, within=run_prefix) != entry.storage.bytes:
+            trained_on = ((entry.model_extra or {}).get("session") or {}).get("data_commit")
+            if trained_on != merged_head:
+                notes.append(f"left out {entry.checkpoint_id} of merged pull request #{number}: it trained on "
+                             f"{str(trained_on)[:12]}, not on the head that was merged ({merged_head[:12]})")
                 continue
             entries.append(entry)
             notes.append(f"took {entry.checkpoint_id}, trained on merged pull request #{number}, as a candidate")

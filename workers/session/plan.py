@@ -45,13 +45,11 @@ class SessionRequest:
     fresh: bool = False  # start from a new model; earlier checkpoints stay in the registry and the store
     max_checkpoints: int | None = None  # this session's retention, overriding the config's
     branch: str | None = None  # the trigger's branch; the config's `branch` wins, then the default branch
-    # A `/retrain` on a pull request (see workers/jobs/events.py): the session trains on the text at its head
-    # from the base branch's (`branch`) best checkpoint, and commits nowhere unless `pull_commit`, when the
-    # pull request's own branch (of this repository) receives the progress.
+    # A `/retrain` on a pull request (see workers/jobs/pull_requests.py): the session trains on the text at its
+    # head from the base branch's (`branch`) best checkpoint and commits nowhere (session.py `_evaluate_pull`).
     pull_number: int | None = None
     pull_head_sha: str | None = None
     pull_head_ref: str | None = None
-    pull_commit: bool = False
 
 
 @dataclass(frozen=True)
@@ -232,8 +230,6 @@ async def locate(repo: ProgressRepository, request: SessionRequest) -> Target:
         return Target(config, run, default_head, config.branch or request.branch)
     if not request.pull_head_sha:
         raise SessionError(f"pull request #{request.pull_number}: the request names no head commit")
-    if request.pull_commit and request.pull_head_ref:  # its progress goes to its branch, as a branch session's
-        return Target(config, run, default_head, request.pull_head_ref, request.pull_number)
     return Target(config, run, default_head, config.branch or request.branch, request.pull_number,
                   data_oid=request.pull_head_sha, evaluate_only=True)
 

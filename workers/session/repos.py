@@ -55,9 +55,9 @@ class ProgressRepository(Protocol):
         `BranchesUnknown` rather than answer for only some of the branches."""
         ...
 
-    async def merged_into(self, numbers: list[int], branch: str) -> set[int]:
-        """Which of these pull requests were merged into `branch`; raises `PullsUnknown` when that cannot be
-        told (a repository without pull requests answers the empty set)."""
+    async def merged_into(self, numbers: list[int], branch: str) -> dict[int, str]:
+        """The pull requests of these merged into `branch`, each with the head commit that was merged; raises
+        `PullsUnknown` when that cannot be told (a repository without pull requests answers none)."""
         ...
 
 
@@ -128,7 +128,7 @@ class GitHubRepository:
     ) -> str:
         return await self.client.commit_files(self.name, branch, expected_head, files, headline, body)
 
-    async def merged_into(self, numbers: list[int], branch: str) -> set[int]:
+    async def merged_into(self, numbers: list[int], branch: str) -> dict[int, str]:
         return await _merged_on_github(self.client, self.name, numbers, branch)
 
     async def registries_elsewhere(self, path: str, except_branch: str) -> dict[str, bytes]:
@@ -184,8 +184,8 @@ BOT_IDENTITY = {
 }
 
 
-async def _merged_on_github(client: GitHubClient, repo: str, numbers: list[int], branch: str) -> set[int]:
-    merged: set[int] = set()
+async def _merged_on_github(client: GitHubClient, repo: str, numbers: list[int], branch: str) -> dict[int, str]:
+    merged: dict[int, str] = {}
     for number in numbers:
         try:
             pull = await client.pull_request(repo, number)
@@ -194,7 +194,7 @@ async def _merged_on_github(client: GitHubClient, repo: str, numbers: list[int],
                 continue  # deleted (spam), or never a pull request of this repository
             raise PullsUnknown(f"pull request #{number}: GitHub answered {exc.status_code}") from exc
         if pull.merged and pull.base_ref == branch:
-            merged.add(number)
+            merged[number] = pull.head_sha
     return merged
 
 
@@ -276,8 +276,8 @@ class LocalGitRepository:
         self._follow_checkout(branch, expected_head, new_oid)
         return new_oid
 
-    async def merged_into(self, numbers: list[int], branch: str) -> set[int]:
-        return set()  # a local checkout has no pull requests
+    async def merged_into(self, numbers: list[int], branch: str) -> dict[int, str]:
+        return {}  # a local checkout has no pull requests
 
     async def registries_elsewhere(self, path: str, except_branch: str) -> dict[str, bytes]:
         listing = self._git("for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/")
