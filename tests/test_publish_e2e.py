@@ -50,14 +50,19 @@ def services(tmp_path: Path, github, redis_url: str, clean_redis, app_key_pair) 
 
 
 def session(emu: GitHubEmulator, web: str, log: Path, *, comment_id: int, delivery: str) -> dict:
-    """One `/retrain ci` comment through to its final reply (posted after publishing); the reply's body."""
+    """One `/retrain ci` comment through to its final report (its one reply, edited after publishing)."""
     before = len(emu.comments(REPO, 7))
     payload = comment_event("/retrain ci", sender="alice", repo=REPO, installation_id=42, comment_id=comment_id,
                             github=emu)
     assert post(web, payload, delivery=delivery) == 202
-    replies = wait_until(lambda: emu.comments(REPO, 7)[before + 1:], SESSION_TIMEOUT, "the session's final reply",
-                         log)
-    return replies[0]
+
+    def final() -> dict | None:
+        replies = emu.comments(REPO, 7)[before:]
+        return replies[0] if replies and "| stopped |" in replies[0]["body"] else None
+
+    reply = wait_until(final, SESSION_TIMEOUT, "the session's final reply", log)
+    assert len(emu.comments(REPO, 7)) == before + 1  # one reply per session
+    return reply
 
 
 def entries(emu: GitHubEmulator, oid: str) -> dict:
