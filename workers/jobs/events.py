@@ -169,10 +169,10 @@ async def _carry_out(
     live: LiveSessions | None, admission: Admission, acted: list[str], enqueue_sample: EnqueueSession | None = None,
 ) -> str:
     origin = decision.origin
-    on_pull = isinstance(decision, StartTraining) and origin.pull_number is not None
+    pull_number = origin.pull_number if isinstance(decision, StartTraining) else None  # what reads the PR
     async with installation_client(
         settings, origin.installation_id, repo=origin.repo, permissions=EVENTS_PERMISSIONS, tokens=tokens,
-        optional_permissions=PULL_PERMISSIONS if on_pull else None,
+        optional_permissions=PULL_PERMISSIONS if pull_number is not None else None,
     ) as gh:
         feedback = Feedback(gh, origin)
         if isinstance(decision, RejectCommand):
@@ -180,7 +180,7 @@ async def _carry_out(
             await feedback.problem(replies.rejected(origin, decision.reason), decision.reason)
             return "rejected: malformed command"
         try:
-            pull = await gh.pull_request(origin.repo, origin.pull_number) if on_pull and origin.pull_number else None
+            pull = await gh.pull_request(origin.repo, pull_number) if pull_number is not None else None
         except BadRequest as exc:
             if exc.status_code != HTTPStatus.FORBIDDEN:
                 raise

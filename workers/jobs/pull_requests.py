@@ -9,6 +9,7 @@ from typing import Any
 from app.features.decisions import Origin, StartTraining
 from app.github import PullRequest
 from workers.coordination.approvals import PullApprovals
+from workers.coordination.run_lock import run_lock_name
 
 
 def pull_refusal(pull: PullRequest, origin: Origin, decision: StartTraining, approvals: PullApprovals | None
@@ -35,9 +36,7 @@ def pull_refusal(pull: PullRequest, origin: Origin, decision: StartTraining, app
 
 
 def queue_name(run: str, pull: PullRequest | None) -> str:
-    """A pull request's sessions queue on their own: they never commit to the base branch, so they need not
-    wait for its sessions (nor hold them up)."""
-    return run if pull is None else f"{run}:pull-{pull.number}"
+    return run_lock_name(run, None if pull is None else pull.number)
 
 
 def pull_request_fields(pull: PullRequest) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 from app.errors import SessionError
 from app.github import BranchHead
 from app.repo_config import CONFIG_PATH, Profile, RepoConfig, parse_repo_config
+from workers.coordination.run_lock import run_lock_name
 from workers.session import registry as reg
 from workers.session.history import parse_history
 from workers.session.pending import Pending, find_merged_pulls, find_pending, pull_numbers
@@ -204,14 +205,12 @@ class Target:
     run: str
     default_head: BranchHead
     branch: str | None
-    pull_number: int | None = None
+    pull_number: int | None = None  # a pull request's session: it commits nowhere (session.py `_evaluate_pull`)
     data_oid: str | None = None  # where the training text is read, when not at the head
-    evaluate_only: bool = False  # a pull request's session that commits nowhere
 
     @property
     def lock_name(self) -> str:
-        """The run's queue and lease: a pull request's sessions have their own (workers/jobs/events.py)."""
-        return self.run if self.pull_number is None else f"{self.run}:pull-{self.pull_number}"
+        return run_lock_name(self.run, self.pull_number)
 
     async def head(self, repo: ProgressRepository) -> BranchHead:
         """The head of the branch the progress goes to (the default branch's is already read)."""
@@ -231,7 +230,7 @@ async def locate(repo: ProgressRepository, request: SessionRequest) -> Target:
     if not request.pull_head_sha:
         raise SessionError(f"pull request #{request.pull_number}: the request names no head commit")
     return Target(config, run, default_head, config.branch or request.branch, request.pull_number,
-                  data_oid=request.pull_head_sha, evaluate_only=True)
+                  data_oid=request.pull_head_sha)
 
 
 async def prepare(

@@ -129,7 +129,17 @@ class GitHubRepository:
         return await self.client.commit_files(self.name, branch, expected_head, files, headline, body)
 
     async def merged_into(self, numbers: list[int], branch: str) -> dict[int, str]:
-        return await _merged_on_github(self.client, self.name, numbers, branch)
+        merged: dict[int, str] = {}
+        for number in numbers:
+            try:
+                pull = await self.client.pull_request(self.name, number)
+            except BadRequest as exc:
+                if exc.status_code == HTTPStatus.NOT_FOUND:
+                    continue  # deleted (spam), or never a pull request of this repository
+                raise PullsUnknown(f"pull request #{number}: GitHub answered {exc.status_code}") from exc
+            if pull.merged and pull.base_ref == branch:
+                merged[number] = pull.head_sha
+        return merged
 
     async def registries_elsewhere(self, path: str, except_branch: str) -> dict[str, bytes]:
         """One GraphQL request per 100 branches, at most MAX_BRANCH_PAGES of them, and registries of at most
@@ -182,20 +192,6 @@ BOT_IDENTITY = {
     "GIT_COMMITTER_NAME": "retrain",
     "GIT_COMMITTER_EMAIL": "retrain@localhost",
 }
-
-
-async def _merged_on_github(client: GitHubClient, repo: str, numbers: list[int], branch: str) -> dict[int, str]:
-    merged: dict[int, str] = {}
-    for number in numbers:
-        try:
-            pull = await client.pull_request(repo, number)
-        except BadRequest as exc:
-            if exc.status_code == HTTPStatus.NOT_FOUND:
-                continue  # deleted (spam), or never a pull request of this repository
-            raise PullsUnknown(f"pull request #{number}: GitHub answered {exc.status_code}") from exc
-        if pull.merged and pull.base_ref == branch:
-            merged[number] = pull.head_sha
-    return merged
 
 
 class LocalGitRepository:

@@ -29,7 +29,7 @@ from workers.session import registry as reg
 from workers.session.commit import commit_progress, forget, unshared_drops
 from workers.session.history import downsample
 from workers.session.inflight import InFlight, SessionSoFar, inflight_key, load_inflight, save_inflight
-from workers.session.pending import ENTRY_RECORD
+from workers.session.pending import ENTRY_RECORD, PULLS_FOLDER
 from workers.session.plan import (
     SessionPlan,
     SessionRequest,
@@ -151,7 +151,7 @@ async def run_session(
                              pretrained=controls.pretrained)
         if plan.committed is not None:
             raise AlreadyCommitted(plan.committed)
-        if target.evaluate_only:
+        if target.pull_number is not None:
             return await _evaluate_pull(store, request, f"{store_prefix}/{plan.run}", plan, controls, clock_start)
         return await _train_and_commit(repo, store, request, store_prefix, plan, controls, clock_start, lease)
     finally:
@@ -164,12 +164,7 @@ async def _train_and_commit(
     plan: SessionPlan, controls: Controls, clock_start: float, lease: RunLease | None,
 ) -> SessionResult:
     run_prefix = f"{store_prefix}/{plan.run}"
-    inflight = inflight_key(run_prefix, request.session_id)
-    facts_key = inflight.removesuffix(".pt") + ".facts.json"
-    facts = await asyncio.to_thread(load_finished, store, facts_key, plan.notes, run_prefix)
-    if facts is None:  # not trained yet, or trained only in part by an earlier delivery
-        facts = await _train(store, request, plan, controls, clock_start, run_prefix, inflight)
-        await asyncio.to_thread(store.put, facts_key, dump_facts(facts))
+    facts, inflight, facts_key = await _trained(store, request, plan, controls, clock_start, run_prefix)
     if lease is not None:
         await asyncio.to_thread(lease.check)  # fencing: a session that lost its run commits nothing
     commit_oid, branch, dropped = await commit_progress(
@@ -194,14 +189,24 @@ async def _evaluate_pull(
     """A pull request's session that commits nowhere: train on its text from the base branch's best and report.
     Its weights stay in the store under the run's `pulls/<number>/` folder, where no base-branch session
     takes them for its own uncommitted work (workers/session/pending.py reads the run's folder only)."""
-    pull_folder = f"{run_folder}/pulls/{request.pull_number}"
-    inflight = inflight_key(pull_folder, request.session_id)
-    facts_key = inflight.removesuffix(".pt") + ".facts.json"
-    facts = await asyncio.to_thread(load_finished, store, facts_key, plan.notes, pull_folder)
-    if facts is None:
-        facts = await _train(store, request, plan, controls, clock_start, pull_folder, inflight)
-        await asyncio.to_thread(store.put, facts_key, dump_facts(facts))
+    pull_folder = f"{run_folder}/{PULLS_FOLDER}/{request.pull_number}"
+    facts, _, _ = await _trained(store, request, plan, controls, clock_start, pull_folder)
     return SessionResult(facts=facts, commit_oid=None, branch=None, stopped=facts.stopped, config=plan.config)
+
+
+async def _trained(
+    store: CheckpointStore, request: SessionRequest, plan: SessionPlan, controls: Controls, clock_start: float,
+    folder: str,
+) -> tuple[SessionFacts, str, str]:
+    """The session's finished training in `folder`: what an earlier delivery stored, else trained now (from its
+    in-session checkpoint when one was left) and stored. (facts, in-session checkpoint key, facts key)."""
+    inflight = inflight_key(folder, request.session_id)
+    facts_key = inflight.removesuffix(".pt") + ".facts.json"
+    facts = await asyncio.to_thread(load_finished, store, facts_key, plan.notes, folder)
+    if facts is None:  # not trained yet, or trained only in part by an earlier delivery
+        facts = await _train(store, request, plan, controls, clock_start, folder, inflight)
+        await asyncio.to_thread(store.put, facts_key, dump_facts(facts))
+    return facts, inflight, facts_key
 
 
 async def _train(
