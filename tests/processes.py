@@ -114,3 +114,15 @@ def answers_ok(url: str, proc: subprocess.Popen, log: Path) -> bool:
             return resp.status == 200
     except OSError:
         return False
+
+
+@contextmanager
+def s3_server(log: Path) -> Iterator[str]:
+    """A real S3 API of the test's own: moto's server mode (in memory), as s3fs's own test suite runs it.
+    Its endpoint URL; fails, with the log, when it does not start: the S3 tests never skip."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with process(args, {}, log) as proc:
+        wait_until(lambda: answers_ok(endpoint, proc, log), 30, f"moto S3 server on port {port}", log)
+        yield endpoint
