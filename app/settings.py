@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.limits import Limits
 
 _LIMITS = Limits()
+GPU_BATCH_SIZE = 64  # sequences per iteration for a profile that names none, on a GPU (8 on the CPU)
 
 
 def default_store_url() -> str:
@@ -138,6 +139,25 @@ class Settings(BaseSettings):
     sample_tokens: int = Field(
         default=200, ge=1, le=2000,
         description="Tokens a `/retrain sample` reply generates after the prompt.",
+    )
+    nproc_per_node: int = Field(
+        default=1, ge=1, le=64,
+        description="Training processes per session on this worker, one per GPU (torchrun, DDP): the profile's "
+        "batch is shared among them, so a session's result does not depend on this.",
+    )
+    micro_batch_size: int | None = Field(
+        default=None, ge=1,
+        description="Sequences per forward pass in each training process; the rest of the batch is accumulated "
+        "(for GPUs too small for a profile's batch). Unset: a process's whole share at once.",
+    )
+    compile: Literal["auto", "on", "off"] = Field(
+        default="auto", description="torch.compile the training step: `auto` on CUDA only (it pays there and costs "
+        "a minute or so of compiling per session), `on`, or `off`.",
+    )
+    gpu_batch_size: int = Field(
+        default=GPU_BATCH_SIZE, ge=1,
+        description="Sequences per iteration on a GPU for a profile that sets no `batch_size` (8 on the CPU); never "
+        "past RETRAIN_MAX_BATCH_SIZE or RETRAIN_MAX_TOKENS_PER_ITER.",
     )
     sample_time_limit_s: int = Field(
         default=300, ge=10, le=3600,

@@ -17,6 +17,7 @@ from workers.session.progress_log import local_progress
 from workers.session.repos import LocalGitRepository
 from workers.session.session import Controls, SessionRequest, SessionResult, run_session
 from workers.session.store import CheckpointStore
+from workers.session.training_options import DEFAULT_TRAINING, TrainingOptions
 from workers.trainer.baseline import perplexity
 from workers.trainer.data import bits_per_byte
 
@@ -28,7 +29,7 @@ def store_prefix_for(repo: LocalGitRepository) -> str:
 
 async def run_local_session(
     path: Path, *, profile: str, max_iters: int | None, fresh: bool, store_url: str,
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] = print, training: TrainingOptions = DEFAULT_TRAINING,
 ) -> SessionResult:
     repo = LocalGitRepository(path)
     repo.remember_store(store_url)
@@ -37,7 +38,8 @@ async def run_local_session(
         sender=getpass.getuser(), fresh=fresh,
     )
     controls = Controls(on_progress=local_progress(say, request.session_id),
-                        pretrained=PretrainedSources(anywhere=True))  # whoever runs local mode is the operator
+                        pretrained=PretrainedSources(anywhere=True),  # whoever runs local mode is the operator
+                        training=training)
     return await run_session(repo, CheckpointStore(store_url), request, store_prefix=store_prefix_for(repo),
                              controls=controls)
 
@@ -65,7 +67,7 @@ def describe_result(result: SessionResult) -> str:
         f"  val {f.val_bpb_before:.4f} → {f.val_bpb_after:.4f} bits per byte"
         f" (loss {f.val_loss_before:.4f} → {f.val_loss_after:.4f} nats, perplexity {perplexity(f.val_loss_after):.2f});"
         f" unigram baseline {bits_per_byte(f.unigram_val_loss):.4f} bits per byte",
-        f"  {f.tokens_per_s:,.0f} tokens/s",
+        f"  {f.tokens_per_s:,.0f} tokens/s on {f.device}" + (f", {f.world_size} processes" if f.world_size > 1 else ""),
         f"  checkpoint {f.checkpoint_id} stored as {f.storage.key}",
         f"  committed {result.commit_oid[:12]} on {result.branch}: {f.run_dir}/cache/metadata.json",
         *(f"  note: {n}" for n in f.notes),

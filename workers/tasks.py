@@ -179,7 +179,11 @@ def train_session_task(
     While another session holds the run this task comes back every `busy_retry_s` (a Celery retry keeps
     its id, arguments and time limit)."""
     from workers.jobs.train_job import Coordination, run_github_session
-    from workers.session.session import SessionPaused, SessionRequest  # the training stack: see preload_training
+    from workers.session.session import (  # the training stack: see preload_training
+        SessionPaused,
+        SessionRequest,
+        TrainingProcessLost,
+    )
 
     settings = Settings()
     drain = Drain(redis.Redis.from_url(settings.redis_url), self.request.hostname or "")
@@ -188,6 +192,7 @@ def train_session_task(
     losses = WorkerLosses(redis.Redis.from_url(settings.redis_url), settings.visibility_timeout_s)
     with bound(**ids):
         lost = losses.started(request["session_id"])  # counted down again below on any way out Python sees
+        came_back = True
         try:
             return asyncio.run(run_github_session(
                 settings, Origin(**origin), SessionRequest(**request), check_run_id, tokens=TOKENS,
@@ -203,10 +208,14 @@ def train_session_task(
             ))
         except RunBusy as busy:
             raise self.retry(countdown=settings.busy_retry_s, exc=busy) from busy
+        except TrainingProcessLost as gone:  # a rank died: again from the in-session checkpoint, counted as a loss
+            came_back = False
+            raise self.retry(countdown=settings.busy_retry_s, exc=gone) from gone
         except SessionPaused as paused:  # this worker is shutting down: another one continues
             raise self.retry(countdown=0, exc=paused) from paused
         finally:
-            losses.returned(request["session_id"])
+            if came_back:
+                losses.returned(request["session_id"])
 
 
 @celery_app.task(name=SAMPLE_TASK)

@@ -123,10 +123,11 @@ class SessionReporter:
             summary = f"Session `{holder_session[:8]}` is training this run; this one starts when it has committed."
         await self._check(output={"title": "Waiting for the run to be free", "summary": summary})
 
-    async def paused(self, iteration: int) -> None:
+    async def paused(self, iteration: int, why: str | None = None) -> None:
         await self._check(status="queued", output={
             "title": f"Paused at iteration {iteration}",
-            "summary": "Its worker is shutting down; the session continues from here on the next free worker.",
+            "summary": f"{why}; the session continues from there on the next free worker." if why else
+            "Its worker is shutting down; the session continues from here on the next free worker.",
         })
 
     async def already_committed(self, checkpoint_id: str, more: tuple[str, ...] = ()) -> None:

@@ -32,8 +32,17 @@ from workers.session.pretrained import PretrainedSources
 from workers.session.progress import STOPPED_AT_TIME_LIMIT, STOPPED_ON_REQUEST
 from workers.session.progress_log import ProgressLogger
 from workers.session.repos import GitHubRepository
-from workers.session.session import AlreadyCommitted, Controls, SessionPaused, SessionRequest, TimeCap, run_session
+from workers.session.session import (
+    AlreadyCommitted,
+    Controls,
+    SessionPaused,
+    SessionRequest,
+    TimeCap,
+    TrainingProcessLost,
+    run_session,
+)
 from workers.session.store import CheckpointStore
+from workers.session.training_options import TrainingOptions
 from workers.trainer.train import Progress
 
 log = logging.getLogger(__name__)
@@ -104,10 +113,10 @@ async def run_github_session(
             coordination.leave(origin.repo, queue_slot, sid, origin.installation_id)
             ended("worker_lost")
             await reporter.failed(
-                f"the worker process running this session was lost {worker_losses} times (killed for memory or "
-                "past its hard time limit, most likely); it is not sent again (RETRAIN_MAX_WORKER_LOSSES, set by "
-                "whoever runs the App, is "
-                f"{settings.max_worker_losses}). Try a smaller profile or fewer iterations."
+                f"the worker process running this session, or one of its training processes, was lost "
+                f"{worker_losses} times (killed for memory or past its hard time limit, most likely); it is not sent "
+                f"again (RETRAIN_MAX_WORKER_LOSSES, set by whoever runs the App, is {settings.max_worker_losses}). "
+                "Try a smaller profile or fewer iterations."
             )
             return f"session {sid} failed: its worker was lost {worker_losses} times"
         queued = live.get(origin.repo, sid)
@@ -159,7 +168,7 @@ async def run_github_session(
         controls = Controls(
             on_progress=on_progress, should_stop=cancel_requested, hold_run=hold_run if locks else None,
             on_start=on_start, max_time_s=settings.max_session_s, should_pause=draining, limits=settings.limits,
-            max_snapshot_bytes=settings.max_snapshot_bytes,
+            max_snapshot_bytes=settings.max_snapshot_bytes, training=TrainingOptions.from_settings(settings),
             pretrained=PretrainedSources(roots=settings.pretrained_roots, hub=settings.pretrained_hub,
                                          limits=settings.limits),
         )
@@ -176,8 +185,9 @@ async def run_github_session(
         except SessionPaused as exc:
             busy = True  # still this run's session: it keeps its queue slot and status
             live.update(origin.repo, sid, status="queued")
-            ended("paused")
-            await reporter.paused(exc.iteration)
+            lost = isinstance(exc, TrainingProcessLost)
+            ended("process_lost" if lost else "paused")
+            await reporter.paused(exc.iteration, str(exc) if lost else None)
             raise
         except AlreadyCommitted as exc:
             ended("already_committed")

@@ -24,8 +24,10 @@ from workers.session.repos import ProgressRepository, PullsUnknown
 from workers.session.snapshot import MAX_TOTAL_BYTES, selection
 from workers.session.store import CheckpointStore, StoreError
 from workers.session.tokenizer_choice import choose_base, choose_tokenizer
+from workers.session.training_options import DEFAULT_TRAINING, TrainingOptions
 from workers.trainer.checkpoint import check_model_config
 from workers.trainer.data import Corpus, SplitText, bits_per_byte, encode_split, split_text
+from workers.trainer.device import resolve_device
 from workers.trainer.model import ModelConfig
 from workers.trainer.tokenizer import BYTES, Tokenizer
 from workers.trainer.train import TrainConfig, evaluate, load_state
@@ -236,6 +238,7 @@ async def locate(repo: ProgressRepository, request: SessionRequest) -> Target:
 async def prepare(
     repo: ProgressRepository, store: CheckpointStore, request: SessionRequest, store_prefix: str, target: Target,
     *, max_snapshot_bytes: int = MAX_TOTAL_BYTES, pretrained: PretrainedSources = NOWHERE,
+    training: TrainingOptions = DEFAULT_TRAINING,
 ) -> SessionPlan:
     """Read registry and training text at one commit; choose where training starts.
 
@@ -301,7 +304,9 @@ async def prepare(
             )
     return SessionPlan(
         config=config, run=run, head=head, corpus=corpus, model_config=model_config,
-        train_config=train_config_for(profile, request.max_iters, request.session_id), fingerprint=fingerprint,
+        train_config=training.apply(train_config_for(profile, request.max_iters, request.session_id), profile,
+                                    model_config.block_size, cuda=resolve_device("auto").type == "cuda"),
+        fingerprint=fingerprint,
         resume=resume, notes=notes, pending=pending, committed=committed, reevaluation=reevaluation,
         unusable=frozenset(unusable), initial_weights=choice.initial_weights if resume is None else None,
         data_oid=target.data_oid,

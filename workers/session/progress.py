@@ -63,6 +63,7 @@ class SessionFacts:
     reevaluation_s: float = 0.0  # the time those measurements took
     data_commit: str | None = None  # the commit whose text the session trained on
     sample: str = ""  # a few lines the new weights wrote, for the report (empty when writing them failed)
+    world_size: int = 1  # training processes (one per GPU) the session ran on
 
     @property
     def val_bpb_before(self) -> float:
@@ -135,6 +136,7 @@ def new_entry(facts: SessionFacts) -> CheckpointEntry:
                 "tokens_per_s": facts.tokens_per_s,
                 "mfu": facts.mfu,
                 "device": facts.device,
+                "world_size": facts.world_size,
             },
             "tags": [facts.profile, facts.trigger],
             "parent_checkpoint": facts.parent_checkpoint,
@@ -215,6 +217,7 @@ def summary(facts: SessionFacts, registry: Registry) -> dict[str, Any]:
             "tokens_per_s": facts.tokens_per_s,
             "mfu": facts.mfu,
             "device": facts.device,
+            "world_size": facts.world_size,
             "elapsed_s": (facts.finished_at - facts.started_at).total_seconds(),
             "notes": list(facts.notes),
         },

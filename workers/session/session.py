@@ -26,6 +26,7 @@ from app.errors import SessionError
 from app.limits import Limits, profile_problems
 from app.repo_config import RepoConfig
 from workers.session import registry as reg
+from workers.session.asking import Asking
 from workers.session.commit import commit_progress, forget, unshared_drops
 from workers.session.history import downsample
 from workers.session.inflight import InFlight, SessionSoFar, inflight_key, load_inflight, save_inflight
@@ -51,13 +52,16 @@ from workers.session.progress import (
 from workers.session.repos import ProgressRepository
 from workers.session.snapshot import MAX_TOTAL_BYTES
 from workers.session.store import CheckpointStore
+from workers.session.training_options import DEFAULT_TRAINING, TrainingOptions
 from workers.trainer.baseline import unigram_val_loss
+from workers.trainer.launch import RankLost, train_in_group
 from workers.trainer.sample import SampleSettings, sample_text
-from workers.trainer.train import Progress, Snapshot, TrainResult, save_state, train
+from workers.trainer.train import Progress, Snapshot, TrainResult, save_state
 
 log = logging.getLogger(__name__)
 PAUSED = "paused"
-__all__ = ["AlreadyCommitted", "Controls", "SessionPaused", "SessionRequest", "SessionResult", "TimeCap", "run_session"]
+__all__ = ["AlreadyCommitted", "Controls", "SessionPaused", "SessionRequest", "SessionResult", "TimeCap",
+           "TrainingProcessLost", "run_session"]
 
 
 @dataclass(frozen=True)
@@ -84,9 +88,14 @@ class AlreadyCommitted(Exception):
 class SessionPaused(Exception):
     """The worker is shutting down: the session saved an in-session checkpoint and should be sent again."""
 
-    def __init__(self, iteration: int) -> None:
+    def __init__(self, iteration: int, why: str | None = None) -> None:
         self.iteration = iteration
-        super().__init__(f"paused at iteration {iteration}; its in-session checkpoint is saved")
+        super().__init__(why or f"paused at iteration {iteration}; its in-session checkpoint is saved")
+
+
+class TrainingProcessLost(SessionPaused):
+    """A process of the session's group died (killed, out of memory): the session is sent again and goes on
+    from its last in-session checkpoint, and the loss counts like a lost worker (RETRAIN_MAX_WORKER_LOSSES)."""
 
 
 class RunLease(Protocol):
@@ -121,6 +130,7 @@ class Controls:
     should_pause: Callable[[], bool] | None = None  # the worker is shutting down: save and hand back
     max_snapshot_bytes: int = MAX_TOTAL_BYTES  # the most training text (selected files together) a session reads
     pretrained: PretrainedSources = NOWHERE  # where `init_from` may read: nowhere unless allowed
+    training: TrainingOptions = DEFAULT_TRAINING  # processes, micro-batches, compilation: the worker's own
 
 
 async def run_session(
@@ -148,7 +158,7 @@ async def run_session(
             if cap is not None and cap.seconds < (controls.max_time_s or float("inf")):
                 controls = replace(controls, max_time_s=cap.seconds, max_time_why=cap.why)
         plan = await prepare(repo, store, request, store_prefix, target, max_snapshot_bytes=controls.max_snapshot_bytes,
-                             pretrained=controls.pretrained)
+                             pretrained=controls.pretrained, training=controls.training)
         if plan.committed is not None:
             raise AlreadyCommitted(plan.committed)
         if target.pull_number is not None:
@@ -243,17 +253,13 @@ async def _train(
     deadline = clock_start + time_limit - spent_before
     why: list[str] = []
 
+    asking = Asking({STOPPED_ON_REQUEST: controls.should_stop, PAUSED: controls.should_pause})
+
     def stop() -> bool:
-        if controls.should_stop is not None and controls.should_stop():
-            why.append(STOPPED_ON_REQUEST)
-            return True
-        if controls.should_pause is not None and controls.should_pause():
-            why.append(PAUSED)
-            return True
-        if time.monotonic() >= deadline:
-            why.append(STOPPED_AT_TIME_LIMIT)
-            return True
-        return False
+        said = asking.said() or (STOPPED_AT_TIME_LIMIT if time.monotonic() >= deadline else None)
+        if said is not None:
+            why.append(said)
+        return said is not None
 
     def so_far_with(losses: list[float], val_loss_before: float) -> SessionSoFar:
         return SessionSoFar(
@@ -269,12 +275,18 @@ async def _train(
         except Exception:  # an unreachable store costs the safety net, not the session
             log.warning("could not save the in-session checkpoint of %s", request.session_id, exc_info=True)
 
-    result = await asyncio.to_thread(
-        train, plan.model_config, replace(plan.train_config, max_iters=target - start_iteration - len(prior)),
-        plan.corpus, resume=resume_state, init_weights=None if resume_state is not None else plan.initial_weights,
-        on_progress=controls.on_progress, should_stop=stop,
-        on_checkpoint=save_snapshot, checkpoint_every_s=profile.checkpoint_every_s,
-    )
+    initial = None if resume_state is not None else plan.initial_weights
+    try:
+        with asking:
+            result = await asyncio.to_thread(
+                train_in_group, controls.training.nproc, plan.model_config,
+                replace(plan.train_config, max_iters=target - start_iteration - len(prior)),
+                plan.corpus, resume=resume_state, init_weights=initial,
+                on_progress=controls.on_progress, should_stop=stop,
+                on_checkpoint=save_snapshot, checkpoint_every_s=profile.checkpoint_every_s,
+            )
+    except RankLost as lost:
+        raise TrainingProcessLost(lost.snapshot_iteration or start_iteration, str(lost)) from lost
     if why and why[0] == PAUSED:
         await asyncio.to_thread(save_inflight, store, inflight, result.state,
                                 so_far_with(result.losses, result.val_loss_before or 0.0))
@@ -381,5 +393,5 @@ def session_facts(
         storage=stored, fingerprint=plan.fingerprint, notes=tuple(plan.notes), stopped=stopped,
         loss_curve=tuple((int(i), loss * per_byte) for i, loss in downsample(result.losses, result.start_iteration)),
         evaluations=dict(plan.reevaluation.losses), reevaluation_s=plan.reevaluation.seconds,
-        data_commit=plan.data_commit,
+        data_commit=plan.data_commit, world_size=result.world_size,
     )

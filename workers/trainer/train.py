@@ -27,6 +27,7 @@ return to the peak rate.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -48,6 +49,7 @@ from workers.trainer.checkpoint import (
 )
 from workers.trainer.data import Corpus, eval_starts
 from workers.trainer.device import autocast, cuda_speedups, peak_flops, resolve_device
+from workers.trainer.group import SOLO, Group
 from workers.trainer.model import GPT, ModelConfig
 from workers.trainer.tokenizer import BYTES_ID
 
@@ -75,10 +77,16 @@ class TrainConfig:
     seed: int = 1337  # initial weights, dropout and the sampler of a new stream; sessions derive their own
     average_horizon: int = 0  # iterations the served weights average over (see average_decay); 0: no average
     device: str = "auto"  # "auto" -> cuda if available else cpu
+    # Sequences per forward pass in each process; the rest of its share of the batch is accumulated, so the
+    # global batch stays `batch_size` on any card and any number of processes. None: the whole share at once.
+    micro_batch_size: int | None = None
+    compile: bool = False  # torch.compile the training forward and backward (pays on CUDA; slow to start)
 
     def __post_init__(self) -> None:
-        for name in ("max_iters", "batch_size"):
+        for name in ("max_iters", "batch_size", "micro_batch_size"):
             value = getattr(self, name)
+            if name == "micro_batch_size" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"train config: {name} must be a positive integer, got {value!r}")
         if self.warmup_iters < 0 or self.cooldown_iters < 0:
@@ -135,6 +143,7 @@ class TrainResult:
     device: str = "cpu"
     mfu: float | None = None  # model FLOPs utilisation against the GPU's dense bf16 peak; None on CPU
     stopped_early: bool = False  # `should_stop` ended the session before max_iters
+    world_size: int = 1  # processes that trained it (workers/trainer/group.py)
 
 
 def _stable_lr(iteration: int, cfg: TrainConfig) -> float:
@@ -163,15 +172,25 @@ def average_decay(iteration: int, horizon: int) -> float:
 
 
 def _get_batch(
-    data: Tensor, block: int, batch: int, gen: torch.Generator, device: torch.device
+    data: Tensor, block: int, batch: int, gen: torch.Generator, device: torch.device,
+    rows: tuple[int, int] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """`batch` random windows of block + 1 tokens: inputs and the same shifted by one as targets."""
+    """`batch` random windows of block + 1 tokens: inputs and the same shifted by one as targets; only the
+    `rows` [lo, hi) of them when given (a rank's share: every rank draws the whole batch, so the sampler
+    moves alike on all of them).
+
+    On CUDA `data` lives on the device: the window starts go over in one small non-blocking copy and the
+    gather runs there, so the host never waits and runs ahead, preparing the next batches while the GPU
+    trains on this one."""
     ix = torch.randint(data.numel() - block, (batch,), generator=gen)
-    chunk = data[ix.unsqueeze(1) + torch.arange(block + 1)].long()
-    x, y = chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
+    if rows is not None:
+        ix = ix[rows[0]:rows[1]]
     if device.type == "cuda":
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x, y
+        ix = ix.pin_memory().to(device, non_blocking=True)
+        chunk = data[ix.unsqueeze(1) + torch.arange(block + 1, device=device)].long()
+    else:
+        chunk = data[ix.unsqueeze(1) + torch.arange(block + 1)].long()
+    return chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
 
 
 def _configure_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -186,13 +205,16 @@ def _configure_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> 
 
 
 @torch.no_grad()
-def _estimate_loss(model: GPT, data: Tensor, device: torch.device, token_bytes: Tensor | None = None) -> float:
+def _estimate_loss(
+    model: GPT, data: Tensor, device: torch.device, token_bytes: Tensor | None = None, group: Group = SOLO,
+) -> float:
     """Nats per byte over the split's fixed windows (data.eval_starts): the nats of every predicted token
     summed, over the bytes those tokens stand for (`token_bytes`; one each when tokens are bytes, where this
     is the mean loss per token). Deterministic, the same windows for any batch size or seed, and in one
-    unit for every tokenizer, so figures compare like for like."""
+    unit for every tokenizer, so figures compare like for like. In a group each rank reads its share of the
+    windows and the sums are added up."""
     block = model.config.block_size
-    starts = torch.tensor(eval_starts(data.numel(), block), dtype=torch.long)
+    starts = torch.tensor(eval_starts(data.numel(), block), dtype=torch.long)[group.rank::group.world]
     was_training = model.training
     model.eval()
     nats = torch.zeros((), device=device, dtype=torch.float64)
@@ -207,6 +229,8 @@ def _estimate_loss(model: GPT, data: Tensor, device: torch.device, token_bytes: 
         nats += per_token.double().sum()
         n_bytes += sizes[targets].double().sum() if sizes is not None else targets.numel()
     model.train(was_training)
+    group.sum_(nats)
+    group.sum_(n_bytes)
     return (nats / n_bytes).item()
 
 
@@ -241,15 +265,35 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     on_checkpoint: OnCheckpoint | None = None,
     checkpoint_every_s: float = 600.0,
+    group: Group = SOLO,
 ) -> TrainResult:
     """Run `train_config.max_iters` iterations, from `resume` (a payload), or from fresh weights: random, or
 `init_weights` (a pretrained model's state dict; a new lineage, so warmup and a new optimizer).
 
     `on_checkpoint` receives an in-session Snapshot at most every `checkpoint_every_s`, checked at
     progress boundaries; resuming from its payload continues exactly as this call would have.
+    In a `group` (one rank of several, see group.py) only rank 0's hooks count: its stop and snapshot
+    decisions reach every rank at the same iteration, and it alone builds snapshots and the result's state.
     """
+    check_inputs(model_config, train_config, corpus, resume, progress_every, group.world)
+    device = resolve_device(train_config.device)
+    cuda_devices = [device] if device.type == "cuda" else []
+    # fork_rng: seeding and dropout use the global RNGs; leave the caller's state as it was.
+    with torch.random.fork_rng(devices=cuda_devices), cuda_speedups(device):
+        hooks = _Hooks(on_progress, progress_every, should_stop, on_checkpoint, checkpoint_every_s)
+        return _run(model_config, train_config, corpus, device, resume, hooks, init_weights, group)
+
+
+def check_inputs(
+    model_config: ModelConfig, train_config: TrainConfig, corpus: Corpus, resume: Mapping[str, Any] | None,
+    progress_every: int = 10, world: int = 1,
+) -> None:
+    """What `train` refuses, as ValueErrors; also asked before a process group is launched for nothing."""
     if progress_every < 1:
         raise ValueError(f"progress_every must be at least 1, got {progress_every}")
+    if train_config.batch_size < world:
+        raise ValueError(f"batch_size {train_config.batch_size} cannot be shared by {world} processes; it must be "
+                         f"at least the number of processes")
     block = model_config.block_size
     for name, split in (("train", corpus.train), ("val", corpus.val)):
         if split.numel() <= block + 1:
@@ -265,12 +309,6 @@ def train(
         if resume.get("tokenizer", BYTES_ID) != corpus.tokenizer.id:
             raise ValueError(f"cannot resume: the checkpoint's tokenizer is {resume.get('tokenizer')}, "
                              f"the corpus's {corpus.tokenizer.id}")
-    device = resolve_device(train_config.device)
-    cuda_devices = [device] if device.type == "cuda" else []
-    # fork_rng: seeding and dropout use the global RNGs; leave the caller's state as it was.
-    with torch.random.fork_rng(devices=cuda_devices), cuda_speedups(device):
-        hooks = _Hooks(on_progress, progress_every, should_stop, on_checkpoint, checkpoint_every_s)
-        return _run(model_config, train_config, corpus, device, resume, hooks, init_weights)
 
 
 LOSS_CHUNK = 4096  # losses held on the device between host copies
@@ -366,6 +404,7 @@ def _run(
     resume: Mapping[str, Any] | None,
     hooks: _Hooks,
     init_weights: Mapping[str, Tensor] | None = None,
+    group: Group = SOLO,
 ) -> TrainResult:
     t_call = time.perf_counter()
     # The initial weights (a resumed session overwrites them) and dropout draw from the global RNG of
@@ -389,6 +428,8 @@ def _run(
             torch.set_rng_state(resume["rng"]["torch_cpu"])
             if device.type == "cuda" and resume["rng"].get("cuda"):
                 torch.cuda.set_rng_state(resume["rng"]["cuda"][0], device)
+    if not group.leader:  # its own dropout masks; rank 0's RNG is what a checkpoint carries
+        torch.manual_seed(cfg.seed + 7919 * group.rank)
     model.to(device)
     # `served` is what gets evaluated, stored and published: the running average of the weights, or the
     # live ones themselves when there is no average.
@@ -402,31 +443,48 @@ def _run(
     optimizer = _configure_optimizer(model, cfg, device)
     if resume is not None:
         saved = to_cpu(resume["optimizer"])  # a copy: load_state_dict would alias and mutate it
-        for group, ours in zip(saved["param_groups"], optimizer.param_groups, strict=True):
+        for pg, ours in zip(saved["param_groups"], optimizer.param_groups, strict=True):
             # This session's settings win over the saved ones (the device may differ, and so may the
             # config): the fused kernel exists only where we said, and the hyper-parameters are ours.
             for key in ("fused", "foreach", "betas", "weight_decay"):
-                group[key] = ours[key]
+                pg[key] = ours[key]
         optimizer.load_state_dict(saved)
+    # What the backward pass runs through: DDP in a group, compiled where asked. Weights, evaluation and
+    # checkpoints use `model` itself.
+    stepper = group.wrap(model, device)
+    if cfg.compile:
+        stepper = torch.compile(stepper)
+    train_data = corpus.train.to(device) if device.type == "cuda" else corpus.train
 
     token_bytes = corpus.tokenizer.token_bytes
-    val_loss_before = _estimate_loss(served, corpus.val, device, token_bytes)
+    val_loss_before = _estimate_loss(served, corpus.val, device, token_bytes, group)
     live, averaged = list(model.parameters()), list(served.parameters())
     losses = _Losses(min(cfg.max_iters, LOSS_CHUNK), device)
     tokens_per_iter = cfg.batch_size * model_config.block_size
     session_end = start + cfg.max_iters  # an in-session resume's call ends where its session does
+    rows = group.share(cfg.batch_size)
+    micro = _micro_batches(rows, cfg.micro_batch_size)
+    sync_free = getattr(stepper, "no_sync", None)  # DDP: accumulate without an all-reduce per micro-batch
     lr = get_lr(start, cfg, session_end)
     t_loop = last_checkpoint = time.perf_counter()
     ran = cfg.max_iters
     for k in range(cfg.max_iters):
         lr = get_lr(start + k, cfg, session_end)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x, y = _get_batch(corpus.train, model_config.block_size, cfg.batch_size, sampler, device)
-        with autocast(device):
-            _, loss = model(x, y)
-        assert loss is not None
-        loss.backward()
+        for pg in optimizer.param_groups:
+            pg["lr"] = lr
+        x, y = _get_batch(train_data, model_config.block_size, cfg.batch_size, sampler, device,
+                          rows if group.world > 1 else None)
+        step_loss = torch.zeros((), device=device)
+        for i, (lo, hi) in enumerate(micro):
+            quiet = sync_free is not None and i < len(micro) - 1
+            with sync_free() if quiet else contextlib.nullcontext(), autocast(device):
+                _, loss = stepper(x[lo:hi], y[lo:hi])
+            assert loss is not None
+            # Weighted so that DDP's mean over ranks of the summed micro-batch gradients is the gradient of
+            # the global batch's mean loss (shares may differ by one row). Alone, in one piece: loss * 1.
+            share = (hi - lo) / cfg.batch_size
+            (loss * (share * group.world)).backward()
+            step_loss += loss.detach() * share
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -434,7 +492,7 @@ def _run(
         if served is not model:
             with torch.no_grad():
                 torch._foreach_lerp_(averaged, live, 1.0 - average_decay(start + k, cfg.average_horizon))
-        losses.put(k, loss)
+        losses.put(k, group.sum_(step_loss))
         done = k + 1
         if done % hooks.progress_every == 0 or done == cfg.max_iters:
             if hooks.on_progress is not None:
@@ -445,27 +503,33 @@ def _run(
                         start + done, done, cfg.max_iters, value, lr, done * tokens_per_iter / elapsed, elapsed
                     )
                 )
-            if hooks.should_stop is not None and done < cfg.max_iters and hooks.should_stop():
+            if done == cfg.max_iters:
+                break
+            stop, snapshot = group.decide([
+                hooks.should_stop is not None and hooks.should_stop(),
+                hooks.on_checkpoint is not None
+                and time.perf_counter() - last_checkpoint >= hooks.checkpoint_every_s,
+            ], device)
+            if stop:
                 ran = done  # cancelled or out of time: what was trained so far is a valid checkpoint
                 break
-            if (
-                hooks.on_checkpoint is not None and done < cfg.max_iters
-                and time.perf_counter() - last_checkpoint >= hooks.checkpoint_every_s
-            ):
-                hooks.on_checkpoint(Snapshot(
-                    _payload(model, served, optimizer, model_config, cfg, corpus, start + done, _rng_state(device),
-                             sampler, batches + done),
-                    losses.first(done), val_loss_before,
-                ))
+            if snapshot:
+                if hooks.on_checkpoint is not None:
+                    hooks.on_checkpoint(Snapshot(
+                        _payload(model, served, optimizer, model_config, cfg, corpus, start + done,
+                                 _rng_state(device), sampler, batches + done),
+                        losses.first(done), val_loss_before,
+                    ))
                 last_checkpoint = time.perf_counter()
     loss_list = losses.first(ran)  # waits for the device, so the timing below is honest
     loop_s = time.perf_counter() - t_loop
     # Capture the RNG states before evaluating, where a continuing single session would be.
     rng = _rng_state(device)
-    train_loss = _estimate_loss(served, corpus.train, device, token_bytes)
-    val_loss_after = _estimate_loss(served, corpus.val, device, token_bytes)
+    train_loss = _estimate_loss(served, corpus.train, device, token_bytes, group)
+    val_loss_after = _estimate_loss(served, corpus.val, device, token_bytes, group)
     end = start + ran
-    state = _payload(model, served, optimizer, model_config, cfg, corpus, end, rng, sampler, batches + ran)
+    state = _payload(model, served, optimizer, model_config, cfg, corpus, end, rng, sampler, batches + ran) \
+        if group.leader else {}
     tokens_per_s = ran * tokens_per_iter / loop_s
     peak = peak_flops(device)
     return TrainResult(
@@ -480,6 +544,14 @@ def _run(
         elapsed_s=time.perf_counter() - t_call,
         learning_rate=lr,
         device=str(device),
-        mfu=tokens_per_s * model.flops_per_token() / peak if peak else None,
+        mfu=tokens_per_s * model.flops_per_token() / (peak * group.world) if peak else None,
         stopped_early=ran < cfg.max_iters,
+        world_size=group.world,
     )
+
+
+def _micro_batches(rows: tuple[int, int], micro: int | None) -> list[tuple[int, int]]:
+    """A rank's share [lo, hi) of the batch as forward passes of at most `micro` rows, relative to the share."""
+    n = rows[1] - rows[0]
+    step = micro or n
+    return [(a, min(a + step, n)) for a in range(0, n, step)]
