@@ -6,6 +6,7 @@ Kept apart from the loop so it reads the same on CPU and GPU; the CPU path stays
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,12 +47,30 @@ def cuda_speedups(device: torch.device) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
-# Dense bf16 peaks (FLOP/s) by GPU name, for model FLOPs utilisation; an unknown GPU reports no MFU.
-BF16_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+# Dense bf16 tensor-core peaks (FLOP/s, no sparsity) from NVIDIA's data sheets, for model FLOPs utilisation.
+# Matched in this order against the CUDA device name (the more specific names first): "NVIDIA H100 PCIe",
+# "NVIDIA H100 NVL", "NVIDIA H100 80GB HBM3" (SXM), "NVIDIA H200", "NVIDIA A100-SXM4-80GB", "NVIDIA L4"...
+BF16_PEAK_FLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("GH200", 989e12),
+    ("B200", 2250e12), ("A100", 312e12), ("A10G", 70e12), ("A10", 125e12), ("L40S", 362e12), ("L40", 181e12),
+    ("L4", 121e12),
+)
+PEAK_FLOPS_ENV = "RETRAIN_PEAK_FLOPS"  # an operator's figure for a GPU not named here (or a clocked-down one)
+
+
+def peak_for_name(name: str) -> float | None:
+    """The dense bf16 peak of a GPU by its CUDA name; None when it is not one we know."""
+    return next((peak for key, peak in BF16_PEAK_FLOPS if key in name), None)
 
 
 def peak_flops(device: torch.device) -> float | None:
+    """The device's dense bf16 peak: RETRAIN_PEAK_FLOPS when set, else by name; None on the CPU or when unknown."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in BF16_PEAK_FLOPS.items() if key in name), None)
+    told = os.environ.get(PEAK_FLOPS_ENV)
+    if told:
+        try:
+            return float(told)
+        except ValueError:
+            return None
+    return peak_for_name(torch.cuda.get_device_name(device))
