@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import torch
 
 from app.settings import Settings
 from tests.emulator import GitHubEmulator
@@ -29,11 +30,21 @@ def fixtures_dir() -> Path | None:
     return None
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> list[str]:
     found = fixtures_dir()
-    if found:
-        return f"retrain: GitHub fixtures from {found}: payload, schema and OpenAPI conformance checks ON"
-    return "retrain: RETRAIN_FIXTURES not set: conformance checks against GitHub's real material are OFF"
+    lines = [f"retrain: GitHub fixtures from {found}: payload, schema and OpenAPI conformance checks ON" if found
+             else "retrain: RETRAIN_FIXTURES not set: conformance checks against GitHub's real material are OFF"]
+    if not torch.cuda.is_available():
+        lines.append("retrain: NO GPU here: the CUDA tests (tests/cuda) are NOT collected; scripts/gpu-check runs "
+                     "them, and the GPU benchmark, on a machine with one")
+    return lines
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """The CUDA tests need a GPU; without one they are left out, loudly (the header above), never skipped."""
+    if collection_path.name == "cuda" and collection_path.parent == Path(__file__).parent:
+        return not torch.cuda.is_available()
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -128,6 +139,10 @@ def hostile_report():
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not torch.cuda.is_available():
+        terminalreporter.section("CUDA tests NOT RUN")
+        terminalreporter.write_line("no GPU on this machine: tests/cuda were not collected; run scripts/gpu-check on "
+                                    "a machine with one (README: GPU figures)")
     for title, lines in (("fault injection: each fault and its outcome", FAULT_OUTCOMES),
                          ("hostile repository: each input and its outcome", HOSTILE_OUTCOMES)):
         if lines:
