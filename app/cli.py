@@ -26,18 +26,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:
-    from dataclasses import replace
+    from workers.local import describe_result, local_training, run_local_session
 
-    from workers.local import describe_result, run_local_session
-    from workers.session.training_options import TrainingOptions
-
-    training = TrainingOptions.from_settings(settings)
-    if args.nproc_per_node is not None:
-        training = replace(training, nproc=args.nproc_per_node)
     result = asyncio.run(
         run_local_session(
             Path(args.repo), profile=args.profile, max_iters=args.max_iters, fresh=args.fresh,
-            store_url=args.store or settings.store_url, training=training,
+            store_url=args.store or settings.store_url, training=local_training(settings, args.nproc_per_node),
         )
     )
     print(describe_result(result))

@@ -8,8 +8,10 @@ import getpass
 import hashlib
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+from app.settings import Settings
 from workers.session.best import BestModel, load_best
 from workers.session.export import write_export
 from workers.session.pretrained import PretrainedSources
@@ -42,6 +44,12 @@ async def run_local_session(
                         training=training)
     return await run_session(repo, CheckpointStore(store_url), request, store_prefix=store_prefix_for(repo),
                              controls=controls)
+
+
+def local_training(settings: Settings, nproc: int | None) -> TrainingOptions:
+    """The worker settings (RETRAIN_*) of whoever runs local mode, with `--nproc-per-node` over them."""
+    options = TrainingOptions.from_settings(settings)
+    return options if nproc is None else replace(options, nproc=nproc)
 
 
 async def local_best(path: Path, *, profile: str, store_url: str | None, default_store: str) -> BestModel:
