@@ -8,6 +8,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -125,7 +127,14 @@ def test_a_stop_reaches_every_rank_at_the_same_iteration(corpus) -> None:
     assert rank_processes() == {}
 
 
-def test_a_killed_rank_ends_the_group_and_its_last_snapshot_resumes(corpus) -> None:
+def rank_environ(pid: int) -> dict[bytes, bytes]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(v.split(b"=", 1) for v in raw.split(b"\0") if b"=" in v)
+
+
+def test_a_killed_rank_ends_the_group_and_its_last_snapshot_resumes(corpus, monkeypatch) -> None:
+    monkeypatch.setenv("RETRAIN_WEBHOOK_SECRET", "not-for-ranks")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-for-ranks-either")
     snapshots: list[Snapshot] = []
     failed: list[BaseException] = []
 
@@ -143,6 +152,8 @@ def test_a_killed_rank_ends_the_group_and_its_last_snapshot_resumes(corpus) -> N
         time.sleep(0.1)
     ranks = rank_processes()
     assert snapshots and set(ranks) == {0, 1}, (ranks, failed)
+    environ = rank_environ(ranks[1])
+    assert b"not-for-ranks" not in b"".join(environ.values()) and b"PATH" in environ  # the App's secrets stay out
     os.kill(ranks[1], signal.SIGKILL)
     worker.join(timeout=120)
     assert not worker.is_alive()
@@ -154,6 +165,43 @@ def test_a_killed_rank_ends_the_group_and_its_last_snapshot_resumes(corpus) -> N
     last = snapshots[-1]
     resumed = train(MODEL, config(max_iters=5), corpus, resume=last.payload)
     assert resumed.start_iteration == last.payload["iteration"]
+
+
+ORPHAN = """
+import sys
+from workers import demo
+from workers.trainer.data import build_corpus
+from workers.trainer.launch import train_in_group
+from workers.trainer.model import ModelConfig
+from workers.trainer.train import TrainConfig
+corpus = build_corpus({p: t.encode() for p, t in demo.corpus().items()}, block_size=64)
+train_in_group(2, ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64),
+               TrainConfig(max_iters=10_000_000, batch_size=4), corpus, progress_every=5)
+"""
+
+
+def test_ranks_whose_session_process_is_killed_stop_by_themselves(tmp_path: Path) -> None:
+    """SIGKILL on the session's process (a pool process past its hard time limit) runs no cleanup: its ranks,
+    in a process group of their own, must not train on, holding GPUs nobody reads, for ever."""
+    script = tmp_path / "orphan.py"
+    script.write_text(ORPHAN)
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 120
+        while set(rank_processes()) != {0, 1} and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.2)
+        assert set(rank_processes()) == {0, 1}, "the group never started"
+        time.sleep(2)  # training, past the first progress boundaries
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 60
+        while rank_processes() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert rank_processes() == {}, "ranks trained on without their session's process"
+    finally:
+        parent.kill()
+        for pid in rank_processes().values():
+            os.kill(pid, signal.SIGKILL)
 
 
 def session(settings: Settings, session_id: str, controls: Controls, max_iters: int = 60) -> SessionResult:
