@@ -3,7 +3,9 @@ manifest and Dockerfiles, and refuses broken copies of them."""
 
 from __future__ import annotations
 
+import argparse
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,6 +31,12 @@ def test_the_shipped_files_pass() -> None:
     ("k8s/web.yaml", "replicas:", "replica:"),
     ("k8s/worker.yaml", "apiVersion: apps/v1", "apiVersion: apps/v9"),
     ("k8s/worker-multi-gpu.yaml", "secretKeyRef:", "secretKeyReference:"),
+    ("k8s/multi-node/job.yaml", "subdomain:", "subDomain:"),
+    ("k8s/multi-node/job.yaml", "apiVersion: batch/v1", "apiVersion: batch/v2"),
+    ("k8s/multi-node/rendezvous-service.yaml", "clusterIP: None", "clusterIp: None"),
+    ("k8s/multi-node/group-volume.yaml", "accessModes:", "accessMode:"),
+    ("k8s/multi-node/kustomization.yaml", "  - job.yaml\n", ""),  # listed: exactly the folder's files
+    ("k8s/kustomization.yaml", "  - worker.yaml\n", "  - worker.yaml\n  - multi-node\n"),  # never the App's
     ("Dockerfile", "USER ", "# USER "),
 ])
 def test_a_broken_copy_fails(tmp_path: Path, path: str, old: str, new: str) -> None:
@@ -100,3 +108,95 @@ def test_the_multi_gpu_worker_runs_one_process_per_gpu_it_asks_for() -> None:
             assert "/dev/shm" in mounts, "NCCL needs more shared memory than a container's 64 MiB"
     assert max(int(w["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
                for w in train_workers()) == 2
+
+
+# -- the documented multi-node path (docs/distributed.md): not deployed by the App's kustomization -------
+
+MULTI_NODE = ROOT / "deploy/k8s/multi-node"
+
+
+def multi_node(kind: str) -> dict:
+    [doc] = [doc for path in sorted(MULTI_NODE.glob("*.yaml")) if path.name != "kustomization.yaml"
+             for doc in yaml.safe_load_all(path.read_text()) if doc and doc["kind"] == kind]
+    return doc
+
+
+def torchrun_args(container: dict) -> argparse.Namespace:
+    """The pod's command as torchrun itself parses it, with Kubernetes' $(VAR) taken from the container's env."""
+    command = container["command"]
+    assert command[:3] == ["python", "-m", "torch.distributed.run"], shlex.join(command)
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in command[3:]]
+    from torch.distributed.run import get_args_parser
+
+    return get_args_parser().parse_args(args)
+
+
+def test_the_multi_node_folder_is_its_own_kustomization_and_not_the_apps() -> None:
+    apps = yaml.safe_load((ROOT / "deploy/k8s/kustomization.yaml").read_text())["resources"]
+    assert not [r for r in apps if "multi-node" in r]
+    own = yaml.safe_load((MULTI_NODE / "kustomization.yaml").read_text())
+    files = sorted(p.name for p in MULTI_NODE.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(own["resources"]) == files
+    assert own["namespace"] == "retrain"
+    for path in MULTI_NODE.glob("*.yaml"):
+        said = " ".join(path.read_text().split()).lower()  # the header comment says what the folder is
+        assert "multi-node path" in said and "deploy/k8s/kustomization.yaml" in said, path.name
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc.get("kind") != "Kustomization":
+                assert doc["metadata"]["namespace"] == "retrain", path.name
+
+
+def test_one_torchrun_agent_per_node_with_one_rank_per_gpu() -> None:
+    job = multi_node("Job")
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = torchrun_args(container)
+    assert spec["completionMode"] == "Indexed" and pod["restartPolicy"] == "Never"
+    assert spec["parallelism"] == spec["completions"] == int(args.nnodes) == 2
+    assert int(container["resources"]["limits"]["nvidia.com/gpu"]) == int(args.nproc_per_node) == 8
+    assert args.module and args.training_script == "workers.trainer.rank" and not args.standalone
+    assert args.max_restarts == 0 and spec["backoffLimit"] == 0, "a lost node ends the group, as a lost rank does"
+    session = next(e["value"] for e in container["env"] if e["name"] == "SESSION_ID")
+    assert args.rdzv_backend == "c10d" and args.rdzv_id == session
+    # torchrun ignores --node-rank for c10d (with a warning): the rendezvous numbers the nodes.
+    assert not any(a.startswith("--node-rank") for a in container["command"])
+
+
+def test_the_rendezvous_endpoint_is_pod_0_through_the_headless_service() -> None:
+    job, service = multi_node("Job"), multi_node("Service")
+    pod = job["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    host, port = torchrun_args(container).rdzv_endpoint.split(":")
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"]
+    assert pod["spec"]["subdomain"] == service["metadata"]["name"]
+    assert host == f"{job['metadata']['name']}-0.{service['metadata']['name']}"  # an Indexed Job's pod 0
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+    assert int(port) in {p["containerPort"] for p in container["ports"]}
+
+
+def test_every_node_sees_the_groups_folder_and_nccl_gets_its_memory() -> None:
+    job, claim = multi_node("Job"), multi_node("PersistentVolumeClaim")
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    folder = torchrun_args(container).training_script_args
+    assert folder == [f"/group/{next(e['value'] for e in container['env'] if e['name'] == 'SESSION_ID')}"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+    assert mounts["/group"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "pods on different nodes mount it at once"
+    assert mounts["/dev/shm"]["emptyDir"]["medium"] == "Memory"
+    env = {e["name"] for e in container["env"]}
+    assert "NCCL_SOCKET_IFNAME" in env
+    assert "envFrom" not in container and not [e for e in container["env"] if "valueFrom" in e], "ranks need no secrets"
+
+
+def test_the_multi_node_pods_run_the_workers_image_as_the_namespace_demands() -> None:
+    worker = next(d for d in k8s_documents() if d["kind"] == "Deployment" and d["metadata"]["name"] == "worker")
+    pod = multi_node("Job")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["image"] == worker["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert pod["securityContext"]["runAsNonRoot"] and pod["automountServiceAccountToken"] is False
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}}
