@@ -154,6 +154,12 @@ class Settings(BaseSettings):
         default="auto", description="torch.compile the training step: `auto` on CUDA only (it pays there and costs "
         "a minute or so of compiling per session), `on`, or `off`.",
     )
+    group_dir: Path | None = Field(
+        default=None,
+        description="Where a session on several processes hands its ranks their inputs and gets their snapshots "
+        "and result back: files of a checkpoint's size (about 16 bytes a parameter), a few at a time. Default: the "
+        "system's temporary folder ($TMPDIR).",
+    )
     gpu_batch_size: int = Field(
         default=GPU_BATCH_SIZE, ge=1,
         description="Sequences per iteration on a GPU for a profile that sets no `batch_size` (8 on the CPU); never "

@@ -4,7 +4,6 @@ processes, a stop reaches every rank, and a killed rank ends the session with it
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -17,19 +16,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.github import installation_client
-from app.settings import Settings
-from tests.conftest import INSTALLATION_ID, REPO
+from tests.conftest import REPO
 from tests.repos import git, set_ci_profile
 from tests.test_local_mode import RUN_DIR, retrain, summary_at
+from tests.test_session_redelivery import session
 from workers import demo
-from workers.session.repos import GitHubRepository
-from workers.session.session import Controls, SessionRequest, SessionResult, TrainingProcessLost, run_session
-from workers.session.store import CheckpointStore
+from workers.session.session import Controls, TrainingProcessLost
 from workers.session.training_options import TrainingOptions
+from workers.trainer import launch
 from workers.trainer.data import build_corpus
 from workers.trainer.group import Group
-from workers.trainer.launch import RankLost, train_in_group
+from workers.trainer.launch import PARENT_PID, RankLost, train_in_group
 from workers.trainer.model import ModelConfig
 from workers.trainer.train import Progress, Snapshot, TrainConfig, _micro_batches, train
 
@@ -52,8 +49,10 @@ def close(a: list[float], b: list[float]) -> bool:
     return len(a) == len(b) and max(abs(x - y) for x, y in zip(a, b, strict=True)) < TOLERANCE
 
 
-def rank_processes() -> dict[int, int]:
-    """{rank: pid} of the training ranks running now (this machine's /proc; only this test starts them)."""
+def rank_processes(parents: set[int] | None = None) -> dict[int, int]:
+    """{rank: pid} of the training ranks running now for sessions held by `parents` (default: this process),
+    so that two test runs on one machine never see, or kill, each other's ranks."""
+    parents = {os.getpid()} if parents is None else parents
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -64,7 +63,7 @@ def rank_processes() -> dict[int, int]:
             env = dict(v.split(b"=", 1) for v in (entry / "environ").read_bytes().split(b"\0") if b"=" in v)
         except OSError:
             continue
-        if b"RANK" in env:
+        if b"RANK" in env and int(env.get(PARENT_PID.encode(), b"0")) in parents:
             found[int(env[b"RANK"])] = int(entry.name)
     return found
 
@@ -185,32 +184,73 @@ def test_ranks_whose_session_process_is_killed_stop_by_themselves(tmp_path: Path
     in a process group of their own, must not train on, holding GPUs nobody reads, for ever."""
     script = tmp_path / "orphan.py"
     script.write_text(ORPHAN)
-    parent = subprocess.Popen([sys.executable, str(script)], cwd=Path(__file__).resolve().parents[1])
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=Path(__file__).resolve().parents[1],
+                              env={**os.environ, "TMPDIR": str(scratch)})
+    mine = {parent.pid}
     try:
         deadline = time.monotonic() + 120
-        while set(rank_processes()) != {0, 1} and time.monotonic() < deadline and parent.poll() is None:
+        while set(rank_processes(mine)) != {0, 1} and time.monotonic() < deadline and parent.poll() is None:
             time.sleep(0.2)
-        assert set(rank_processes()) == {0, 1}, "the group never started"
+        assert set(rank_processes(mine)) == {0, 1}, "the group never started"
         time.sleep(2)  # training, past the first progress boundaries
         parent.kill()
         parent.wait()
         deadline = time.monotonic() + 60
-        while rank_processes() and time.monotonic() < deadline:
+        while rank_processes(mine) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert rank_processes() == {}, "ranks trained on without their session's process"
+        assert rank_processes(mine) == {}, "ranks trained on without their session's process"
+        # and rank 0 took the ranks' folder (inputs, checkpoint-sized) with it
+        deadline = time.monotonic() + 30
+        while list(scratch.glob("retrain-group-*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not list(scratch.glob("retrain-group-*")), list(scratch.iterdir())
     finally:
         parent.kill()
-        for pid in rank_processes().values():
+        for pid in rank_processes(mine).values():
             os.kill(pid, signal.SIGKILL)
 
 
-def session(settings: Settings, session_id: str, controls: Controls, max_iters: int = 60) -> SessionResult:
-    async def go() -> SessionResult:
-        async with installation_client(settings, INSTALLATION_ID) as gh:
-            request = SessionRequest(session_id=session_id, profile="ci", max_iters=max_iters)
-            return await run_session(GitHubRepository(gh, REPO), CheckpointStore(settings.store_url), request,
-                                     store_prefix=REPO, controls=controls)
-    return asyncio.run(go())
+def test_a_group_with_a_hung_rank_is_ended_after_a_stop_goes_unanswered(corpus, monkeypatch) -> None:
+    """SIGSTOP on a rank: the others wait in a collective; a stop request cannot reach a progress boundary.
+    The session's process ends the group after the grace (shortened here), keeping the last snapshot."""
+    monkeypatch.setattr(launch, "STOP_GRACE_S", 3.0)
+    stopped: list[int] = []
+    snapshots: list[Snapshot] = []
+
+    def hang_one_then_stop() -> bool:
+        if not stopped and snapshots and (ranks := rank_processes()) and set(ranks) == {0, 1}:
+            os.kill(ranks[1], signal.SIGSTOP)
+            stopped.append(ranks[1])
+            return False
+        return bool(stopped)
+
+    began = time.monotonic()
+    with pytest.raises(RankLost, match="stopped answering") as lost:
+        train_in_group(2, MODEL, config(max_iters=100_000), corpus, should_stop=hang_one_then_stop, progress_every=5,
+                       on_checkpoint=snapshots.append, checkpoint_every_s=0)
+    assert stopped and time.monotonic() - began < 90
+    assert lost.value.snapshot_iteration is not None
+    deadline = time.monotonic() + 30
+    while rank_processes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert rank_processes() == {}, "the stopped rank was ended too"
+
+
+def test_a_drain_while_a_group_finishes_commits_the_whole_session(github, settings) -> None:
+    """The review's sequence: a drain asked once the last progress report is in, while rank 0 evaluates and
+    hands back its result. The session finished every iteration: it commits, it is not paused (a pause saved
+    the whole result as an in-session checkpoint, and the next delivery then asked for 0 iterations). Timing
+    decides whether the drain lands before the group ends (5 runs in 7 before the fix)."""
+    emu, _ = github
+    set_ci_profile(emu)
+    seen: list[Progress] = []
+    two = Controls(on_progress=seen.append, should_pause=lambda: any(p.session_iteration >= 200 for p in seen),
+                   training=TrainingOptions(nproc=2))
+    result = session(settings, "e" * 32, controls=two, max_iters=200)
+    assert (result.facts.end_iteration, result.stopped) == (200, None)
+    assert [c for c in emu.git_log(REPO) if c["message"].startswith("retrain(")]
 
 
 def test_a_session_whose_rank_is_killed_goes_on_from_its_in_session_checkpoint_in_one_process(
@@ -230,14 +270,14 @@ def test_a_session_whose_rank_is_killed_goes_on_from_its_in_session_checkpoint_i
 
     two = Controls(on_progress=kill_a_rank, training=TrainingOptions(nproc=2))
     with pytest.raises(TrainingProcessLost) as lost:
-        session(settings, "d" * 32, two, max_iters=600)
+        session(settings, "d" * 32, controls=two, max_iters=600)
     assert killed and 10 <= lost.value.iteration < 600
     inflight = Path(settings.store_url.removeprefix("file://")) / REPO / "nanecho-cached-ci/inflight" / f"{'d' * 32}.pt"
     assert inflight.is_file()
     assert not [c for c in emu.git_log(REPO) if c["message"].startswith("retrain(")]
     assert rank_processes() == {}
 
-    again = session(settings, "d" * 32, Controls(), max_iters=600)
+    again = session(settings, "d" * 32, controls=Controls(), max_iters=600)
     assert (again.facts.start_iteration, again.facts.end_iteration) == (0, 600)
     assert again.facts.world_size == 1
     assert any(f"in-session checkpoint at iteration {lost.value.iteration}" in n for n in again.facts.notes)

@@ -29,12 +29,12 @@ def test_the_gpu_default_never_passes_the_operators_limits() -> None:
     assert TrainingOptions(max_batch_size=32).apply(BASE, Profile(), 256, cuda=True).batch_size == 32
 
 
-def test_compilation_is_on_for_cuda_by_default_and_each_process_gets_a_row() -> None:
+def test_compilation_is_on_for_cuda_by_default_and_the_batch_is_never_raised_for_processes() -> None:
     assert TrainingOptions().apply(BASE, Profile(), 256, cuda=True).compile
     assert not TrainingOptions().apply(BASE, Profile(), 256, cuda=False).compile
     assert TrainingOptions(compile="on").apply(BASE, Profile(), 256, cuda=False).compile
     assert not TrainingOptions(compile="off").apply(BASE, Profile(), 256, cuda=True).compile
-    assert TrainingOptions(nproc=16).apply(BASE, Profile(batch_size=8), 256, cuda=False).batch_size == 16
+    assert TrainingOptions(nproc=16).apply(BASE, Profile(batch_size=8), 256, cuda=False).batch_size == 8
     assert TrainingOptions(micro_batch_size=2).apply(BASE, Profile(), 256, cuda=False).micro_batch_size == 2
 
 

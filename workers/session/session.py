@@ -276,17 +276,24 @@ async def _train(
             log.warning("could not save the in-session checkpoint of %s", request.session_id, exc_info=True)
 
     initial = None if resume_state is not None else plan.initial_weights
+    nproc = min(controls.training.nproc, plan.train_config.batch_size)  # the batch stays the profile's
+    if nproc < controls.training.nproc:
+        plan.notes.append(f"trained on {nproc} processes, not {controls.training.nproc}: a batch of "
+                          f"{plan.train_config.batch_size} sequences gives each process one at the most")
     try:
         with asking:
             result = await asyncio.to_thread(
-                train_in_group, controls.training.nproc, plan.model_config,
+                train_in_group, nproc, plan.model_config,
                 replace(plan.train_config, max_iters=target - start_iteration - len(prior)),
                 plan.corpus, resume=resume_state, init_weights=initial,
                 on_progress=controls.on_progress, should_stop=stop,
                 on_checkpoint=save_snapshot, checkpoint_every_s=profile.checkpoint_every_s,
+                group_dir=controls.training.group_dir,
             )
     except RankLost as lost:
         raise TrainingProcessLost(lost.snapshot_iteration or start_iteration, str(lost)) from lost
+    if not result.stopped_early:  # asked to stop after the last iteration (a group answers late): a whole session
+        why.clear()
     if why and why[0] == PAUSED:
         await asyncio.to_thread(save_inflight, store, inflight, result.state,
                                 so_far_with(result.losses, result.val_loss_before or 0.0))

@@ -20,6 +20,7 @@ class TrainingOptions:
     gpu_batch_size: int = GPU_BATCH_SIZE
     max_batch_size: int | None = None  # the operator's limits (app/limits.py): a default never passes them
     max_tokens_per_iter: int | None = None
+    group_dir: str | None = None  # where a group's ranks get their inputs (checkpoint-sized); None: the temp folder
 
     def apply(self, base: TrainConfig, profile: Profile, block_size: int, *, cuda: bool) -> TrainConfig:
         """The session's TrainConfig on this worker. A profile that sets `batch_size` keeps it; one that does
@@ -31,7 +32,6 @@ class TrainingOptions:
                 batch = min(batch, self.max_batch_size)
             if self.max_tokens_per_iter is not None:
                 batch = min(batch, max(1, self.max_tokens_per_iter // block_size))
-        batch = max(batch, self.nproc)  # every process trains on at least one row
         compiled = self.compile == "on" or (self.compile == "auto" and cuda)
         return replace(base, batch_size=batch, micro_batch_size=self.micro_batch_size, compile=compiled)
 
@@ -42,6 +42,7 @@ class TrainingOptions:
             nproc=settings.nproc_per_node, micro_batch_size=settings.micro_batch_size, compile=settings.compile,
             gpu_batch_size=settings.gpu_batch_size, max_batch_size=settings.max_batch_size,
             max_tokens_per_iter=settings.max_tokens_per_iter,
+            group_dir=str(settings.group_dir) if settings.group_dir is not None else None,
         )
 
 

@@ -41,9 +41,18 @@ INPUTS, EVENTS, SNAPSHOT, RESULT, STOP, FAILURE = (
     "inputs.pt", "events.jsonl", "snapshot.pt", "result.pt", "stop", "failure.json")
 PARENT_PID = "RETRAIN_GROUP_PARENT_PID"
 POLL_S = 0.2
-# What a rank needs of this process's environment; everything else (tokens, keys, Redis URLs) stays here.
-PASSED_ON = ("PATH", "HOME", "LANG", "LC_", "TMPDIR", "PYTHON", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "CUDA", "NCCL",
-             "TORCH", "OMP_", "MKL", "NVIDIA", "GLOO_", "TRITON", "HF_")
+# What a rank needs of this process's environment, by name or prefix; everything else (tokens, keys, Redis
+# URLs, HF_TOKEN, cloud credentials) stays here.
+PASSED_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LANG", "TZ", "TMPDIR", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONUNBUFFERED", "VIRTUAL_ENV",
+    "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "CUDA_HOME", "CUDA_PATH", "CUDA_MODULE_LOADING",
+    "CUDA_LAUNCH_BLOCKING", "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS", "XDG_CACHE_HOME",
+})
+PASSED_PREFIXES = ("LC_", "NCCL_", "TORCH_", "TORCHINDUCTOR_", "GLOO_", "TRITON_")
+# A group that has not stopped this long after it was asked (or three of its slowest progress intervals, when
+# longer) has a rank that cannot reach a progress boundary: stopped, or stuck in a collective. It is ended.
+STOP_GRACE_S = 120.0
 
 
 class RankLost(RuntimeError):
@@ -67,8 +76,10 @@ def train_in_group(
     should_stop: Callable[[], bool] | None = None,
     on_checkpoint: OnCheckpoint | None = None,
     checkpoint_every_s: float = 600.0,
+    group_dir: str | None = None,
 ) -> TrainResult:
-    """`train` on `nproc` processes (in this one when `nproc` is 1), with the same hooks and the same result."""
+    """`train` on `nproc` processes (in this one when `nproc` is 1), with the same hooks and the same result.
+    `group_dir`: where the ranks' folder goes (checkpoint-sized files); the system's temporary folder by default."""
     hooks: dict[str, Any] = dict(
         resume=resume, init_weights=init_weights, on_progress=on_progress, progress_every=progress_every,
         should_stop=should_stop, on_checkpoint=on_checkpoint, checkpoint_every_s=checkpoint_every_s,
@@ -76,7 +87,7 @@ def train_in_group(
     if nproc <= 1:
         return train(model_config, train_config, corpus, **hooks)
     check_inputs(model_config, train_config, corpus, resume, progress_every, nproc)  # before starting anything
-    with tempfile.TemporaryDirectory(prefix="retrain-group-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="retrain-group-", dir=group_dir) as tmp:
         folder = Path(tmp)
         torch.save({
             "model_config": model_config.to_dict(), "train_config": train_config.to_dict(),
@@ -98,25 +109,39 @@ def _relay(
                                 start_new_session=True)  # its own process group: ended as one below
     events = _Lines(folder / EVENTS)
     snapshot_at: int | None = None
-    stopping = False
+    stopping: float | None = None  # when the stop was asked
+    hung = False
+    last_event, slowest = time.monotonic(), 0.0
     try:
         while True:
             done = proc.poll() is not None
             for event in events.new():
+                now = time.monotonic()
+                slowest = max(slowest, now - last_event)  # how long a progress interval can take
+                last_event = now
                 if on_progress is not None:
                     on_progress(Progress(**event["progress"]))
             if (snap := _take(folder / SNAPSHOT)) is not None:
                 snapshot_at = int(snap["payload"]["iteration"])
                 if on_checkpoint is not None:
                     on_checkpoint(Snapshot(snap["payload"], snap["losses"], snap["val_loss_before"]))
-            if not stopping and not done and should_stop is not None and should_stop():
-                stopping = True
+            if stopping is None and not done and should_stop is not None and should_stop():
+                stopping = time.monotonic()
                 (folder / STOP).touch()
             if done:
                 break
+            if stopping is not None and time.monotonic() - stopping > max(STOP_GRACE_S, 3 * slowest):
+                hung = True  # a rank that cannot reach a progress boundary (stopped, stuck in a collective)
+                break
             time.sleep(POLL_S)
     finally:
-        _end(proc)
+        _end(proc, folder)
+    if hung:
+        log.error("the training process group did not stop within %.0f s of being asked; ended it. Its ranks and "
+                  "torchrun said:\n%s", STOP_GRACE_S, _what_went_wrong(folder / "torchrun.log"))
+        where = f"; the in-session checkpoint at iteration {snapshot_at} is kept" if snapshot_at is not None else ""
+        raise RankLost(f"a training process of this session's group of {nproc} stopped answering (it did not stop "
+                       f"within {STOP_GRACE_S:.0f} s of being asked){where}", snapshot_at)
     if proc.returncode == 0 and (folder / RESULT).exists():
         saved = torch.load(folder / RESULT, weights_only=True)
         return TrainResult(**{f.name: saved[f.name] for f in fields(TrainResult) if f.name in saved})
@@ -140,7 +165,7 @@ def _what_went_wrong(path: Path, most: int = 6000) -> str:
 
 
 def rank_environment(nproc: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ON)}
+    env = {k: v for k, v in os.environ.items() if k in PASSED_NAMES or k.startswith(PASSED_PREFIXES)}
     env[PARENT_PID] = str(os.getpid())
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))  # the cores shared out
     root = str(Path(__file__).resolve().parents[2])  # the checkout or site-packages holding `workers`
@@ -191,8 +216,10 @@ def _take(path: Path) -> dict[str, Any] | None:
         taken.unlink()
 
 
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    """torchrun and its ranks, all of them, whatever happened here."""
+def _end(proc: subprocess.Popen[bytes], folder: Path) -> None:
+    """torchrun and its ranks, all of them, whatever happened here. torchrun ends its ranks on SIGTERM; each
+    rank runs in a session of its own (torchrun starts them so), so any it could not end (stopped, hung, or
+    torchrun itself killed) are found by the folder on their command line and killed."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -200,5 +227,9 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    with contextlib.suppress(ProcessLookupError):  # ranks that outlived torchrun (they share its process group)
-        os.killpg(proc.pid, signal.SIGKILL)
+    mark = f" {folder}".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "cmdline").read_bytes().replace(b"\0", b" ").rstrip().endswith(mark):
+                    os.kill(int(entry.name), signal.SIGKILL)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -19,7 +20,16 @@ import torch
 import torch.distributed as dist
 
 from workers.trainer.group import from_environment
-from workers.trainer.launch import EVENTS, FAILURE, INPUTS, PARENT_PID, RESULT, SNAPSHOT, STOP, corpus_from
+from workers.trainer.launch import (
+    EVENTS,
+    FAILURE,
+    INPUTS,
+    PARENT_PID,
+    RESULT,
+    SNAPSHOT,
+    STOP,
+    corpus_from,
+)
 from workers.trainer.model import ModelConfig
 from workers.trainer.train import Progress, Snapshot, TrainConfig, train
 
@@ -32,6 +42,7 @@ def main(folder: Path) -> None:
     if cuda:
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=TIMEOUT)
+    orphaned: list[bool] = []
     try:
         group = from_environment()
         inputs = torch.load(folder / INPUTS, weights_only=True)
@@ -44,7 +55,7 @@ def main(folder: Path) -> None:
                 resume=inputs["resume"], init_weights=inputs["init_weights"], group=group,
                 progress_every=inputs["progress_every"],
                 on_progress=_progress_to(folder / EVENTS) if leader else None,
-                should_stop=_stop_asked(folder) if leader else None,
+                should_stop=_stop_asked(folder, orphaned) if leader else None,
                 on_checkpoint=_snapshot_to(folder / SNAPSHOT) if leader and every_s is not None else None,
                 checkpoint_every_s=every_s or 0.0,
             )
@@ -52,7 +63,9 @@ def main(folder: Path) -> None:
             if leader:
                 (folder / FAILURE).write_text(json.dumps({"type": "ValueError", "message": str(exc)}))
             raise
-        if leader:
+        if leader and orphaned:  # nobody will read it: the folder holds checkpoint-sized files, free the disk
+            shutil.rmtree(folder, ignore_errors=True)
+        elif leader:
             _write_whole(folder / RESULT, asdict(result))
         dist.barrier()  # no rank leaves while another may still talk to it
     finally:
@@ -72,17 +85,25 @@ def _progress_to(path: Path) -> Callable[[Progress], None]:
     return on_progress
 
 
-def _stop_asked(folder: Path) -> Callable[[], bool]:
+def _stop_asked(folder: Path, orphaned: list[bool]) -> Callable[[], bool]:
     parent = int(os.environ.get(PARENT_PID, "0"))
 
     def should_stop() -> bool:
-        return (folder / STOP).exists() or (parent > 0 and not _alive(parent))
+        if parent > 0 and not _alive(parent):  # killed past its hard time limit, say: no one is listening
+            orphaned.append(True)
+            return True
+        return (folder / STOP).exists()
     return should_stop
 
 
 def _snapshot_to(path: Path) -> Callable[[Snapshot], None]:
     def on_checkpoint(snap: Snapshot) -> None:
-        _write_whole(path, {"payload": snap.payload, "losses": snap.losses, "val_loss_before": snap.val_loss_before})
+        try:
+            _write_whole(path, {"payload": snap.payload, "losses": snap.losses,
+                                "val_loss_before": snap.val_loss_before})
+        except OSError as exc:  # a full disk costs the safety net, not the session (as in one process)
+            print(f"rank 0: could not hand over the in-session checkpoint: {exc}", file=sys.stderr, flush=True)
+            path.with_suffix(".part").unlink(missing_ok=True)
     return on_checkpoint
 
 
