@@ -130,18 +130,16 @@ def _relay(
                 (folder / STOP).touch()
             if done:
                 break
-            if stopping is not None and time.monotonic() - stopping > max(STOP_GRACE_S, 3 * slowest):
+            grace = max(STOP_GRACE_S, 3 * slowest)
+            if stopping is not None and time.monotonic() - stopping > grace:
                 hung = True  # a rank that cannot reach a progress boundary (stopped, stuck in a collective)
                 break
             time.sleep(POLL_S)
     finally:
         _end(proc, folder)
     if hung:
-        log.error("the training process group did not stop within %.0f s of being asked; ended it. Its ranks and "
-                  "torchrun said:\n%s", STOP_GRACE_S, _what_went_wrong(folder / "torchrun.log"))
-        where = f"; the in-session checkpoint at iteration {snapshot_at} is kept" if snapshot_at is not None else ""
-        raise RankLost(f"a training process of this session's group of {nproc} stopped answering (it did not stop "
-                       f"within {STOP_GRACE_S:.0f} s of being asked){where}", snapshot_at)
+        raise _lost(folder, nproc, f"stopped answering (it did not stop within {grace:.0f} s of being asked)",
+                    snapshot_at)
     if proc.returncode == 0 and (folder / RESULT).exists():
         saved = torch.load(folder / RESULT, weights_only=True)
         return TrainResult(**{f.name: saved[f.name] for f in fields(TrainResult) if f.name in saved})
@@ -150,11 +148,15 @@ def _relay(
         said = json.loads(failure.read_text())
         if said.get("type") == "ValueError":
             raise ValueError(said["message"])
-    log.error("the training process group ended with exit code %s; its ranks and torchrun said:\n%s",
-              proc.returncode, _what_went_wrong(folder / "torchrun.log"))
+    raise _lost(folder, nproc, f"ended unexpectedly (torchrun exit code {proc.returncode})", snapshot_at)
+
+
+def _lost(folder: Path, nproc: int, what: str, snapshot_at: int | None) -> RankLost:
+    """Logged with what the ranks said (the operator's to read), and told without it (the session's report)."""
+    log.error("a training process of the group %s; its ranks and torchrun said:\n%s", what,
+              _what_went_wrong(folder / "torchrun.log"))
     where = f"; the in-session checkpoint at iteration {snapshot_at} is kept" if snapshot_at is not None else ""
-    raise RankLost(f"a training process of this session's group of {nproc} ended unexpectedly (torchrun exit code "
-                   f"{proc.returncode}){where}", snapshot_at)
+    return RankLost(f"a training process of this session's group of {nproc} {what}{where}", snapshot_at)
 
 
 def _what_went_wrong(path: Path, most: int = 6000) -> str:

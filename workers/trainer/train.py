@@ -172,19 +172,15 @@ def average_decay(iteration: int, horizon: int) -> float:
 
 
 def _get_batch(
-    data: Tensor, block: int, batch: int, gen: torch.Generator, device: torch.device,
-    rows: tuple[int, int] | None = None,
+    data: Tensor, block: int, batch: int, gen: torch.Generator, device: torch.device, rows: tuple[int, int],
 ) -> tuple[Tensor, Tensor]:
-    """`batch` random windows of block + 1 tokens: inputs and the same shifted by one as targets; only the
-    `rows` [lo, hi) of them when given (a rank's share: every rank draws the whole batch, so the sampler
-    moves alike on all of them).
+    """`batch` random windows of block + 1 tokens, of which the `rows` [lo, hi): inputs and the same shifted by
+    one as targets (a rank's share: every rank draws the whole batch, so the sampler moves alike on all).
 
     On CUDA `data` lives on the device: the window starts go over in one small non-blocking copy and the
     gather runs there, so the host never waits and runs ahead, preparing the next batches while the GPU
     trains on this one."""
-    ix = torch.randint(data.numel() - block, (batch,), generator=gen)
-    if rows is not None:
-        ix = ix[rows[0]:rows[1]]
+    ix = torch.randint(data.numel() - block, (batch,), generator=gen)[rows[0]:rows[1]]
     if device.type == "cuda":
         ix = ix.pin_memory().to(device, non_blocking=True)
         chunk = data[ix.unsqueeze(1) + torch.arange(block + 1, device=device)].long()
@@ -472,8 +468,7 @@ def _run(
         lr = get_lr(start + k, cfg, session_end)
         for pg in optimizer.param_groups:
             pg["lr"] = lr
-        x, y = _get_batch(train_data, model_config.block_size, cfg.batch_size, sampler, device,
-                          rows if group.world > 1 else None)
+        x, y = _get_batch(train_data, model_config.block_size, cfg.batch_size, sampler, device, rows)
         step_loss = torch.zeros((), device=device)
         for i, (lo, hi) in enumerate(micro):
             quiet = sync_free is not None and i < len(micro) - 1
