@@ -13,13 +13,13 @@ from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from app.config.settings import Settings
 from app.errors import RetrainError
 from app.log_setup import configure_logging
-from app.settings import Settings
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from app.server import serve
+    from app.web.server import serve
 
     serve(settings, args.host, args.port)
     return 0
@@ -117,9 +117,9 @@ def _register(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _config_check(args: argparse.Namespace, settings: Settings) -> int:
+    from app.config.limits import config_problems
+    from app.config.repo_config import CONFIG_PATH, parse_repo_config
     from app.errors import ConfigError
-    from app.limits import config_problems
-    from app.repo_config import CONFIG_PATH, parse_repo_config
 
     try:
         text = Path(args.path).read_bytes()  # as the worker gets it: bytes, sized as bytes

@@ -33,7 +33,7 @@ from aiohttp import web
 from gidgethub import BadRequest, GitHubBroken, GitHubException
 
 from app.errors import RetrainError
-from app.github import MeteredGitHubAPI
+from app.github.client import MeteredGitHubAPI
 
 MANIFEST_PATH = Path(__file__).resolve().parent.parent / "deploy" / "app-manifest.json"
 USER_AGENT = "retrain-app"

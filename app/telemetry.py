@@ -1,7 +1,7 @@
 """Metrics that worker processes contribute (sessions, training speed and loss, GitHub API calls and rate
 limits), kept in Redis so that one scrape of the receiver's `/metrics` sees the whole deployment, however
 many worker machines there are and however short-lived their processes (a GPU worker forks a process per
-session). The receiver's own series (deliveries, enqueue latency) live in its process (app/metrics.py).
+session). The receiver's own series (deliveries, enqueue latency) live in its process (app/web/metrics.py).
 
 Recording is best effort: a metric never fails a session. Until `configure()` runs (in worker processes)
 nothing is recorded.

@@ -10,7 +10,7 @@ import pytest
 import redis
 import torch
 
-from app.settings import Settings
+from app.config.settings import Settings
 from tests.emulator import GitHubEmulator
 from tests.emulator.client import AppKey
 from tests.repos import repo_files

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
 
-from app.server import signature_for
+from app.web.server import signature_for
 from tests.conftest import APP_ID
 from tests.processes import celery_worker, receiver
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.commands import (
+from app.features.commands import (
     COMMANDS,
     MAX_PROMPT_CHARS,
     HelpCommand,

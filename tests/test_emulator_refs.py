@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.github import BRANCH_FILES_QUERY
+from app.github.client import BRANCH_FILES_QUERY
 from tests.emulator.harness import Env
 from tests.emulator.harness import env as env  # the module-scoped emulator fixture
 

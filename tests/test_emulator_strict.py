@@ -13,9 +13,9 @@ from gidgethub import BadGraphQLRequest, QueryError
 from gidgethub.aiohttp import GitHubAPI
 from multidict import CIMultiDict
 
-from app.github import API_VERSION, installation_client
+from app.config.settings import Settings
+from app.github.client import API_VERSION, installation_client
 from app.register import MANIFEST_PATH, exchange_code, load_manifest
-from app.settings import Settings
 from tests.conftest import INSTALLATION_ID
 from tests.emulator import GitHubEmulator
 from tests.emulator.client import http

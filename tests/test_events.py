@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from app.settings import Settings
+from app.config.settings import Settings
 from tests.conftest import INSTALLATION_ID, REPO
 from tests.emulator import GitHubEmulator
 from tests.payloads import comment_event

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.github_retry import MAX_ATTEMPTS
+from app.github.retry import MAX_ATTEMPTS
 from tests.conftest import REPO
 from tests.emulator import GitHubEmulator
 from tests.payloads import comment_event

@@ -10,8 +10,8 @@ import time
 import pytest
 from gidgethub import BadRequest
 
-from app.github import StaleHead, installation_client
-from app.github_auth import SESSION_PERMISSIONS, TokenCache
+from app.github.auth import SESSION_PERMISSIONS, TokenCache
+from app.github.client import StaleHead, installation_client
 from tests.conftest import INSTALLATION_ID, REPO
 from tests.repos import repo_files
 

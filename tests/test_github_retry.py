@@ -11,7 +11,7 @@ import pytest
 import redis
 from gidgethub import BadRequest, GitHubBroken, QueryError, RateLimitExceeded, sansio
 
-from app.github_retry import MAX_WAIT_S, GraphQLRateLimited, ambiguous, requested_wait_s
+from app.github.retry import MAX_WAIT_S, GraphQLRateLimited, ambiguous, requested_wait_s
 from workers.jobs.events import wait_before_retry_s
 
 NOW = 1_800_000_000.0

@@ -11,8 +11,8 @@ import time
 import pytest
 from gidgethub import BadRequest
 
-from app.github import CommitRefused, StaleHead, installation_client
-from app.github_auth import SESSION_PERMISSIONS
+from app.github.auth import SESSION_PERMISSIONS
+from app.github.client import CommitRefused, StaleHead, installation_client
 from tests.conftest import INSTALLATION_ID, REPO
 from tests.emulator.faults import DROP_CONNECTION
 
@@ -213,7 +213,7 @@ def test_a_graphql_403_that_is_no_limit_still_commits_through_git_data(github, s
 
 def test_one_call_waits_at_most_max_wait_in_all(github, settings, monkeypatch) -> None:
     """Four waits under the cap each would add up to four times it; the cap is for the call."""
-    import app.github_retry as retry
+    import app.github.retry as retry
 
     emu, _ = github
     monkeypatch.setattr(retry, "MAX_WAIT_S", 2.5)

@@ -8,9 +8,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from app import replies
 from app.features.decisions import Origin
-from app.github import MAX_COMMENT_CHARS, PATH_COMMITS_QUERY
+from app.github.client import MAX_COMMENT_CHARS, PATH_COMMITS_QUERY
+from app.writing import replies
 from tests.conftest import INSTALLATION_ID, REPO
 from tests.emulator.harness import Env
 from tests.emulator.harness import env as env  # the module-scoped emulator fixture

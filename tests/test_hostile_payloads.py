@@ -17,15 +17,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.config.settings import Settings
 from app.features import plan
 from app.features.decisions import Ignore, RemoveSchedules, SyncSchedules
 from app.features.well_formed import problem
-from app.server import create_app, signature_for
-from app.settings import Settings
+from app.queues import EVENTS_QUEUE, EVENTS_TASK
+from app.web.server import create_app, signature_for
 from tests.conftest import INSTALLATION_ID, REPO, fixtures_dir
 from tests.emulator import GitHubEmulator
 from tests.payloads import comment_event
-from workers.celery_app import EVENTS_QUEUE, EVENTS_TASK
 from workers.jobs.events import handle_event
 
 SECRET = "hostile-test-secret"

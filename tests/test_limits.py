@@ -1,4 +1,4 @@
-"""The operator's limits: the pure checks (app/limits.py) and the Redis records that enforce them across
+"""The operator's limits: the pure checks (app/config/limits.py) and the Redis records that enforce them across
 processes (session time per installation, starts per session, which delivery owns a session)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 import redis
 from celery.schedules import crontab
 
+from app.config.limits import Limits, config_problems, estimate_params, profile_problems, shortest_interval_s
+from app.config.repo_config import DEFAULT_PROFILES, Profile, parse_repo_config
 from app.errors import ConfigError
-from app.limits import Limits, config_problems, estimate_params, profile_problems, shortest_interval_s
-from app.repo_config import DEFAULT_PROFILES, Profile, parse_repo_config
 from workers.coordination.budget import BudgetSpent, SessionBudgets, utc_day
 from workers.coordination.losses import WorkerLosses
 from workers.coordination.starts import SessionStarts

@@ -109,8 +109,8 @@ def test_the_app_reads_only_what_its_operator_allows(tmp_path: Path) -> None:
 
 
 def test_a_pretrained_network_keeps_to_the_operators_limits_before_its_weights_are_read(tmp_path: Path) -> None:
-    from app.limits import Limits
-    from app.repo_config import parse_repo_config
+    from app.config.limits import Limits
+    from app.config.repo_config import parse_repo_config
     from workers.session.store import CheckpointStore
     from workers.session.tokenizer_choice import choose_base
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from app.github import installation_client
-from app.github_releases import MAX_RELEASE_BODY_CHARS, AssetTooLarge, GitHubReleases, PublishError
+from app.github.client import installation_client
+from app.github.releases import MAX_RELEASE_BODY_CHARS, AssetTooLarge, GitHubReleases, PublishError
 from tests.conftest import INSTALLATION_ID, REPO
 from tests.emulator.faults import DROP_CONNECTION
 from workers.jobs.publish import publish_folder

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from app.config.settings import Settings
 from app.features.check_runs import external_id
-from app.settings import Settings
 from tests.conftest import INSTALLATION_ID, REPO
 from tests.emulator import GitHubEmulator
 from tests.payloads import comment_event

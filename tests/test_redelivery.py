@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.github_retry import MAX_ATTEMPTS
-from app.settings import Settings
+from app.config.settings import Settings
+from app.github.retry import MAX_ATTEMPTS
 from workers.jobs import redelivery
 from workers.jobs.redelivery import redeliver_failed, select_redeliveries
 

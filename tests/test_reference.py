@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.reference import render
-from app.repo_config import Profile, RepoConfig
-from app.settings import Settings
+from app.config.repo_config import Profile, RepoConfig
+from app.config.settings import Settings
+from app.writing.reference import render
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
 
 
 def test_the_reference_is_up_to_date() -> None:
-    assert DOC.read_text() == render(), "regenerate: .venv/bin/python -m app.reference > docs/reference.md"
+    assert DOC.read_text() == render(), "regenerate: .venv/bin/python -m app.writing.reference > docs/reference.md"
 
 
 def test_every_setting_and_config_field_is_documented() -> None:
@@ -28,7 +28,7 @@ def test_the_readme_lists_every_limit_with_its_real_default() -> None:
     """The security section's table is a claim: each limit's variable and default are the Settings'."""
     import re
 
-    from app.limits import Limits
+    from app.config.limits import Limits
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     rows = dict(re.findall(r"^\| [^|]+ \| `RETRAIN_([A-Z_0-9]+)` \| ([^ |]+) \|$", readme, re.M))

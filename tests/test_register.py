@@ -23,8 +23,9 @@ from gidgethub.aiohttp import GitHubAPI
 from gidgethub.apps import get_jwt
 
 from app import cli
+from app.config.settings import Settings
 from app.features import PLANNERS
-from app.github_auth import EVENTS_PERMISSIONS, PULL_PERMISSIONS, SESSION_PERMISSIONS
+from app.github.auth import EVENTS_PERMISSIONS, PULL_PERMISSIONS, SESSION_PERMISSIONS
 from app.register import (
     MANIFEST_PATH,
     AppCredentials,
@@ -35,7 +36,6 @@ from app.register import (
     new_app_url,
     write_env,
 )
-from app.settings import Settings
 from tests.conftest import fixtures_dir
 from tests.emulator import GitHubEmulator
 from tests.emulator.apps import ALWAYS_DELIVERED, EVENT_PERMISSION, validate_manifest

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
+from app.config.repo_config import DEFAULT_PROFILES, parse_repo_config
 from app.errors import ConfigError
-from app.repo_config import DEFAULT_PROFILES, parse_repo_config
 
 
 def test_missing_file_gives_the_seed_profiles() -> None:

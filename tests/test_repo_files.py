@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from app.github import installation_client
-from app.github_auth import SESSION_PERMISSIONS
-from app.settings import Settings
+from app.config.settings import Settings
+from app.github.auth import SESSION_PERMISSIONS
+from app.github.client import installation_client
 from tests.conftest import INSTALLATION_ID, REPO
 from tests.repos import git, make_local_repo, repo_files
 from workers.session.repos import GitHubRepository, LocalGitRepository

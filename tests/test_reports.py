@@ -8,9 +8,9 @@ import asyncio
 
 from markdown_it import MarkdownIt
 
-from app import check_output, replies
 from app.features.decisions import Origin
-from app.github import MAX_CHECK_TEXT_BYTES, MAX_COMMENT_CHARS, installation_client
+from app.github.client import MAX_CHECK_TEXT_BYTES, MAX_COMMENT_CHARS, installation_client
+from app.writing import check_output, replies
 from tests.conftest import INSTALLATION_ID, REPO
 
 HOSTILE_SAMPLE = "the echo ```` breaks\n```\n</details><!-- x --> | a | b |\n\x1b[31mred\x07 ~~~\n"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import redis
 
-from app.settings import Settings
-from workers.celery_app import EVENTS_QUEUE, EVENTS_TASK, SESSION_TASK, TRAIN_QUEUE, create_celery
+from app.config.settings import Settings
+from app.queues import EVENTS_QUEUE, EVENTS_TASK, SESSION_TASK, TRAIN_QUEUE
+from workers.celery_app import create_celery
 
 
 def test_each_task_is_delivered_to_its_own_queue(redis_url: str, clean_redis: redis.Redis) -> None:
@@ -88,7 +89,7 @@ def test_the_worker_parent_never_initialises_cuda() -> None:
 
 
 def test_beat_looks_for_orphaned_sessions_on_the_events_queue() -> None:
-    from workers.celery_app import RECOVER_ORPHANS_TASK
+    from app.queues import RECOVER_ORPHANS_TASK
 
     app = create_celery(Settings(_env_file=None, orphan_check_s=45))
     [entry] = [e for e in app.conf.beat_schedule.values() if e["task"] == RECOVER_ORPHANS_TASK]

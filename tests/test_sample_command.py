@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from app import replies
+from app.config.settings import Settings
 from app.features.decisions import Origin
-from app.github import MAX_COMMENT_CHARS
-from app.settings import Settings
+from app.github.client import MAX_COMMENT_CHARS
+from app.writing import replies
 from tests.conftest import INSTALLATION_ID, REPO
 from tests.payloads import comment_event
 from workers.coordination.sample_quota import HOUR_S, SampleQuota

@@ -16,13 +16,14 @@ import pytest
 from celery.schedules import schedule
 from redbeat.schedulers import RedBeatSchedulerEntry
 
+from app.config.settings import Settings
 from app.features import plan
 from app.features.decisions import Ignore, RemoveSchedules, SyncSchedules
-from app.settings import Settings
+from app.queues import SESSION_TASK, TRAIN_QUEUE
 from tests.conftest import APP_ID, INSTALLATION_ID, REPO, fixtures_dir
 from tests.processes import celery_worker, process, wait_until
 from tests.repos import TINY_CONFIG
-from workers.celery_app import REDELIVER_EVERY, SESSION_TASK, TRAIN_QUEUE, create_celery
+from workers.celery_app import REDELIVER_EVERY, create_celery
 from workers.jobs.events import handle_event
 from workers.jobs.schedules import ScheduleSpec, ScheduleStore, build_entry, entry_name
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from app.server import DELIVERY_KEY, create_app, signature_for
-from app.settings import Settings
+from app.config.settings import Settings
+from app.web.server import DELIVERY_KEY, create_app, signature_for
 from tests.conftest import fixtures_dir
 from tests.payloads import comment_event
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import redis
 from aiohttp.test_utils import TestClient, TestServer
 
-from app.server import create_app, signature_for
-from app.settings import Settings
+from app.config.settings import Settings
+from app.web.server import create_app, signature_for
 from tests.payloads import comment_event
 from tests.processes import free_port, redis_server
 

@@ -16,11 +16,12 @@ from typing import Any
 import redis
 from aiohttp.test_utils import TestClient, TestServer
 
-from app.server import DELIVERY_KEY, celery_message, create_app, event_message, signature_for
-from app.settings import Settings
+from app.config.settings import Settings
+from app.queues import EVENTS_QUEUE, EVENTS_TASK
+from app.web.server import DELIVERY_KEY, celery_message, create_app, event_message, signature_for
 from tests.payloads import comment_event
 from tests.processes import celery_worker, wait_until
-from workers.celery_app import EVENTS_QUEUE, EVENTS_TASK, create_celery
+from workers.celery_app import create_celery
 
 SECRET = "It's a Secret to Everybody"
 # A real-size payload (GitHub's example when the shared fixtures are there) for an event the worker ignores.

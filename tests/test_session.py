@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from gidgethub import BadRequest
 
+from app.config.settings import Settings
 from app.errors import ConfigError, SessionError
-from app.github import installation_client
-from app.settings import Settings
+from app.github.client import installation_client
 from tests.conftest import INSTALLATION_ID, REPO
 from workers.session.repos import GitHubRepository
 from workers.session.session import SessionRequest, SessionResult, run_session

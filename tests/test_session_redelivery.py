@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app.github import installation_client
-from app.settings import Settings
+from app.config.settings import Settings
+from app.github.client import installation_client
 from tests.conftest import INSTALLATION_ID, REPO
 from tests.repos import set_ci_profile
 from workers.coordination.run_lock import LeaseLost, RunBusy, RunLocks

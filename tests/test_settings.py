@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import Settings
+from app.config.settings import Settings
 
 
 def test_secrets_never_show_in_repr_or_str() -> None:

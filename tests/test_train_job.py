@@ -11,10 +11,10 @@ import time
 import pytest
 import yaml
 
+from app.config.settings import Settings
 from app.features.decisions import Origin
-from app.github import installation_client
-from app.github_auth import TokenCache
-from app.settings import Settings
+from app.github.auth import TokenCache
+from app.github.client import installation_client
 from tests.conftest import INSTALLATION_ID, REPO
 from tests.repos import TINY_CONFIG, repo_files
 from workers.coordination.live import LiveSession, LiveSessions

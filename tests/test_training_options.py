@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.repo_config import Profile
-from app.settings import Settings
+from app.config.repo_config import Profile
+from app.config.settings import Settings
 from workers.session.training_options import TrainingOptions
 from workers.trainer.device import PEAK_FLOPS_ENV, peak_flops, peak_for_name
 from workers.trainer.train import TrainConfig

@@ -1,5 +1,5 @@
-"""The Celery app: broker, queues and routing in one place. Importing it loads no torch, so the web
-process can enqueue by task name without the training stack.
+"""The Celery app: broker, queues and routing in one place, for the names in `app/queues.py`. Importing it
+loads no torch.
 
 Celery's CLI (`celery -A workers.celery_app worker`) needs a module-level app; it reads the broker URL
 from the environment once, here.
@@ -14,20 +14,22 @@ from celery import Celery
 from celery.signals import setup_logging
 from kombu import Exchange, Queue
 
+from app.config.settings import Settings
 from app.log_setup import configure_logging
-from app.settings import Settings
+from app.queues import (
+    EVENTS_QUEUE,
+    EVENTS_TASK,
+    RECOVER_ORPHANS_TASK,
+    REDELIVER_TASK,
+    SAMPLE_TASK,
+    SCHEDULED_SESSION_TASK,
+    SESSION_TASK,
+    TRAIN_QUEUE,
+)
 
-EVENTS_QUEUE = "events"
-TRAIN_QUEUE = "train"
-EVENTS_TASK = "retrain.handle_event"
-SESSION_TASK = "retrain.train_session"
-SAMPLE_TASK = "retrain.sample_text"  # `/retrain sample`: needs torch and the store, so the train queue
 # -- beat (celery-redbeat): entries live in Redis, so the events worker can add and remove them --------------
-SCHEDULED_SESSION_TASK = "retrain.scheduled_session"  # fired by a repository's cron entry
-REDELIVER_TASK = "retrain.redeliver_failed"  # periodic: ask GitHub to redeliver failed webhook deliveries
 REDBEAT_KEY_PREFIX = "retrain:"  # entry keys: retrain:schedule:<owner>/<repo>:<n>; redbeat's own: retrain::*
 REDELIVER_EVERY = timedelta(minutes=5)
-RECOVER_ORPHANS_TASK = "retrain.recover_orphans"  # periodic: resend sessions whose whole worker vanished
 
 
 def create_celery(settings: Settings) -> Celery:

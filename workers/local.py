@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from app.settings import Settings
+from app.config.settings import Settings
 from workers.session.best import BestModel, load_best
 from workers.session.export import write_export
 from workers.session.pretrained import PretrainedSources

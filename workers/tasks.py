@@ -13,16 +13,14 @@ from typing import Any
 import redis
 from celery.signals import worker_init
 
+from app.config.repo_config import CONFIG_PATH, parse_repo_config
+from app.config.settings import Settings
 from app.errors import ConfigError
 from app.features.decisions import Origin, StartTraining
-from app.github import installation_client
-from app.github_auth import EVENTS_PERMISSIONS, TokenCache
+from app.github.auth import EVENTS_PERMISSIONS, TokenCache
+from app.github.client import installation_client
 from app.log_setup import bound
-from app.repo_config import CONFIG_PATH, parse_repo_config
-from app.settings import Settings
-from app.telemetry import TELEMETRY
-from app.telemetry import configure as configure_telemetry
-from workers.celery_app import (
+from app.queues import (
     EVENTS_TASK,
     RECOVER_ORPHANS_TASK,
     REDELIVER_TASK,
@@ -30,8 +28,10 @@ from workers.celery_app import (
     SCHEDULED_SESSION_TASK,
     SESSION_TASK,
     TRAIN_QUEUE,
-    celery_app,
 )
+from app.telemetry import TELEMETRY
+from app.telemetry import configure as configure_telemetry
+from workers.celery_app import celery_app
 from workers.coordination.approvals import PullApprovals
 from workers.coordination.budget import SessionBudgets
 from workers.coordination.drain import Drain

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.config.repo_config import CONFIG_PATH
 from app.features.decisions import Decision, Ignore, RemoveSchedules, SyncSchedules
-from app.repo_config import CONFIG_PATH
 
 # GitHub lists at most this many commits in a push payload, and at most this many files per commit;
 # a list that reaches a cap may be cut short, so the config may have changed unseen.

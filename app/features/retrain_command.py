@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.commands import (
+from app.features.commands import (
     ApproveCommand,
     CancelCommand,
     HelpCommand,

@@ -9,8 +9,8 @@ import json
 from dataclasses import replace
 from typing import Any
 
+from app.config.repo_config import MAX_KEPT_CHECKPOINTS
 from app.features.decisions import Decision, Ignore, Origin, RejectCommand, StartTraining
-from app.repo_config import MAX_KEPT_CHECKPOINTS
 
 FRESH_CONFIRMATION = "I CONFIRM FRESH START"
 SCHEDULED_PROFILE = "scheduled"

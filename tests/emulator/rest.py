@@ -151,7 +151,7 @@ async def collaborator_permission(request: web.Request, emu: GitHubEmulator, op:
     """A user's role on the repository (`role_name`) and its legacy `permission`.
 
     A login that names no user GitHub knows is 404 (the description documents 404 for this operation;
-    app/github.py reads it as no permission). A known user with no role on the repository is not an error:
+    app/github/client.py reads it as no permission). A known user with no role on the repository is not an error:
     200 with permission and role_name "none" on a private repository, and "read" on a public one, where
     everyone may read (public projects see "read" for every non-collaborator:
     aws-ia/cloudformation-github-resource-providers#14). Roles through teams or the organization are not

@@ -14,7 +14,7 @@ import logging
 import redis
 from celery.signals import worker_ready, worker_shutting_down
 
-from app.settings import Settings
+from app.config.settings import Settings
 
 log = logging.getLogger(__name__)
 DRAIN_KEY = "retrain:draining:{hostname}"

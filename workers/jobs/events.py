@@ -19,7 +19,9 @@ import kombu.exceptions
 import redis
 from gidgethub import BadRequest
 
-from app import check_output, replies
+from app.config.limits import Limits, profile_problems
+from app.config.repo_config import CONFIG_PATH, RepoConfig, parse_repo_config
+from app.config.settings import Settings
 from app.errors import ConfigError
 from app.features import plan
 from app.features.check_runs import external_id, notice_id
@@ -36,12 +38,10 @@ from app.features.decisions import (
     StartTraining,
     SyncSchedules,
 )
-from app.github import CheckRun, GitHubClient, PullRequest, installation_client
-from app.github_auth import EVENTS_PERMISSIONS, PULL_PERMISSIONS, TokenCache
-from app.github_retry import requested_wait_s
-from app.limits import Limits, profile_problems
-from app.repo_config import CONFIG_PATH, RepoConfig, parse_repo_config
-from app.settings import Settings
+from app.github.auth import EVENTS_PERMISSIONS, PULL_PERMISSIONS, TokenCache
+from app.github.client import CheckRun, GitHubClient, PullRequest, installation_client
+from app.github.retry import requested_wait_s
+from app.writing import check_output, replies
 from workers.coordination.approvals import PullApprovals
 from workers.coordination.budget import BudgetSpent, SessionBudgets
 from workers.coordination.live import LiveSessions, status_rows
@@ -87,7 +87,7 @@ def wait_before_retry_s(exc: BaseException, retries: int, first_wait_s: float, r
                         ) -> float | None:
     """How long an events task waits before carrying the event out again after `exc`; None: not again.
 
-    GitHub's transient answers (5xx, dropped connections, rate limits; see app/github_retry.py) and Redis
+    GitHub's transient answers (5xx, dropped connections, rate limits; see app/github/retry.py) and Redis
     unreachable are worth another go once the per-call retries gave up: the receiver answered 202 already, so
     GitHub counts the delivery a success and will never send it again. Doubling from `first_wait_s`,
     jittered over its upper half, never sooner than GitHub asked."""

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from app.github import GitHubClient
-from app.repo_config import RepoConfig
+from app.config.repo_config import RepoConfig
+from app.github.client import GitHubClient
 from workers.session.history import parse_history
 
 SHOWN = 10  # the last sessions across runs a reply lists
@@ -151,7 +151,7 @@ async def read_history(gh: GitHubClient, repo: str, config: RepoConfig, branch: 
 
 
 def table_rows(history: History, commit_url: str) -> list[dict[str, str]]:
-    """The rows as reply cells (app.replies.history); `commit_url` is `{web_url}/{owner}/{repo}/commit/`.
+    """The rows as reply cells (app.writing.replies.history); `commit_url` is `{web_url}/{owner}/{repo}/commit/`.
     Senders are named without an @, so a table of old sessions notifies nobody."""
     def num(value: float | None) -> str:
         return "?" if value is None else f"{value:.4f}"

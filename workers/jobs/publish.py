@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.github_releases import MAX_ASSET_BYTES, GitHubReleases, PublishError, check_asset_size, sha256_of
+from app.github.releases import MAX_ASSET_BYTES, GitHubReleases, PublishError, check_asset_size, sha256_of
 
 if TYPE_CHECKING:
-    from app.github import GitHubClient
+    from app.github.client import GitHubClient
 
 log = logging.getLogger(__name__)
 MAX_FILES = 100  # an export is a handful of files; GitHub's own cap is 1,000 assets a release

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.features.decisions import Origin, StartTraining
-from app.github import PullRequest
+from app.github.client import PullRequest
 from workers.coordination.approvals import PullApprovals
 from workers.coordination.run_lock import run_lock_name
 

@@ -21,9 +21,9 @@ import redis.asyncio as aioredis
 from gidgethub import HTTPException, sansio
 from gidgethub.apps import get_jwt
 
-from app.github import API_VERSION, USER_AGENT
-from app.github_retry import requested_wait_s, with_retries
-from app.settings import Settings
+from app.config.settings import Settings
+from app.github.client import API_VERSION, USER_AGENT
+from app.github.retry import requested_wait_s, with_retries
 
 log = logging.getLogger(__name__)
 LOOKBACK = timedelta(hours=24)  # covers a day of this job being down; GitHub keeps about 3 days

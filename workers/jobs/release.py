@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 from gidgethub import HTTPException
 
+from app.config.repo_config import RepoConfig
 from app.errors import RetrainError
-from app.repo_config import RepoConfig
 from app.telemetry import TELEMETRY
 from workers.jobs.publish import publish_folder
 from workers.session.best import load_best
@@ -33,7 +33,7 @@ from workers.session.store import CheckpointStore
 from workers.trainer.data import bits_per_byte
 
 if TYPE_CHECKING:
-    from app.github import GitHubClient
+    from app.github.client import GitHubClient
 
 log = logging.getLogger(__name__)
 # "already_there": every file was on the release already (a redelivered session whose first delivery got that far)

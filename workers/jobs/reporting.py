@@ -14,9 +14,9 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from app import check_output, replies
 from app.features.decisions import Origin
-from app.github import GitHubClient
+from app.github.client import GitHubClient
+from app.writing import check_output, replies
 from workers.session.progress import STOPPED_AT_TIME_LIMIT, STOPPED_ON_REQUEST, SessionFacts
 from workers.session.session import SessionResult
 from workers.trainer.data import bits_per_byte

@@ -1,6 +1,6 @@
 """`/retrain sample` on a train worker (it needs torch): the profile's best checkpoint, read and verified by
 workers/session/best.py as export and publishing read it, writes a bounded number of tokens after the
-commenter's prompt, and the reply shows both (app/replies.py `sample`).
+commenter's prompt, and the reply shows both (app/writing/replies.py `sample`).
 
 The seed is the comment's id: asking again with another comment gives other text, while a redelivered task
 writes the same reply. The prompt keeps only its last block_size tokens (the model sees no more); its length
@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from app import replies
+from app.config.settings import Settings
 from app.errors import SessionError
 from app.features.decisions import Origin
-from app.github import installation_client
-from app.github_auth import EVENTS_PERMISSIONS, TokenCache
-from app.settings import Settings
+from app.github.auth import EVENTS_PERMISSIONS, TokenCache
+from app.github.client import installation_client
+from app.writing import replies
 from workers.session.best import BestModel, load_best
 from workers.session.repos import GitHubRepository
 from workers.session.store import CheckpointStore

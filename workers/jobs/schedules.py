@@ -27,16 +27,17 @@ from redbeat.schedulers import RedBeatSchedulerEntry, ensure_conf, get_redis
 from redis import Redis
 from redis.lock import Lock
 
-from app import check_output
+from app.config.limits import Limits, schedule_problems
+from app.config.repo_config import CONFIG_PATH, RepoConfig, parse_repo_config
+from app.config.settings import Settings
 from app.errors import ConfigError
 from app.features.check_runs import notice_id
 from app.features.decisions import RemoveSchedules, SyncSchedules
-from app.github import GitHubClient, installation_client
-from app.github_auth import TokenCache
-from app.limits import Limits, schedule_problems
-from app.repo_config import CONFIG_PATH, RepoConfig, parse_repo_config
-from app.settings import Settings
-from workers.celery_app import EVENTS_QUEUE, REDBEAT_KEY_PREFIX, SCHEDULED_SESSION_TASK
+from app.github.auth import TokenCache
+from app.github.client import GitHubClient, installation_client
+from app.queues import EVENTS_QUEUE, SCHEDULED_SESSION_TASK
+from app.writing import check_output
+from workers.celery_app import REDBEAT_KEY_PREFIX
 
 log = logging.getLogger(__name__)
 ENTRY_NAME = "schedule:{repo}:{index}"
@@ -75,7 +76,7 @@ def parse_cron(cron: str, field: str) -> crontab:
 def schedule_specs(repo: str, config: RepoConfig, limits: Limits) -> list[ScheduleSpec]:
     """The entries `config.schedule` asks for, checked as a whole: one bad item rejects the lot, so that a
     half-applied schedule never runs (their crons parse and their profiles exist: the config's own
-    validation says so; how many and how often is the operator's say, app/limits.py)."""
+    validation says so; how many and how often is the operator's say, app/config/limits.py)."""
     problems = schedule_problems(config, limits)
     if problems:
         raise ConfigError(f"{CONFIG_PATH}: schedule refused: {'; '.join(problems)}")

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from app.config.settings import Settings
 from app.errors import RetrainError
 from app.features.decisions import Origin
-from app.github import installation_client
-from app.github_auth import PULL_PERMISSIONS, SESSION_PERMISSIONS, TokenCache
-from app.settings import Settings
+from app.github.auth import PULL_PERMISSIONS, SESSION_PERMISSIONS, TokenCache
+from app.github.client import installation_client
 from app.telemetry import TELEMETRY
 from workers.coordination.budget import Grant, SessionBudgets
 from workers.coordination.live import LiveSession, LiveSessions

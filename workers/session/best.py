@@ -13,9 +13,9 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from app.config.repo_config import RepoConfig
 from app.errors import SessionError
-from app.github import BranchHead
-from app.repo_config import RepoConfig
+from app.github.client import BranchHead
 from workers.session import registry as reg
 from workers.session.plan import SessionRequest, locate, metadata_path, shape_of
 from workers.session.repos import ProgressRepository

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from app.github import StaleHead
-from app.repo_config import RepoConfig
+from app.config.repo_config import RepoConfig
+from app.github.client import StaleHead
 from workers.session import registry as reg
 from workers.session.history import appended, history_line, parse_history
 from workers.session.loss_chart import render_svg

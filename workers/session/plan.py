@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from app.config.repo_config import CONFIG_PATH, Profile, RepoConfig, parse_repo_config
 from app.errors import SessionError
-from app.github import BranchHead
-from app.repo_config import CONFIG_PATH, Profile, RepoConfig, parse_repo_config
+from app.github.client import BranchHead
 from workers.coordination.run_lock import run_lock_name
 from workers.session import registry as reg
 from workers.session.history import parse_history

@@ -23,8 +23,8 @@ from typing import Any
 import fsspec
 from torch import Tensor
 
+from app.config.limits import Limits
 from app.errors import SessionError
-from app.limits import Limits
 from workers.trainer.checkpoint import weight_shapes
 from workers.trainer.hf_format import model_config_from_hf, state_from_hf
 from workers.trainer.model import ModelConfig

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from gidgethub import BadRequest
 
 from app.errors import RetrainError, SessionError
-from app.github import BranchFile, BranchHead, GitHubClient, StaleHead
+from app.github.client import BranchFile, BranchHead, GitHubClient, StaleHead
 from workers.session.snapshot import MAX_FOLDER_LISTINGS, MAX_TOTAL_BYTES, Selection, SnapshotTooLarge, TreeFile, pick
 
 BLOB_CONCURRENCY = 8  # blobs (and, for a truncated listing, sub-trees) fetched at once

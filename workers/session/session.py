@@ -22,9 +22,9 @@ from typing import Protocol
 
 import torch
 
+from app.config.limits import Limits, profile_problems
+from app.config.repo_config import RepoConfig
 from app.errors import SessionError
-from app.limits import Limits, profile_problems
-from app.repo_config import RepoConfig
 from workers.session import registry as reg
 from workers.session.asking import Asking
 from workers.session.commit import commit_progress, forget, unshared_drops

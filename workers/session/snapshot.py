@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
+from app.config.globs import matcher
+from app.config.limits import Limits
+from app.config.repo_config import CONFIG_PATH
 from app.errors import SessionError
-from app.globs import matcher
-from app.limits import Limits
-from app.repo_config import CONFIG_PATH
 
 MAX_FILE_BYTES = 8 * 1024 * 1024  # larger files are skipped: training text, not data dumps
 MAX_TOTAL_BYTES = Limits().max_snapshot_bytes  # what one session reads at most (RETRAIN_MAX_SNAPSHOT_BYTES)
@@ -40,7 +40,7 @@ class TreeFile:
 
 @dataclass(frozen=True)
 class Selection:
-    """The paths a session reads: the include globs (app/globs.py), outside the excluded folders (Retrain's
+    """The paths a session reads: the include globs (app/config/globs.py), outside the excluded folders (Retrain's
     own progress files). Call it with a path; `may_hold` says whether a folder is worth listing."""
 
     include: tuple[str, ...]

@@ -20,9 +20,9 @@ from typing import Any
 
 from torch import Tensor
 
+from app.config.limits import Limits, profile_problems
+from app.config.repo_config import Profile
 from app.errors import SessionError
-from app.limits import Limits, profile_problems
-from app.repo_config import Profile
 from workers.session import registry as reg
 from workers.session.pretrained import PretrainedSources, read_pretrained
 from workers.session.store import CheckpointStore, StoreError
@@ -180,7 +180,7 @@ def _read_lineage(entry: reg.CheckpointEntry, store: CheckpointStore, within: st
 
 def check_network(profile: Profile, network: ModelConfig, limits: Limits | None) -> None:
     """A pretrained network keeps to the operator's limits as a profile's does: its parameters, its context
-    and batch_size × context are what the profile's own checks (app/limits.py) would have been."""
+    and batch_size × context are what the profile's own checks (app/config/limits.py) would have been."""
     if limits is None:
         return
     effective = profile.model_copy(update={

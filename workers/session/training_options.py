@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from app.repo_config import Profile
-from app.settings import GPU_BATCH_SIZE, Settings
+from app.config.repo_config import Profile
+from app.config.settings import GPU_BATCH_SIZE, Settings
 from workers.trainer.train import TrainConfig
 
 
@@ -18,7 +18,7 @@ class TrainingOptions:
     micro_batch_size: int | None = None  # sequences per forward pass per process; the rest is accumulated
     compile: Literal["auto", "on", "off"] = "auto"  # auto: on CUDA only, where it pays for its start
     gpu_batch_size: int = GPU_BATCH_SIZE
-    max_batch_size: int | None = None  # the operator's limits (app/limits.py): a default never passes them
+    max_batch_size: int | None = None  # the operator's limits (app/config/limits.py): a default never passes them
     max_tokens_per_iter: int | None = None
     group_dir: str | None = None  # where a group's ranks get their inputs (checkpoint-sized); None: the temp folder
 

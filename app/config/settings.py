@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.limits import Limits
+from app.config.limits import Limits
 
 _LIMITS = Limits()
 GPU_BATCH_SIZE = 64  # sequences per iteration for a profile that names none, on a GPU (8 on the CPU)
@@ -89,7 +89,7 @@ class Settings(BaseSettings):
         default="auto", description="Log lines as JSON objects or text; auto: text at a terminal, else JSON."
     )
     orphan_check_s: float = Field(default=60.0, gt=0, description="How often beat looks for such sessions.")
-    # -- what one repository may make the App spend (app/limits.py); refusals name the variable ------------
+    # -- what one repository may make the App spend (app/config/limits.py); refusals name the variable ------------
     max_iters: int = Field(
         default=_LIMITS.max_iters, ge=1,
         description="Most iterations one session may train (a profile's or a command's).",

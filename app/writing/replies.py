@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import re
 
-from app.commands import help_text
+from app.features.commands import help_text
 from app.features.decisions import Origin
-from app.github import MAX_COMMENT_CHARS
-from app.markdown import CONTROL, code_block
+from app.github.client import MAX_COMMENT_CHARS
+from app.writing.markdown import CONTROL, code_block
 
 MARKER = "<!-- retrain -->"
 ROOM = 200  # what create_comment adds (its marker) and a margin: a sample is cut to fit before that

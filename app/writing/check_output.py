@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.features.check_runs import RETRAIN_ACTION
-from app.markdown import code_block
+from app.writing.markdown import code_block
 
 CHECK_NAME = "Retrain"
 RETRAIN_BUTTON = {"label": "Retrain", "description": "Run another session of this profile",

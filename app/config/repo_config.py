@@ -12,8 +12,8 @@ import yaml
 from celery.schedules import crontab
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from app.config.globs import MAX_PATTERNS, check_pattern
 from app.errors import ConfigError
-from app.globs import MAX_PATTERNS, check_pattern
 
 CONFIG_PATH = ".github/retrain.yml"
 MAX_CONFIG_BYTES = 64 * 1024  # a config is a page of YAML; a bigger file is not one

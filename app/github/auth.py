@@ -13,8 +13,8 @@ from gidgethub import BadRequest
 from gidgethub.abc import GitHubAPI
 from gidgethub.apps import get_jwt
 
-from app.github_retry import with_retries
-from app.settings import Settings
+from app.config.settings import Settings
+from app.github.retry import with_retries
 
 # What each kind of task may do; nothing more is asked for (the App's manifest grants at least this).
 EVENTS_PERMISSIONS = {"contents": "read", "issues": "write", "checks": "write", "metadata": "read"}

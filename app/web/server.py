@@ -29,10 +29,10 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from gidgethub import ValidationFailure, sansio
 
+from app.config.settings import Settings
 from app.features import PLANNERS
-from app.metrics import CONTENT_TYPE, ReceiverMetrics
-from app.settings import Settings
-from workers.celery_app import EVENTS_QUEUE, EVENTS_TASK, TRAIN_QUEUE
+from app.queues import EVENTS_QUEUE, EVENTS_TASK, TRAIN_QUEUE
+from app.web.metrics import CONTENT_TYPE, ReceiverMetrics
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB

@@ -21,9 +21,10 @@ import aiohttp
 from gidgethub import BadRequest, GitHubBroken, GraphQLException, QueryError, sansio
 from gidgethub.aiohttp import GitHubAPI
 
+from app.config.settings import Settings
 from app.errors import RetrainError
-from app.github_auth import InstallationToken, TokenCache
-from app.github_retry import (
+from app.github.auth import InstallationToken, TokenCache
+from app.github.retry import (
     GraphQLRateLimited,
     create_once,
     is_rate_limited,
@@ -31,7 +32,6 @@ from app.github_retry import (
     seconds,
     with_retries,
 )
-from app.settings import Settings
 from app.telemetry import TELEMETRY
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ class GitHubClient:
         self._session = session
         self._token = token
         self._graphql_url = settings.graphql_url
-        self.uploads_url = settings.uploads_url  # release assets (app/github_releases.py) go there, and only there
+        self.uploads_url = settings.uploads_url  # release assets (app/github/releases.py) go there, and only there
         self.gh = MeteredGitHubAPI(session, USER_AGENT, base_url=settings.github_api_url)
 
     async def _authorize(self) -> None:

@@ -13,7 +13,7 @@ from itertools import pairwise
 
 from celery.schedules import crontab
 
-from app.repo_config import Profile, RepoConfig
+from app.config.repo_config import Profile, RepoConfig
 
 BYTE_VOCAB = 256  # the byte tokenizer's (workers/trainer/tokenizer.py)
 MINUTES_PER_DAY = 24 * 60
@@ -21,7 +21,7 @@ MINUTES_PER_DAY = 24 * 60
 
 @dataclass(frozen=True)
 class Limits:
-    """Defaults fit one modern GPU; see app/settings.py for each one's variable."""
+    """Defaults fit one modern GPU; see app/config/settings.py for each one's variable."""
 
     max_iters: int = 100_000
     max_params: int = 300_000_000
