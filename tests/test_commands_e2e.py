@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.github.client import MAX_COMMENT_CHARS
+from app.github.text_limits import MAX_COMMENT_CHARS
 from tests.conftest import REPO
 from tests.payloads import comment_event
 from tests.processes import wait_until

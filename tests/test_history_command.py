@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.features.decisions import Origin
-from app.github.client import MAX_COMMENT_CHARS, PATH_COMMITS_QUERY
+from app.github.client import PATH_COMMITS_QUERY
+from app.github.text_limits import MAX_COMMENT_CHARS
 from app.writing import replies
 from tests.conftest import INSTALLATION_ID, REPO
 from tests.emulator.harness import Env

@@ -9,7 +9,8 @@ import asyncio
 from markdown_it import MarkdownIt
 
 from app.features.decisions import Origin
-from app.github.client import MAX_CHECK_TEXT_BYTES, MAX_COMMENT_CHARS, installation_client
+from app.github.client import installation_client
+from app.github.text_limits import MAX_CHECK_TEXT_BYTES, MAX_COMMENT_CHARS
 from app.writing import check_output, replies
 from tests.conftest import INSTALLATION_ID, REPO
 

@@ -11,7 +11,7 @@ import pytest
 
 from app.config.settings import Settings
 from app.features.decisions import Origin
-from app.github.client import MAX_COMMENT_CHARS
+from app.github.text_limits import MAX_COMMENT_CHARS
 from app.writing import replies
 from tests.conftest import INSTALLATION_ID, REPO
 from tests.payloads import comment_event

@@ -1,7 +1,7 @@
 """GitHub Releases for publishing a model export: find a release by tag, create one as a draft, list,
 upload and delete its assets, then publish it.
 
-Kept beside `app/github/client.py` (which is long enough) and built on its client's plumbing: the same token,
+Kept beside the client (`client.py`, which is long enough) and built on its client's plumbing: the same token,
 retry rules and API version. Why drafts: with a repository's "immutable releases" on (GA in October 2025)
 a published release's assets can no longer be added, so creating it published and uploading afterwards
 fails with 422 "Cannot upload assets to an immutable release"; a draft is also unseen (no notification,
@@ -25,8 +25,9 @@ import aiohttp
 from gidgethub import BadRequest, sansio
 
 from app.errors import RetrainError
-from app.github.client import fit, split_repo
+from app.github.client import split_repo
 from app.github.retry import create_once, with_retries
+from app.github.text_limits import fit
 from app.telemetry import TELEMETRY
 
 if TYPE_CHECKING:

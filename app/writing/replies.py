@@ -8,7 +8,7 @@ import re
 
 from app.features.commands import help_text
 from app.features.decisions import Origin
-from app.github.client import MAX_COMMENT_CHARS
+from app.github.text_limits import MAX_COMMENT_CHARS
 from app.writing.markdown import CONTROL, code_block
 
 MARKER = "<!-- retrain -->"
