@@ -59,12 +59,6 @@ return 0
 """
 
 
-
-def run_lock_name(run: str, pull_number: int | None) -> str:
-    """The run's queue and lease: a pull request's sessions have their own. They never commit to the base
-    branch, so they need not wait for its sessions (nor hold them up)."""
-    return run if pull_number is None else f"{run}:pull-{pull_number}"
-
 class RunBusy(Exception):
     """Another session holds the run; try again later."""
 

@@ -9,7 +9,7 @@ from typing import Any
 from app.features.decisions import Origin, StartTraining
 from app.github.client import PullRequest
 from workers.coordination.approvals import PullApprovals
-from workers.coordination.run_lock import run_lock_name
+from workers.session.run_names import run_lock_name
 
 
 def pull_refusal(pull: PullRequest, origin: Origin, decision: StartTraining, approvals: PullApprovals | None

@@ -15,12 +15,12 @@ from typing import Any
 from app.config.repo_config import CONFIG_PATH, Profile, RepoConfig, parse_repo_config
 from app.errors import SessionError
 from app.github.client import BranchHead
-from workers.coordination.run_lock import run_lock_name
 from workers.session import registry as reg
 from workers.session.history import parse_history
 from workers.session.pending import Pending, find_merged_pulls, find_pending, pull_numbers
 from workers.session.pretrained import NOWHERE, PretrainedSources
 from workers.session.repos import ProgressRepository, PullsUnknown
+from workers.session.run_names import run_lock_name
 from workers.session.snapshot import MAX_TOTAL_BYTES, selection
 from workers.session.store import CheckpointStore, StoreError
 from workers.session.tokenizer_choice import choose_base, choose_tokenizer
