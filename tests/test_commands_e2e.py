@@ -71,7 +71,9 @@ def test_history_and_samples_after_a_committed_session(github, services: Service
     fence, text = re.search(r"^(`{4,})text\n(.*)\n\1$", body, re.MULTILINE | re.DOTALL).groups()
     assert len(fence) == 4 and text.startswith("Once upon a ``` time") and len(text) > len("Once upon a ``` time")
     assert len(body) <= MAX_COMMENT_CHARS and "60 token(s)" in body
-    assert f"sample for {REPO}#14: sampled 60 tokens from {summary['checkpoint_id']}" in services.train_log.read_text()
+    # The task logs its outcome after the reply is posted: wait for the line rather than race it.
+    done = f"sample for {REPO}#14: sampled 60 tokens from {summary['checkpoint_id']}"
+    wait_until(lambda: done in services.train_log.read_text(), 30, "the sample's log line", services.train_log)
     assert "sample for" not in services.events_log.read_text()  # the events worker has no model to run
     assert emu.reactions(REPO, 704) == ["eyes"]
 
