@@ -92,6 +92,8 @@ EMBEDDED: dict[str, Any] = {
             "get": _op("checks/runs#get-a-check-run"),
             "patch": _op("checks/runs#update-a-check-run", _body(_check_run(
                 [], ["queued", "in_progress", "completed", "waiting", "requested", "pending"], ["summary"]), True))},
+        "/repos/{owner}/{repo}/commits/{ref}/check-runs": {"get": _op(
+            "checks/runs#list-check-runs-for-a-git-reference")},
         "/repos/{owner}/{repo}/git/blobs": {"post": _op("git/blobs#create-a-blob", _body({
             "type": "object", "properties": {"content": _S, "encoding": _S}, "required": ["content"]}, True))},
         "/repos/{owner}/{repo}/git/commits": {"post": _op("git/commits#create-a-commit", _body({
