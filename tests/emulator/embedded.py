@@ -80,8 +80,9 @@ EMBEDDED: dict[str, Any] = {
         "/repos/{owner}/{repo}/issues/comments/{comment_id}": {"patch": _op(
             "issues/comments#update-an-issue-comment", _body({
                 "type": "object", "properties": {"body": _S}, "required": ["body"]}, True))},
-        "/repos/{owner}/{repo}/issues/{issue_number}/comments": {"post": _op(
-            "issues/comments#create-an-issue-comment", _body({
+        "/repos/{owner}/{repo}/issues/{issue_number}/comments": {
+            "get": _op("issues/comments#list-issue-comments"),
+            "post": _op("issues/comments#create-an-issue-comment", _body({
                 "type": "object", "properties": {"body": _S}, "required": ["body"]}, True))},
         "/repos/{owner}/{repo}/contents/{path}": {"get": _op("repos/contents#get-repository-content")},
         "/repos/{owner}/{repo}/pulls/{pull_number}": {"get": _op("pulls/pulls#get-a-pull-request")},
