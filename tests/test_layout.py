@@ -8,12 +8,28 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+@contextmanager
+def added(path: Path, line: str) -> Iterator[None]:
+    """`line` appended to the module at `path` (made when missing) for the duration; the copy is whole after."""
+    original = path.read_text() if path.exists() else None
+    path.write_text((original or "") + f"\n{line}  # added by tests/test_layout.py\n")
+    try:
+        yield
+    finally:
+        if original is None:
+            path.unlink()
+        else:
+            path.write_text(original)
 
 
 def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
@@ -61,16 +77,8 @@ BREAKS = [  # (module, the import added to it, the contract that must break)
 
 @pytest.mark.parametrize(("module", "line", "contract"), BREAKS, ids=[f"{m}:{c[:24]}" for m, _, c in BREAKS])
 def test_a_broken_rule_is_caught(tree: Path, module: str, line: str, contract: str) -> None:
-    path = tree / module
-    original = path.read_text() if path.exists() else None
-    path.write_text((original or "") + f"\n{line}  # added by tests/test_layout.py\n")
-    try:
+    with added(tree / module, line):
         done = lint_imports(tree)
-    finally:
-        if original is None:
-            path.unlink()
-        else:
-            path.write_text(original)
     assert done.returncode == 1, done.stdout + done.stderr
     report = " ".join(done.stdout.split())  # import-linter wraps long contract names
     assert "Broken contracts" in report, done.stdout
@@ -98,10 +106,5 @@ def module_cycles(tree: Path) -> list[list[str]]:
 
 def test_no_module_imports_one_that_imports_it_back(tree: Path) -> None:
     assert module_cycles(ROOT) == []
-    planner = tree / "app/features/retrain_command.py"
-    original = planner.read_text()
-    planner.write_text(original + "\nfrom app.features import PLANNERS  # added by tests/test_layout.py\n")
-    try:
+    with added(tree / "app/features/retrain_command.py", "from app.features import PLANNERS"):
         assert ["app.features", "app.features.retrain_command"] in module_cycles(tree)
-    finally:
-        planner.write_text(original)
