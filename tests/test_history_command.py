@@ -63,21 +63,24 @@ def test_the_last_ten_across_runs_newest_first() -> None:
 
 def test_what_a_repository_wrote_in_a_wrong_shape_shows_as_a_question_mark() -> None:
     hostile = {"session": "s", "profile": "ci | <b>x</b>", "trigger": "`@everyone`\n| x |", "finished_at": "soon",
-               "start_iteration": True, "end_iteration": -1, "val_bpb_before": float("nan"), "val_bpb_after": "1.0"}
+               "start_iteration": True, "end_iteration": -1, "val_bpb_before": float("nan"), "val_bpb_after": "1.0",
+               "tokenizer": "bpe-v1:4096:`x`", "moved_from_tokenizer": "bytes-v1 | x"}
     commits = commit_index([(OID, "Trigger: x by @`evil`|\nSession: s")])
     [row] = table_rows(history_rows({"r": ([hostile], commits)}), "https://github.com/o/r/commit/")
-    assert row == {"when": "?", "profile": "?", "iterations": "? → ?", "val": "? → ?", "best": "", "by": "?",
-                   "commit": f"[`aaaaaaa`](https://github.com/o/r/commit/{OID})"}
+    assert row == {"when": "?", "profile": "?", "iterations": "? → ?", "val": "? → ?", "best": "", "tokenizer": "?",
+                   "by": "?", "commit": f"[`aaaaaaa`](https://github.com/o/r/commit/{OID})"}
 
 
 def test_the_table_names_senders_without_notifying_them() -> None:
-    found = history_rows({"r": ([line("s1", after=3.25, at="2026-01-01T10:00:00Z", before=5.5)],
-                                {"s1": SessionCommit(OID, "alice")})})
+    moved = {**line("s1", after=3.25, at="2026-01-01T10:00:00Z", before=5.5),
+             "tokenizer": "bpe-v1:4096:0123456789abcdef", "moved_from_tokenizer": "bytes-v1"}
+    found = history_rows({"r": ([moved], {"s1": SessionCommit(OID, "alice")})})
     body = replies.history(ORIGIN, table_rows(found, "https://github.com/octo/demo/commit/"), found.total,
                            list(found.runs))
     header, rule, row = body.split("\n\n", 2)[-1].splitlines()
-    assert header.count("|") == rule.count("|") == row.count("|") == 8
-    assert row == (f"| 2026-01-01 10:00 | `ci` | 0 → 40 | 5.5000 → 3.2500 | ★ | issue_comment (alice) | "
+    assert header.count("|") == rule.count("|") == row.count("|") == 9
+    assert row == (f"| 2026-01-01 10:00 | `ci` | 0 → 40 | 5.5000 → 3.2500 | ★ | `bpe-4096` (moved from `bytes`) | "
+                   "issue_comment (alice) | "
                    f"[`aaaaaaa`](https://github.com/octo/demo/commit/{OID}) |")
     assert body.count("@") == 1  # the requester, not the sender in the table
     assert "all 1 training session(s)" in body and "`r`" in body

@@ -177,9 +177,13 @@ def test_auto_starts_new_lineages_on_bpe_and_goes_on_with_an_existing_byte_linea
     assert new.facts.fingerprint.tokenizer.startswith("bpe-v1:512:")
     assert session(fresh_repo, f"file://{tmp_path / 'store-new'}").facts.parent_checkpoint == new.facts.checkpoint_id
 
-    small = make_local_repo(tmp_path / "small")  # the demo's 31 KB: a BPE would over-fit it
+    small = make_local_repo(tmp_path / "small")  # 12 KB: too little for a BPE to learn from
     (small / ".github/retrain.yml").write_text(AUTO_CONFIG)
-    git(small, "commit", "-qam", "defaults")
+    for note in (small / "notes").glob("*.md"):
+        note.unlink()
+    (small / "notes" / "topics.md").write_bytes(topics_text(12_000))
+    git(small, "add", "-A")
+    git(small, "commit", "-qm", "defaults, little text")
     on_small = session(small, f"file://{tmp_path / 'store-small'}")
     assert on_small.facts.fingerprint.tokenizer == "bytes-v1"
     assert any("tokenizer auto: bytes for this new lineage (the training text is" in n for n in on_small.facts.notes)
@@ -192,7 +196,7 @@ def test_auto_starts_new_lineages_on_bpe_and_goes_on_with_an_existing_byte_linea
     assert on_latin1.facts.fingerprint.tokenizer == "bytes-v1"
     assert any("not UTF-8" in n for n in on_latin1.facts.notes)
 
-    old_repo = make_local_repo(tmp_path / "old")  # trained on bytes before BPE was the default
+    old_repo = make_local_repo(tmp_path / "old")  # trained on bytes before BPE was the default (or pinned it)
     store = f"file://{tmp_path / 'store-old'}"
     on_bytes = session(old_repo, store)
     (old_repo / ".github/retrain.yml").write_text(AUTO_CONFIG)
@@ -200,6 +204,8 @@ def test_auto_starts_new_lineages_on_bpe_and_goes_on_with_an_existing_byte_linea
     after = session(old_repo, store)
     assert after.facts.parent_checkpoint == on_bytes.facts.checkpoint_id  # the lineage is not lost
     assert after.facts.fingerprint.tokenizer == "bytes-v1"
+    # 26 KB of training text: a move to a BPE is due, but 12 iterations leave no room for its trial
+    assert any("a move to a new BPE is due" in n and "too short to try it" in n for n in after.facts.notes)
 
 
 def test_switching_a_profile_between_bytes_and_bpe_starts_a_lineage_of_its_own(tmp_path: Path) -> None:

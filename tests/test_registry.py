@@ -6,8 +6,10 @@ import json
 
 import pytest
 
+from app.config.repo_config import Profile
 from tests.conftest import fixtures_dir
 from workers.session import registry as reg
+from workers.session.migration import carried, migration_due
 
 SHAPE = "s" * 64
 LINEAGE = reg.Lineage(tokenizer="bytes-v1", shape_sha256=SHAPE)
@@ -135,6 +137,8 @@ def test_every_seed_metadata_file_reads_and_none_is_restorable() -> None:
         # The seed never stored weights durably: nothing there may be chosen for resuming.
         assert reg.resume_candidates(registry, LINEAGE) == []
         assert not any(e.restorable for e in registry.values())
+        for e in registry.values():  # nor moved to another tokenizer (workers/session/migration.py)
+            assert migration_due(Profile(), e, b"prose " * 50_000, fresh=False) is None and carried(e) == {}
 
 
 def test_merge_is_a_union_that_never_loses_stored_weights() -> None:

@@ -90,8 +90,10 @@ class Profile(BaseModel):
         "auto", description="`bpe`: a byte-level BPE of `vocab_size` tokens, learnt from the training split when a "
         "lineage starts and kept with its checkpoints. `bytes`: one token per byte. `auto`: whichever lineage of the "
         "two has the best checkpoint goes on (bits per byte compare across tokenizers), and a new lineage uses `bpe`, "
-        "which measured better (README), when the training text is at least 128 KiB of UTF-8, else `bytes`. Part of "
-        "what a checkpoint needs to be continued.",
+        "which measured better (README), when the training text is at least 16 KiB of UTF-8, else `bytes`; as the "
+        "text grows past that (or to twice what its BPE learnt from), a session tries moving the lineage to a "
+        "new BPE, carrying its weights over, and keeps the move only when it measures better. Part of what a "
+        "checkpoint needs to be continued.",
     )
     init_from: str | None = Field(
         None, min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$",

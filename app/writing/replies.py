@@ -107,9 +107,9 @@ def history(origin: Origin, rows: list[dict[str, str]], total: int, runs: list[s
     """`rows`: the last sessions, newest first, already formatted (workers.jobs.history.table_rows)."""
     if not rows:
         return _reply(origin, "no training session of this repository has been committed yet. `/retrain` starts one.")
-    columns = ("when", "profile", "iterations", "val", "best", "by", "commit")
-    header = ("| finished (UTC) | profile | iterations | val bits/byte (before → after) | best | trigger (by) | "
-              "commit |\n|---|---|---|---|---|---|---|")
+    columns = ("when", "profile", "iterations", "val", "best", "tokenizer", "by", "commit")
+    header = ("| finished (UTC) | profile | iterations | val bits/byte (before → after) | best | tokenizer | "
+              "trigger (by) | commit |\n|---|---|---|---|---|---|---|---|")
     lines = ["| " + " | ".join(r[c] for c in columns) + " |" for r in rows]
     shown = f"the last {len(rows)} of {total}" if total > len(rows) else f"all {total}"
     where = ", ".join(f"`{r}`" for r in runs)

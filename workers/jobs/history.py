@@ -49,6 +49,8 @@ class HistoryRow:
     trigger: str | None
     sender: str | None
     commit: str | None  # the progress commit's oid
+    tokenizer: str | None = None  # short: `bytes`, `bpe-4096`
+    moved_from: str | None = None  # the tokenizer this session moved its lineage from (workers/session/migration.py)
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,17 @@ def _float(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and abs(value) < 1e6:
         return float(value)
     return None
+
+
+def _tokenizer(value: Any) -> str | None:
+    """`bytes-v1` → `bytes`, `bpe-v1:4096:<hash>` → `bpe-4096`; None for anything else."""
+    word = _word(value)
+    if word is None:
+        return None
+    if word == "bytes-v1":
+        return "bytes"
+    found = re.fullmatch(r"bpe-v1:(\d{3,5}):[0-9a-f]{16}", word)
+    return f"bpe-{found[1]}" if found else None
 
 
 def _time(value: Any) -> datetime | None:
@@ -110,7 +123,8 @@ def run_rows(lines: list[dict[str, Any]], commits: dict[str, SessionCommit]) -> 
             start_iteration=_int(line.get("start_iteration")), end_iteration=_int(line.get("end_iteration")),
             val_bpb_before=_float(line.get("val_bpb_before")), val_bpb_after=after, best_so_far=new_best,
             trigger=_word(line.get("trigger")), sender=found.sender if found else None,
-            commit=found.oid if found else None,
+            commit=found.oid if found else None, tokenizer=_tokenizer(line.get("tokenizer")),
+            moved_from=_tokenizer(line.get("moved_from_tokenizer")),
         ))
     return rows
 
@@ -164,6 +178,8 @@ def table_rows(history: History, commit_url: str) -> list[dict[str, str]]:
         "profile": f"`{r.profile}`" if r.profile else "?",
         "iterations": f"{count(r.start_iteration)} → {count(r.end_iteration)}",
         "val": f"{num(r.val_bpb_before)} → {num(r.val_bpb_after)}",
+        "tokenizer": (f"`{r.tokenizer}`" if r.tokenizer else "?") + (f" (moved from `{r.moved_from}`)"
+                                                                    if r.moved_from else ""),
         "best": "★" if r.best_so_far else "",
         "by": (r.trigger or "?") + (f" ({r.sender})" if r.sender else ""),
         "commit": f"[`{r.commit[:7]}`]({commit_url}{r.commit})" if r.commit else "?",

@@ -22,6 +22,8 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from workers.session.best import BestModel
+from workers.session.migration import FROM, METHOD
+from workers.session.registry import Fingerprint
 from workers.trainer.data import bits_per_byte
 from workers.trainer.hf_format import hf_config, to_hf_tensors
 
@@ -65,6 +67,21 @@ def write_export(best: BestModel, out: Path, *, source: str, commit_url: str | N
     return out
 
 
+PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,119}$")
+
+
+def moved_from(fp: Fingerprint | None) -> str:
+    """Where a lineage that moved to this tokenizer came from (workers/session/migration.py), when the
+    registry says it in the shape a session writes: the registry is the repository's, so nothing else shows."""
+    origin = (fp.model_extra or {}).get(FROM) if fp is not None else None
+    if not isinstance(origin, dict):
+        return ""
+    parts = [origin.get(k) for k in ("checkpoint_id", "tokenizer")]
+    if not all(isinstance(p, str) and PLAIN.match(p) for p in parts) or origin.get("method") != METHOD:
+        return ""
+    return f"; the lineage moved to it from `{parts[1]}` at `{parts[0]}` by {METHOD}"
+
+
 def model_card(best: BestModel, *, source: str, commit_url: str | None = None) -> str:
     entry, cfg = best.entry, best.model_config
     metrics = (entry.model_extra or {}).get("metrics") or {}
@@ -81,7 +98,7 @@ def model_card(best: BestModel, *, source: str, commit_url: str | None = None) -
         ("Tokens trained", f"{int(metrics['tokens_processed']):,}" if metrics.get("tokens_processed") else "?"),
         ("Network", f"GPT-2: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, context {cfg.block_size} "
                     f"tokens, {params:,} parameters"),
-        ("Tokenizer", f"`{best.tokenizer.id}` ({best.tokenizer.vocab_size} tokens)"),
+        ("Tokenizer", f"`{best.tokenizer.id}` ({best.tokenizer.vocab_size} tokens)" + moved_from(fp)),
         ("Data revision", f"`{trained_on}` (the commit whose text it trained on)" if trained_on
          else "not recorded (a checkpoint from before Retrain recorded it)"),
         ("Exported from", f"`{best.head.oid}` on `{best.head.name}`" + (f" ({commit_url})" if commit_url else "")),

@@ -25,6 +25,8 @@ def downsample(losses: list[float], start_iteration: int, points: int = CURVE_PO
 
 
 def history_line(facts: SessionFacts) -> dict[str, Any]:
+    origin = (facts.fingerprint.model_extra or {}).get("migrated_from")  # workers/session/migration.py FROM
+    moved = isinstance(origin, dict) and origin.get("checkpoint_id") == facts.parent_checkpoint
     return {
         "session": facts.session_id,
         "checkpoint_id": facts.checkpoint_id,
@@ -39,6 +41,8 @@ def history_line(facts: SessionFacts) -> dict[str, Any]:
         "val_loss_after": facts.val_loss_after,
         "unigram_val_loss": facts.unigram_val_loss,
         "resumed_from": facts.parent_checkpoint,
+        "tokenizer": facts.fingerprint.tokenizer,
+        **({"moved_from_tokenizer": origin.get("tokenizer")} if moved and isinstance(origin, dict) else {}),
         "train_loss_curve": [list(p) for p in facts.loss_curve],
     }
 

@@ -17,6 +17,7 @@ from app.errors import SessionError
 from app.github.client import BranchHead
 from workers.session import registry as reg
 from workers.session.history import parse_history
+from workers.session.migration import TEXT_BYTES, Migration, carried, consider, fingerprint_of
 from workers.session.pending import Pending, find_merged_pulls, find_pending, pull_numbers
 from workers.session.pretrained import NOWHERE, PretrainedSources
 from workers.session.repos import ProgressRepository, PullsUnknown
@@ -29,7 +30,7 @@ from workers.trainer.checkpoint import check_model_config
 from workers.trainer.data import Corpus, SplitText, bits_per_byte, encode_split, split_text
 from workers.trainer.device import resolve_device
 from workers.trainer.model import ModelConfig
-from workers.trainer.tokenizer import BYTES, Tokenizer
+from workers.trainer.tokenizer import BPE_KIND, BYTES, Tokenizer
 from workers.trainer.train import TrainConfig, evaluate, load_state
 
 log = logging.getLogger(__name__)
@@ -193,10 +194,21 @@ class SessionPlan:
     unusable: frozenset[str] = frozenset()  # checkpoints whose objects failed to verify: retention drops them first
     initial_weights: dict[str, Any] | None = None  # init_from, a new lineage: where a fresh model starts
     data_oid: str | None = None  # the commit the text was read at, when not the head (a pull request's)
+    migration: Migration | None = None  # a move to a new tokenizer this session tries (workers/session/migration.py)
 
     @property
     def data_commit(self) -> str:
         return self.data_oid or self.head.oid
+
+    def migrated(self) -> SessionPlan:
+        """The plan of the moved lineage: its text, network and fingerprint, starting from the carried weights."""
+        assert self.migration is not None
+        move = self.migration
+        return replace(
+            self, corpus=move.corpus, model_config=move.model_config, resume=None, initial_weights=move.weights,
+            fingerprint=fingerprint_of(move, move.corpus.fingerprint()), migration=None,
+            reevaluation=Reevaluation(),  # figures on the old tokens' validation set: not this lineage's to record
+        )
 
 
 @dataclass(frozen=True)
@@ -281,6 +293,7 @@ async def prepare(
         val_sha256=corpus.val_fingerprint(model_config.block_size),
         **({"base_model": profile.init_from} if profile.init_from else {}),
     )
+    learnt_today = corpus.tokenizer.id.startswith(f"{BPE_KIND}:") and not choice.loaded and not profile.init_from
     reevaluation = Reevaluation()
     if request.fresh:
         resume = None
@@ -302,14 +315,25 @@ async def prepare(
                 f"the training data (its text or its split) changed since {resume.entry.checkpoint_id}: continuing "
                 "its weights and optimizer on today's data (a warm start; the sampler starts a new stream)"
             )
+    if resume is not None:
+        fingerprint = reg.Fingerprint.model_validate({**fingerprint.model_dump(), **carried(resume.entry)})
+    elif learnt_today:
+        fingerprint = reg.Fingerprint.model_validate({**fingerprint.model_dump(), TEXT_BYTES: len(split.train)})
+    train_config = training.apply(train_config_for(profile, request.max_iters, request.session_id), profile,
+                                  model_config.block_size, cuda=resolve_device("auto").type == "cuda")
+    migration = None
+    if resume is not None and target.pull_number is None:
+        today = reevaluation.losses.get(resume.entry.checkpoint_id, reg.loss_on(resume.entry, fingerprint.val_sha256))
+        migration = await asyncio.to_thread(
+            consider, profile, resume.entry, resume.state, corpus.tokenizer, model_config, split,
+            train_config.max_iters, fresh=request.fresh, notes=notes, old_val_loss=today,
+        )
     return SessionPlan(
         config=config, run=run, head=head, corpus=corpus, model_config=model_config,
-        train_config=training.apply(train_config_for(profile, request.max_iters, request.session_id), profile,
-                                    model_config.block_size, cuda=resolve_device("auto").type == "cuda"),
-        fingerprint=fingerprint,
+        train_config=train_config, fingerprint=fingerprint,
         resume=resume, notes=notes, pending=pending, committed=committed, reevaluation=reevaluation,
         unusable=frozenset(unusable), initial_weights=choice.initial_weights if resume is None else None,
-        data_oid=target.data_oid,
+        data_oid=target.data_oid, migration=migration,
     )
 
 

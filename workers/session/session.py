@@ -30,6 +30,7 @@ from workers.session.asking import Asking
 from workers.session.commit import commit_progress, forget, unshared_drops
 from workers.session.history import downsample
 from workers.session.inflight import InFlight, SessionSoFar, inflight_key, load_inflight, save_inflight
+from workers.session.migration_trial import Trial, try_migration
 from workers.session.pending import ENTRY_RECORD, PULLS_FOLDER
 from workers.session.plan import (
     SessionPlan,
@@ -56,7 +57,7 @@ from workers.session.training_options import DEFAULT_TRAINING, TrainingOptions
 from workers.trainer.baseline import unigram_val_loss
 from workers.trainer.launch import RankLost, train_in_group
 from workers.trainer.sample import SampleSettings, sample_text
-from workers.trainer.train import Progress, Snapshot, TrainResult, save_state
+from workers.trainer.train import Progress, Snapshot, TrainConfig, TrainResult, save_state
 
 log = logging.getLogger(__name__)
 PAUSED = "paused"
@@ -226,7 +227,7 @@ async def _train(
     """Train (from the in-session checkpoint when an earlier delivery left one), store the weights and the
     entry record, and describe the session."""
     started_at = utcnow()
-    so_far = await asyncio.to_thread(usable_inflight, store, inflight, plan)
+    plan, so_far = await asyncio.to_thread(usable_inflight, store, inflight, plan)
     if so_far is not None:
         done = len(so_far.so_far.losses)
         plan.notes.append(
@@ -236,15 +237,6 @@ async def _train(
         log.info("session %s continues from its in-session checkpoint at %d", request.session_id,
                  so_far.state["iteration"])
         started_at = datetime.fromisoformat(so_far.so_far.started_at)
-    start_iteration = so_far.so_far.start_iteration if so_far else (
-        int(plan.resume.state["iteration"]) if plan.resume else 0)
-    target = so_far.so_far.target_iteration if so_far else start_iteration + plan.train_config.max_iters
-    parent = so_far.so_far.parent_checkpoint if so_far else (plan.resume.entry.checkpoint_id if plan.resume else None)
-    resume_state = so_far.state if so_far else (plan.resume.state if plan.resume else None)
-    prior = so_far.so_far.losses if so_far else []
-    resumed_times = so_far.so_far.resumed_times + 1 if so_far else 0
-    log.info("training %s: %d iterations from %s", request.profile, target - start_iteration - len(prior),
-             parent or "a fresh model")
 
     profile = plan.config.profiles[request.profile]
     time_limit = min(profile.time_limit_s, controls.max_time_s or profile.time_limit_s)
@@ -261,37 +253,59 @@ async def _train(
             why.append(said)
         return said is not None
 
-    def so_far_with(losses: list[float], val_loss_before: float) -> SessionSoFar:
-        return SessionSoFar(
-            start_iteration=start_iteration, target_iteration=target, parent_checkpoint=parent,
-            val_loss_before=so_far.so_far.val_loss_before if so_far else val_loss_before,
-            started_at=started_at.isoformat(), losses=[*prior, *losses], resumed_times=resumed_times,
-            spent_s=spent_before + time.monotonic() - clock_start,
-        )
-
-    def save_snapshot(snap: Snapshot) -> None:
-        try:
-            save_inflight(store, inflight, snap.payload, so_far_with(snap.losses, snap.val_loss_before))
-        except Exception:  # an unreachable store costs the safety net, not the session
-            log.warning("could not save the in-session checkpoint of %s", request.session_id, exc_info=True)
-
-    initial = None if resume_state is not None else plan.initial_weights
     nproc = min(controls.training.nproc, plan.train_config.batch_size)  # the batch stays the profile's
     if nproc < controls.training.nproc:
         plan.notes.append(f"trained on {nproc} processes, not {controls.training.nproc}: a batch of "
                           f"{plan.train_config.batch_size} sequences gives each process one at the most")
+
+    def run(plan: SessionPlan, train_config: TrainConfig, resume: dict | None, initial: dict | None,
+            on_checkpoint: Callable[[Snapshot], None] | None) -> TrainResult:
+        return train_in_group(
+            nproc, plan.model_config, train_config, plan.corpus, resume=resume, init_weights=initial,
+            on_progress=controls.on_progress, should_stop=stop, on_checkpoint=on_checkpoint,
+            checkpoint_every_s=profile.checkpoint_every_s, group_dir=controls.training.group_dir,
+        )
+
+    trial: Trial | None = None
+    begun = int(plan.resume.state["iteration"]) if plan.resume else 0
     try:
         with asking:
-            result = await asyncio.to_thread(
-                train_in_group, nproc, plan.model_config,
-                replace(plan.train_config, max_iters=target - start_iteration - len(prior)),
-                plan.corpus, resume=resume_state, init_weights=initial,
-                on_progress=controls.on_progress, should_stop=stop,
-                on_checkpoint=save_snapshot, checkpoint_every_s=profile.checkpoint_every_s,
-                group_dir=controls.training.group_dir,
-            )
+            if so_far is None and plan.migration is not None and plan.resume is not None:
+                plan, trial = await asyncio.to_thread(try_migration, plan, run)
+            start_iteration, target, parent, resume_state, prior, known_before = _where_it_starts(plan, so_far, trial)
+            resumed_times = so_far.so_far.resumed_times + 1 if so_far else 0
+
+            def so_far_with(losses: list[float], val_loss_before: float) -> SessionSoFar:
+                return SessionSoFar(
+                    start_iteration=start_iteration, target_iteration=target, parent_checkpoint=parent,
+                    val_loss_before=known_before if known_before is not None else val_loss_before,
+                    started_at=started_at.isoformat(), losses=[*prior, *losses], resumed_times=resumed_times,
+                    spent_s=spent_before + time.monotonic() - clock_start,
+                )
+
+            def save_snapshot(snap: Snapshot) -> None:
+                try:
+                    save_inflight(store, inflight, snap.payload, so_far_with(snap.losses, snap.val_loss_before))
+                except Exception:  # an unreachable store costs the safety net, not the session
+                    log.warning("could not save the in-session checkpoint of %s", request.session_id, exc_info=True)
+
+            if trial is not None and trial.cut_short:  # stopped during the trial: the side it kept is the session
+                if trial.result is None:
+                    if why and why[0] == PAUSED:
+                        raise SessionPaused(begun, "paused during the trial of a tokenizer move; sent again, it "
+                                                   "tries again")
+                    raise SessionError(f"stopped ({why[0] if why else 'asked'}) during the trial of a tokenizer "
+                                       "move, before the moved lineage measured better; nothing was committed")
+                result, prior = trial.result, []
+            else:
+                log.info("training %s: %d iterations from %s", request.profile, target - start_iteration - len(prior),
+                         parent or "a fresh model")
+                result = await asyncio.to_thread(
+                    run, plan, replace(plan.train_config, max_iters=target - start_iteration - len(prior)),
+                    resume_state, None if resume_state is not None else plan.initial_weights, save_snapshot,
+                )
     except RankLost as lost:
-        raise TrainingProcessLost(lost.snapshot_iteration or start_iteration, str(lost)) from lost
+        raise TrainingProcessLost(lost.snapshot_iteration or begun, str(lost)) from lost
     if not result.stopped_early:  # asked to stop after the last iteration (a group answers late): a whole session
         why.clear()
     if why and why[0] == PAUSED:
@@ -303,9 +317,9 @@ async def _train(
             f"training diverged: the loss stopped being a number by iteration {result.end_iteration} (is "
             f"learning_rate {plan.train_config.learning_rate:g} too high for this model?); nothing was committed"
         )
-    if so_far is not None:  # one session, as if it had never been interrupted
+    if prior or known_before is not None:  # one session, as if it had never been interrupted or tried a move
         result = replace(result, start_iteration=start_iteration, losses=[*prior, *result.losses],
-                         val_loss_before=so_far.so_far.val_loss_before)
+                         val_loss_before=known_before if known_before is not None else result.val_loss_before)
     stopped = (why[0] if why else STOPPED_ON_REQUEST) if result.stopped_early else None
     if stopped is not None:
         how = "on request" if stopped == STOPPED_ON_REQUEST else f"at {limited_by} ({time_limit:.0f} s)"
@@ -322,6 +336,24 @@ async def _train(
     record = json.dumps(new_entry(facts).model_dump(mode="json"), sort_keys=True).encode()
     await asyncio.to_thread(store.put, f"{key}{ENTRY_RECORD}", record)
     return facts
+
+
+def _where_it_starts(plan: SessionPlan, so_far: InFlight | None, trial: Trial | None
+                     ) -> tuple[int, int, str | None, dict | None, list[float], float | None]:
+    """(start iteration, target iteration, parent, state to resume, losses already trained, val loss before when
+    already known): from an earlier delivery's in-session checkpoint, else from the kept side of a move's trial
+    (whose iterations count in the session, and the losing side's against it), else from the plan."""
+    if so_far is not None:
+        past = so_far.so_far
+        return (past.start_iteration, past.target_iteration, past.parent_checkpoint, so_far.state, past.losses,
+                past.val_loss_before)
+    if trial is not None:
+        start = trial.result.start_iteration
+        return (start, start + plan.train_config.max_iters - trial.dropped_iters, trial.parent, trial.result.state,
+                trial.result.losses, trial.val_before)
+    start = int(plan.resume.state["iteration"]) if plan.resume else 0
+    return (start, start + plan.train_config.max_iters, plan.resume.entry.checkpoint_id if plan.resume else None,
+            plan.resume.state if plan.resume else None, [], None)
 
 
 PREVIEW = SampleSettings(max_new_tokens=120, temperature=0.8, top_k=200)
@@ -357,21 +389,23 @@ def load_finished(store: CheckpointStore, key: str, notes: list[str], within: st
     return replace(facts, notes=(*facts.notes, again))
 
 
-def usable_inflight(store: CheckpointStore, key: str, plan: SessionPlan) -> InFlight | None:
-    """This session's in-session checkpoint when an earlier delivery left one that still fits the data."""
+def usable_inflight(store: CheckpointStore, key: str, plan: SessionPlan) -> tuple[SessionPlan, InFlight | None]:
+    """This session's in-session checkpoint when an earlier delivery left one that still fits the data, with
+    the plan it continues: when the earlier delivery tried a move of its lineage, the side it kept."""
     try:
         found = load_inflight(store, key)
     except ValueError as exc:
         plan.notes.append(f"ignored this session's unreadable in-session checkpoint ({exc})")
-        return None
+        return plan, None
     if found is None:
-        return None
-    if found.state.get("corpus_fingerprint") != plan.corpus.fingerprint() or (
-        found.state.get("model_config") != plan.model_config.to_dict()
-    ):
-        plan.notes.append("ignored this session's in-session checkpoint: the data or the model changed since")
-        return None
-    return found
+        return plan, None
+    for side in (plan, plan.migrated() if plan.migration is not None else None):
+        if side is not None and found.state.get("corpus_fingerprint") == side.corpus.fingerprint() and (
+            found.state.get("model_config") == side.model_config.to_dict()
+        ):
+            return replace(side, migration=None), found
+    plan.notes.append("ignored this session's in-session checkpoint: the data or the model changed since")
+    return plan, None
 
 
 def session_facts(

@@ -4,16 +4,19 @@
 tokenizer is a BPE of the profile's size and whose network is the profile's: that tokenizer is read from
 the checkpoint itself (it travels inside every payload), so weights are never encoded with merges they
 were not trained on. Without such a checkpoint (a new lineage, or `fresh`), a new BPE is learnt from
-today's training split. Two BPE lineages of one size (two fresh starts) are told apart by the hash in
-their ids; the one whose best figure is lower goes on. `auto` (the default) weighs the byte lineage and
-the BPE ones alike, by bits per byte, which compare across tokenizers; with neither, it learns a BPE when
-the training text is large enough and UTF-8 (`bytes_suit_better`), else it starts on bytes. So a
-repository that trained on bytes before BPE was the default goes on with its bytes.
+today's training split. Two BPE lineages of one size (two fresh starts, or a lineage and the one it moved
+to) are told apart by the hash in their ids. `auto` (the default) weighs the byte lineage and the BPE ones
+alike, by bits per byte, which compare across tokenizers; with neither, it learns a BPE when the training
+text is large enough and UTF-8 (`bytes_suit_better`), else it starts on bytes. Where several lineages could
+go on, the best checkpoint of each is measured on today's validation text first: their own figures may be
+on a smaller, older text (a lineage's first sessions on a tiny repository read low). A lineage grows into a
+new BPE as its text grows through workers/session/migration.py.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,9 +30,10 @@ from workers.session import registry as reg
 from workers.session.pretrained import PretrainedSources, read_pretrained
 from workers.session.store import CheckpointStore, StoreError
 from workers.trainer.checkpoint import check_model_config, load_state
-from workers.trainer.data import SplitText
+from workers.trainer.data import SplitText, bits_per_byte, encode_split
 from workers.trainer.model import ModelConfig
 from workers.trainer.tokenizer import BYTES, BYTES_ID, Tokenizer, bpe_family, from_checkpoint, train_bpe
+from workers.trainer.train import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ class TokenizerChoice:
     initial_weights: dict[str, Tensor] | None = None  # init_from, a new lineage: the pretrained weights
 
 
-AUTO_BPE_MIN_BYTES = 128 * 1024  # see bytes_suit_better
+AUTO_BPE_MIN_BYTES = 16 * 1024  # see bytes_suit_better
 ShapeOf = Callable[[int], str]  # vocabulary size -> the profile's network shape with it
 
 
@@ -81,6 +85,11 @@ def choose_tokenizer(
     if profile.tokenizer == "bytes":
         return TokenizerChoice(BYTES)
     candidates = [] if fresh else sorted(continuable(registry, profile, shape_of), key=lambda e: e.latest_loss)
+    heads = lineage_heads(candidates)
+    if len(heads) > 1:  # figures of different lineages were measured on different texts: measure them on today's
+        found = _best_on_today(heads[: max(profile.reevaluate, 1)], store, split, within, notes, unusable)
+        if found is not None:
+            return found
     for entry in candidates:
         if entry.fingerprint is not None and entry.fingerprint.tokenizer == BYTES_ID:
             return TokenizerChoice(BYTES)  # the byte lineage has the best checkpoint: it goes on
@@ -93,17 +102,69 @@ def choose_tokenizer(
             notes.append(f"tokenizer auto: bytes for this new lineage ({why}); set `tokenizer: bpe` to insist")
             return TokenizerChoice(BYTES)
     tokenizer = train_bpe(split.train, profile.vocab_size)
+    if profile.tokenizer == "auto" and (short := too_short(split, tokenizer, profile.block_size)) is not None:
+        notes.append(f"tokenizer auto: bytes for this new lineage ({short}); set `tokenizer: bpe` to insist")
+        return TokenizerChoice(BYTES)
     notes.append(f"learnt a byte-level BPE of {profile.vocab_size} tokens ({tokenizer.id}) from the training split "
                  f"({len(split.train):,} bytes) for a new lineage")
     log.info("trained tokenizer %s on %d bytes", tokenizer.id, len(split.train))
     return TokenizerChoice(tokenizer)
 
 
-def bytes_suit_better(train: bytes) -> str | None:
+def lineage_heads(candidates: list[reg.CheckpointEntry]) -> list[reg.CheckpointEntry]:
+    """The first entry of each lineage in `candidates` (best first), in that order."""
+    seen: set[reg.Lineage] = set()
+    heads = []
+    for entry in candidates:
+        lineage = reg.lineage_of(entry)
+        if lineage is not None and lineage not in seen:
+            seen.add(lineage)
+            heads.append(entry)
+    return heads
+
+
+def _best_on_today(heads: list[reg.CheckpointEntry], store: CheckpointStore, split: SplitText, within: str,
+                   notes: list[str], unusable: set[str]) -> TokenizerChoice | None:
+    """The lineage whose best checkpoint is lowest on today's validation text, each encoded with its own
+    tokenizer (bits per byte compare across tokenizers). A lineage's best by its own latest figure stands for
+    it: that figure may be on an older, smaller text, which is why it is not compared as it is."""
+    measured: list[tuple[float, str, TokenizerChoice]] = []
+    for entry in heads:
+        found = _read_lineage(entry, store, within, notes, unusable)
+        if found is None or found.model_config is None:
+            continue
+        try:
+            corpus = encode_split(split, found.tokenizer, block_size=found.model_config.block_size)
+            loss = evaluate(found.model_config, found.loaded[entry.checkpoint_id], corpus)
+        except ValueError as exc:
+            notes.append(f"could not measure {entry.checkpoint_id} on today's validation text: {exc}")
+            continue
+        if math.isfinite(loss):
+            measured.append((loss, entry.checkpoint_id, found))
+    if not measured:
+        return None
+    measured.sort(key=lambda m: m[0])
+    figures = ", ".join(f"{cid} ({choice.tokenizer.id}) {bits_per_byte(loss):.4f}" for loss, cid, choice in measured)
+    notes.append(f"tokenizer auto: measured the best checkpoint of {len(measured)} lineages on today's validation "
+                 f"text, in bits per byte: {figures}; going on with {measured[0][2].tokenizer.id}")
+    return measured[0][2]
+
+
+def too_short(split: SplitText, tokenizer: Tokenizer, block_size: int) -> str | None:
+    """Why a BPE cannot train this text with this context (a side of the split of one window or less)."""
+    for side, text in (("validation", split.val), ("training", split.train)):
+        tokens = tokenizer.encode(text).numel()
+        if tokens <= block_size + 1:
+            return (f"the {side} text is {tokens:,} tokens of a BPE, too few for a context of {block_size}; "
+                    f"it is {len(text):,} bytes")
+    return None
+
+
+def bytes_suit_better(train: bytes, min_bytes: int = AUTO_BPE_MIN_BYTES) -> str | None:
     """Why `auto` starts a new lineage on bytes rather than BPE, or None: BPE measured better on real text of
     hundreds of KB (bench/results/tokenizer.md), but over-fits a small text, and a BPE reads UTF-8 only."""
-    if len(train) < AUTO_BPE_MIN_BYTES:
-        return f"the training text is {len(train):,} bytes; BPE is chosen from {AUTO_BPE_MIN_BYTES:,}"
+    if len(train) < min_bytes:
+        return f"the training text is {len(train):,} bytes; BPE is chosen from {min_bytes:,}"
     try:
         train.decode("utf-8")
     except UnicodeDecodeError as exc:
