@@ -19,6 +19,7 @@ from pydoc_data.topics import topics as TOPICS
 import pytest
 import torch
 
+from app.errors import SessionError
 from tests.repos import git
 from workers.session.migration import BPE_REGROWTH, FROM, TEXT_BYTES, trial_iters
 from workers.session.repos import LocalGitRepository
@@ -350,6 +351,7 @@ def test_a_move_wins_outright_only_far_below_what_continuing_could_reach() -> No
     ({"val_loss_before": 1.0}, {"start_iteration": 100}, 0.0),  # it got worse: no pace
     ({"val_loss_before": "4"}, {"start_iteration": 100}, None),  # the repository's text, in a wrong shape
     ({"val_loss_before": float("inf")}, {"start_iteration": 100}, None),
+    ({"val_loss_before": 10**400}, {"start_iteration": 100}, None),  # an integer no float holds
     ({"val_loss_before": 4.0}, {"start_iteration": 200}, None),  # no iterations
     ({"val_loss_before": 4.0}, {"start_iteration": True}, None),
     (None, None, None),  # the seed's entries
@@ -361,3 +363,56 @@ def test_the_old_lineages_pace_is_read_from_the_registry_only_when_it_is_sensibl
     entry = reg.CheckpointEntry.model_validate({"checkpoint_id": "c", "iteration": 200, "val_loss": 2.0,
                                                 "metrics": metrics, "session": session})
     assert last_gain(entry) == (pytest.approx(gain) if gain is not None else None)
+
+
+@pytest.mark.parametrize("how", ["pause", "cancel"])
+def test_stopped_during_a_trial_the_move_has_not_won_hands_back_or_fails_plainly(tmp_path: Path, monkeypatch,
+                                                                                 how: str) -> None:
+    """A worker shutdown (or a cancel) while the moved side is still in its trial and has not measured better:
+    a pause is handed back to be sent again (nothing saved, nothing committed), a cancel fails with a reason."""
+    from workers.session import migration
+    from workers.session.session import Controls, SessionPaused
+
+    real = migration.transfer_vocabulary
+    monkeypatch.setattr(migration, "transfer_vocabulary", lambda *args: {
+        **(moved := real(*args)), "transformer.wte.weight": moved["transformer.wte.weight"] * 300,
+        "lm_head.weight": moved["transformer.wte.weight"] * 300})
+    repo, store = new_repo(tmp_path / "repo"), tmp_path / "store"
+    write(repo, revision(REVISION_BYTES[0]), "small")
+    session(repo, store, "first")
+    write(repo, revision(REVISION_BYTES[1]), "grown")
+    head = git(repo, "rev-parse", "HEAD")
+    controls = Controls(should_pause=lambda: True) if how == "pause" else Controls(should_stop=lambda: True)
+    expected = (SessionPaused, "paused during the trial") if how == "pause" else (SessionError, "during the trial")
+    with pytest.raises(expected[0], match=expected[1]):
+        session(repo, store, "stopped", 400, controls=controls)
+    assert git(repo, "rev-parse", "HEAD") == head  # nothing committed
+
+
+def test_a_move_that_cannot_encode_the_text_is_remembered_and_not_proposed_every_session(tmp_path: Path) -> None:
+    """A context of 1,024 tokens on 20 KB: a new lineage takes bytes (a BPE has too few tokens for it), and a
+    move, due by size, cannot be tried: the session says so once and records it, and the next one is quiet."""
+    repo, store = new_repo(tmp_path / "repo"), tmp_path / "store"
+    (repo / ".github/retrain.yml").write_text(CONFIG.replace("block_size: 64", "block_size: 1024"))
+    write(repo, revision(21_000), "text")
+    first = session(repo, store, "first", 12)
+    assert first.facts.fingerprint.tokenizer == BYTES_ID
+    assert any("too few for a context of 1024" in n for n in first.facts.notes)
+    write(repo, revision(24_000), "more")
+    second = session(repo, store, "second")
+    assert any("cannot be tried" in n for n in second.facts.notes)
+    assert (second.facts.fingerprint.model_extra or {})["migration_declined_bytes"] > AUTO_BPE_MIN_BYTES
+    third = session(repo, store, "third")
+    assert not any("tokenizer auto" in n for n in third.facts.notes)
+
+
+def test_only_lineage_facts_of_the_right_shape_are_carried_forward() -> None:
+    from workers.session.migration import carried
+
+    good = {"checkpoint_id": "ckpt_1", "tokenizer": "bytes-v1", "method": "vocabulary transfer"}
+    assert carried(_entry("bpe-v1:4096:ab", migrated_from=good, tokenizer_text_bytes=5)) == {
+        FROM: good, TEXT_BYTES: 5}
+    for hostile in ({**good, "checkpoint_id": "x" * 1_000_000}, {**good, "tokenizer": "`<b>`"}, {**good, "extra": 1},
+                    {**good, "method": "magic"}, ["not", "a", "dict"], "text"):
+        assert carried(_entry("bytes-v1", migrated_from=hostile)) == {}
+    assert carried(_entry("bytes-v1", tokenizer_text_bytes=10**400, migration_declined_bytes=-5)) == {}

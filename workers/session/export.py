@@ -22,7 +22,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from workers.session.best import BestModel
-from workers.session.migration import FROM, METHOD
+from workers.session.migration import FROM, METHOD, PLAIN
 from workers.session.registry import Fingerprint
 from workers.trainer.data import bits_per_byte
 from workers.trainer.hf_format import hf_config, to_hf_tensors
@@ -65,9 +65,6 @@ def write_export(best: BestModel, out: Path, *, source: str, commit_url: str | N
         shutil.rmtree(work, ignore_errors=True)
         raise
     return out
-
-
-PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,119}$")
 
 
 def moved_from(fp: Fingerprint | None) -> str:

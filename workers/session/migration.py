@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +50,7 @@ def _extra(fingerprint: reg.Fingerprint | None, key: str) -> Any:
 
 
 def _size(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**48 else None
 
 
 def migration_due(profile: Profile, resume: reg.CheckpointEntry | None, train: bytes, *, fresh: bool) -> str | None:
@@ -78,11 +79,20 @@ def trial_iters(session_iters: int) -> int | None:
     return each if each >= MIN_TRIAL_ITERS and session_iters - 2 * each >= 1 else None
 
 
+PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,119}$")
+
+
 def carried(resume: reg.CheckpointEntry | None) -> dict[str, Any]:
-    """The lineage facts a continuing checkpoint inherits from the one it continues."""
+    """The lineage facts a continuing checkpoint inherits from the one it continues, when they have the shape
+    a session writes: the registry is the repository's, and nothing else of it is copied forward."""
     fp = resume.fingerprint if resume is not None else None
-    keys = (FROM, TEXT_BYTES, DECLINED)
-    return {k: v for k in keys if (v := _extra(fp, k)) is not None}
+    out: dict[str, Any] = {k: v for k in (TEXT_BYTES, DECLINED) if (v := _size(_extra(fp, k))) is not None}
+    origin = _extra(fp, FROM)
+    if isinstance(origin, dict) and set(origin) == {"checkpoint_id", "tokenizer", "method"} and (
+            origin["method"] == METHOD
+            and all(isinstance(origin[k], str) and PLAIN.match(origin[k]) for k in ("checkpoint_id", "tokenizer"))):
+        out[FROM] = dict(origin)
+    return out
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,10 @@ def last_gain(entry: reg.CheckpointEntry) -> float | None:
     after = entry.val_loss
     if not isinstance(before, int | float) or isinstance(before, bool) or after is None or ran <= 0:
         return None
+    try:
+        before = float(before)  # a JSON integer of 400 digits does not fit a float
+    except OverflowError:
+        return None
     if not (math.isfinite(before) and math.isfinite(after)) or before <= 0 or after < 0:
         return None
     return min(max((before - after) / before, 0.0), 1.0) / ran
@@ -142,8 +156,10 @@ def consider(
     profile: Profile, resume_entry: reg.CheckpointEntry, resume_state: dict[str, Any], old: Tokenizer,
     old_config: ModelConfig, split: SplitText, session_iters: int, *, fresh: bool, notes: list[str],
     old_val_loss: float | None = None,
-) -> Migration | None:
-    """The move this session should try, or None (with a note when one was due but cannot be tried)."""
+) -> Migration | int | None:
+    """The move this session should try; None when none is due (or the session is too short to try, with a
+    note); the training text's size when one is due but the text cannot be encoded for it (with a note): the
+    session records it as declined, so it is not proposed again until the text has doubled."""
     reason = migration_due(profile, resume_entry, split.train, fresh=fresh)
     if reason is None:
         return None
@@ -156,8 +172,9 @@ def consider(
         return propose(reason, resume_entry, resume_state, old, old_config, split, profile.vocab_size, trial,
                        old_val_loss)
     except ValueError as exc:
-        notes.append(f"tokenizer auto: a move to a new BPE is due ({reason}), but it cannot be tried: {exc}")
-        return None
+        notes.append(f"tokenizer auto: a move to a new BPE is due ({reason}), but it cannot be tried: {exc}; the "
+                     "next try waits until the text has doubled")
+        return len(split.train)
 
 
 def fingerprint_of(migration: Migration, data_sha256: str) -> reg.Fingerprint:

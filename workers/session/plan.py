@@ -17,7 +17,7 @@ from app.errors import SessionError
 from app.github.client import BranchHead
 from workers.session import registry as reg
 from workers.session.history import parse_history
-from workers.session.migration import TEXT_BYTES, Migration, carried, consider, fingerprint_of
+from workers.session.migration import TEXT_BYTES, Migration, carried, consider, declined, fingerprint_of
 from workers.session.pending import Pending, find_merged_pulls, find_pending, pull_numbers
 from workers.session.pretrained import NOWHERE, PretrainedSources
 from workers.session.repos import ProgressRepository, PullsUnknown
@@ -324,10 +324,14 @@ async def prepare(
     migration = None
     if resume is not None and target.pull_number is None:
         today = reevaluation.losses.get(resume.entry.checkpoint_id, reg.loss_on(resume.entry, fingerprint.val_sha256))
-        migration = await asyncio.to_thread(
+        proposed = await asyncio.to_thread(
             consider, profile, resume.entry, resume.state, corpus.tokenizer, model_config, split,
             train_config.max_iters, fresh=request.fresh, notes=notes, old_val_loss=today,
         )
+        if isinstance(proposed, int):  # due, but the text cannot be encoded for it: remembered as declined
+            fingerprint = declined(fingerprint, proposed)
+        else:
+            migration = proposed
     return SessionPlan(
         config=config, run=run, head=head, corpus=corpus, model_config=model_config,
         train_config=train_config, fingerprint=fingerprint,

@@ -272,6 +272,12 @@ async def _train(
         with asking:
             if so_far is None and plan.migration is not None and plan.resume is not None:
                 plan, trial = await asyncio.to_thread(try_migration, plan, run)
+                if trial.result is None:  # stopped during the trial before the moved side measured better
+                    if why and why[0] == PAUSED:
+                        raise SessionPaused(begun, "paused during the trial of a tokenizer move; sent again, it "
+                                                   "tries again")
+                    raise SessionError(f"stopped ({why[0] if why else 'asked'}) during the trial of a tokenizer "
+                                       "move, before the moved lineage measured better; nothing was committed")
             start_iteration, target, parent, resume_state, prior, known_before = _where_it_starts(plan, so_far, trial)
             resumed_times = so_far.so_far.resumed_times + 1 if so_far else 0
 
@@ -290,12 +296,7 @@ async def _train(
                     log.warning("could not save the in-session checkpoint of %s", request.session_id, exc_info=True)
 
             if trial is not None and trial.cut_short:  # stopped during the trial: the side it kept is the session
-                if trial.result is None:
-                    if why and why[0] == PAUSED:
-                        raise SessionPaused(begun, "paused during the trial of a tokenizer move; sent again, it "
-                                                   "tries again")
-                    raise SessionError(f"stopped ({why[0] if why else 'asked'}) during the trial of a tokenizer "
-                                       "move, before the moved lineage measured better; nothing was committed")
+                assert trial.result is not None
                 result, prior = trial.result, []
             else:
                 log.info("training %s: %d iterations from %s", request.profile, target - start_iteration - len(prior),
