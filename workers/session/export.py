@@ -22,7 +22,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from workers.session.best import BestModel
-from workers.session.migration import FROM, METHOD, PLAIN
+from workers.session.migration import METHOD, origin_of
 from workers.session.registry import Fingerprint
 from workers.trainer.data import bits_per_byte
 from workers.trainer.hf_format import hf_config, to_hf_tensors
@@ -69,14 +69,11 @@ def write_export(best: BestModel, out: Path, *, source: str, commit_url: str | N
 
 def moved_from(fp: Fingerprint | None) -> str:
     """Where a lineage that moved to this tokenizer came from (workers/session/migration.py), when the
-    registry says it in the shape a session writes: the registry is the repository's, so nothing else shows."""
-    origin = (fp.model_extra or {}).get(FROM) if fp is not None else None
-    if not isinstance(origin, dict):
+    registry says it in the shape a session writes."""
+    origin = origin_of(fp)
+    if origin is None:
         return ""
-    parts = [origin.get(k) for k in ("checkpoint_id", "tokenizer")]
-    if not all(isinstance(p, str) and PLAIN.match(p) for p in parts) or origin.get("method") != METHOD:
-        return ""
-    return f"; the lineage moved to it from `{parts[1]}` at `{parts[0]}` by {METHOD}"
+    return f"; the lineage moved to it from `{origin['tokenizer']}` at `{origin['checkpoint_id']}` by {METHOD}"
 
 
 def model_card(best: BestModel, *, source: str, commit_url: str | None = None) -> str:

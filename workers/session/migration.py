@@ -82,16 +82,23 @@ def trial_iters(session_iters: int) -> int | None:
 PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,119}$")
 
 
-def carried(resume: reg.CheckpointEntry | None) -> dict[str, Any]:
-    """The lineage facts a continuing checkpoint inherits from the one it continues, when they have the shape
-    a session writes: the registry is the repository's, and nothing else of it is copied forward."""
-    fp = resume.fingerprint if resume is not None else None
-    out: dict[str, Any] = {k: v for k in (TEXT_BYTES, DECLINED) if (v := _size(_extra(fp, k))) is not None}
-    origin = _extra(fp, FROM)
+def origin_of(fingerprint: reg.Fingerprint | None) -> dict[str, str] | None:
+    """Where a moved lineage came from (`FROM`), when it has the shape a session writes: the registry is the
+    repository's, so nothing else of it is shown or copied forward."""
+    origin = _extra(fingerprint, FROM)
     if isinstance(origin, dict) and set(origin) == {"checkpoint_id", "tokenizer", "method"} and (
             origin["method"] == METHOD
             and all(isinstance(origin[k], str) and PLAIN.match(origin[k]) for k in ("checkpoint_id", "tokenizer"))):
-        out[FROM] = dict(origin)
+        return dict(origin)
+    return None
+
+
+def carried(resume: reg.CheckpointEntry | None) -> dict[str, Any]:
+    """The lineage facts a continuing checkpoint inherits from the one it continues, of the right shape."""
+    fp = resume.fingerprint if resume is not None else None
+    out: dict[str, Any] = {k: v for k in (TEXT_BYTES, DECLINED) if (v := _size(_extra(fp, k))) is not None}
+    if (origin := origin_of(fp)) is not None:
+        out[FROM] = origin
     return out
 
 

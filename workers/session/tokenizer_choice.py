@@ -160,11 +160,11 @@ def too_short(split: SplitText, tokenizer: Tokenizer, block_size: int) -> str | 
     return None
 
 
-def bytes_suit_better(train: bytes, min_bytes: int = AUTO_BPE_MIN_BYTES) -> str | None:
+def bytes_suit_better(train: bytes) -> str | None:
     """Why `auto` starts a new lineage on bytes rather than BPE, or None: BPE measured better on real text of
     hundreds of KB (bench/results/tokenizer.md), but over-fits a small text, and a BPE reads UTF-8 only."""
-    if len(train) < min_bytes:
-        return f"the training text is {len(train):,} bytes; BPE is chosen from {min_bytes:,}"
+    if len(train) < AUTO_BPE_MIN_BYTES:
+        return f"the training text is {len(train):,} bytes; BPE is chosen from {AUTO_BPE_MIN_BYTES:,}"
     try:
         train.decode("utf-8")
     except UnicodeDecodeError as exc:
