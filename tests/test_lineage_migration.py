@@ -26,13 +26,13 @@ from workers.session.repos import LocalGitRepository
 from workers.session.session import SessionRequest, SessionResult, run_session
 from workers.session.store import CheckpointStore
 from workers.session.tokenizer_choice import AUTO_BPE_MIN_BYTES
-from workers.trainer.data import bits_per_byte
+from workers.trainer.data import bits_per_byte, encode_split
 from workers.trainer.model import ModelConfig
 from workers.trainer.tokenizer import BYTES_ID, from_checkpoint
 from workers.trainer.train import TrainConfig, load_state, train
 
 ITERS = 40  # per session
-REVISION_BYTES = (12_000, 60_000, 130_000, 200_000)  # the second crosses auto's 16 KiB of training text
+REVISION_BYTES = (6_000, 60_000, 130_000, 200_000)  # the second crosses auto's 8 KiB of training text
 WITHIN = 0.85  # (b)/(a): the continual lineage within 15 % of one uninterrupted run, in bits per byte
 CONFIG = """data:
   include: ["docs/**/*.md"]
@@ -128,7 +128,7 @@ def test_a_growing_repository_keeps_its_learning_and_ends_near_one_uninterrupted
 
 def test_the_lineage_moved_to_a_bpe_once_the_text_was_large_enough_and_says_so(living: dict) -> None:
     sessions = living["continual"]
-    assert sessions[0].facts.fingerprint.tokenizer == BYTES_ID  # 9 KB of training text: bytes
+    assert sessions[0].facts.fingerprint.tokenizer == BYTES_ID  # 5 KB of training text: bytes
     moves = []
     for before, after in itertools.pairwise(sessions):
         b, a = before.facts, after.facts
@@ -141,7 +141,7 @@ def test_the_lineage_moved_to_a_bpe_once_the_text_was_large_enough_and_says_so(l
             assert a.fingerprint.tokenizer.startswith("bpe-v1:4096:")
             assert a.fingerprint.tokenizer != b.fingerprint.tokenizer
             outright = any("the old side's trial was not run" in note for note in a.notes)
-            assert a.start_iteration == 0  # a count of its own: it warms up
+            assert a.start_iteration == b.end_iteration  # it goes on from the old state: its count, no warmup
             assert a.iterations == ITERS - (0 if outright else trial_iters(ITERS))  # a losing trial side costs
         else:  # it goes on as any lineage, and every checkpoint knows where its lineage came from
             assert a.fingerprint.tokenizer == b.fingerprint.tokenizer and a.start_iteration == b.end_iteration
@@ -237,6 +237,44 @@ def test_vocabulary_transfer_keeps_every_other_layer_and_spells_each_new_token_f
             assert torch.equal(twice["transformer.wte.weight"][token], moved["transformer.wte.weight"][shared[spelled]])
 
 
+def test_a_move_carries_the_whole_training_state_so_the_moved_lineage_goes_on_where_the_old_one_stood() -> None:
+    """The optimizer's moments travel with the rows (a token both vocabularies hold keeps its own exactly,
+    every other parameter's as it was), the live weights and the average both move, and the count goes on:
+    the moved payload resumes in the new tokens from the old iteration, with no warmup."""
+    from workers.trainer.data import build_corpus
+    from workers.trainer.tokenizer import train_bpe
+    from workers.trainer.train import optimizer_order
+    from workers.trainer.vocab_transfer import EMBEDDING, transfer_payload
+
+    docs = {f"{k}.md": TOPICS[k].encode() for k in sorted(TOPICS)[:12]}
+    text = b"".join(docs.values())
+    old_tok, new_tok = train_bpe(text[: len(text) // 3], 500), train_bpe(text, 600)
+    old_cfg = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=32, vocab_size=500)
+    cfg = TrainConfig(max_iters=8, batch_size=4, learning_rate=0.003, warmup_iters=100, average_horizon=5, seed=3)
+    before = train(old_cfg, cfg, build_corpus(docs, block_size=32, tokenizer=old_tok)).state
+    new_cfg = ModelConfig(**{**old_cfg.to_dict(), "vocab_size": 600})
+    moved = transfer_payload(before, old_tok, new_tok, new_cfg)
+    assert moved["iteration"] == 8 and moved["tokenizer"] == new_tok.id and moved["model_config"] == new_cfg.to_dict()
+    at = optimizer_order(old_cfg).index(EMBEDDING)
+    old_state, new_state = before["optimizer"]["state"], moved["optimizer"]["state"]
+    assert set(new_state) == set(old_state)
+    for index, moments in old_state.items():
+        if index != at:
+            assert all(torch.equal(v, new_state[index][k]) for k, v in moments.items())
+    shared = {old_tok.decode([t]): t for t in range(old_tok.vocab_size) if old_tok.decode([t])}
+    kept = [(t, shared[spelled]) for t in range(new_tok.vocab_size) if (spelled := new_tok.decode([t])) in shared]
+    assert len(kept) > 300
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert new_state[at][key].shape == (600, 16)
+        assert all(torch.equal(new_state[at][key][t], old_state[at][key][o]) for t, o in kept)
+    for weights in (moved["model"], moved["online"]["model"]):
+        assert weights["transformer.wte.weight"].shape == (600, 16)
+    assert not torch.equal(moved["model"]["transformer.wte.weight"], moved["online"]["model"]["transformer.wte.weight"])
+    went_on = train(new_cfg, cfg, build_corpus(docs, block_size=32, tokenizer=new_tok), resume=moved)
+    assert (went_on.start_iteration, went_on.end_iteration) == (8, 16)
+    assert before["iteration"] == 8 and before["tokenizer"] == old_tok.id  # the old payload is not touched
+
+
 def _utf8(data: bytes) -> bool:
     try:
         data.decode("utf-8")
@@ -299,7 +337,8 @@ def test_a_session_paused_after_its_move_goes_on_with_the_moved_lineage_when_sen
     assert again.facts.fingerprint.tokenizer.startswith("bpe-v1:")
     main = max(p.max_iters for p in seen)  # iters - each when the move won outright, less each when both ran
     assert main in (iters - each, iters - 2 * each)
-    assert (again.facts.start_iteration, again.facts.end_iteration) == (0, each + main)
+    start = first.facts.end_iteration  # the moved lineage goes on counting
+    assert (again.facts.start_iteration, again.facts.end_iteration) == (start, start + each + main)
     assert again.facts.parent_checkpoint == first.checkpoint_id
     assert any("resumed this session's own in-session checkpoint" in n for n in again.facts.notes)
     assert not any("tokenizer auto" in n for n in again.facts.notes)  # the trial is not run twice
@@ -307,20 +346,26 @@ def test_a_session_paused_after_its_move_goes_on_with_the_moved_lineage_when_sen
     assert len(again.facts.loss_curve) > 0 and again.facts.loss_curve[-1][0] == again.facts.end_iteration
 
 
+def shout(monkeypatch: pytest.MonkeyPatch, loud) -> None:
+    """Make every move's carried embeddings (served and live) `loud(rows)`: a move that measures worse."""
+    from workers.session import migration
+
+    real = migration.transfer_payload
+
+    def shouting(payload, old, new, config):
+        moved = real(payload, old, new, config)
+        for weights in (moved["model"], *([moved["online"]["model"]] if "online" in moved else [])):
+            weights["transformer.wte.weight"] = weights["lm_head.weight"] = loud(weights["transformer.wte.weight"])
+        return moved
+
+    monkeypatch.setattr(migration, "transfer_payload", shouting)
+
+
 def test_a_move_that_measures_worse_is_declined_and_remembered(tmp_path: Path, monkeypatch) -> None:
     """When the moved lineage ends its trial above the old one, the lineage stays, the session's figures are
     the old side's, and its checkpoint records the size at which the move lost (the next try waits for more
     text). The move is made to lose by handing its side embeddings that shout (large random rows)."""
-    from workers.session import migration
-
-    real = migration.transfer_vocabulary
-
-    def shouting(weights, old, new, config):
-        moved = real(weights, old, new, config)
-        rows = torch.randn(moved["transformer.wte.weight"].shape, generator=torch.Generator().manual_seed(0)) * 30
-        return {**moved, "transformer.wte.weight": rows, "lm_head.weight": rows}
-
-    monkeypatch.setattr(migration, "transfer_vocabulary", shouting)
+    shout(monkeypatch, lambda rows: torch.randn(rows.shape, generator=torch.Generator().manual_seed(0)) * 30)
     repo, store = new_repo(tmp_path / "repo"), tmp_path / "store"
     write(repo, revision(REVISION_BYTES[0]), "small")
     first = session(repo, store, "first")
@@ -370,13 +415,9 @@ def test_stopped_during_a_trial_the_move_has_not_won_hands_back_or_fails_plainly
                                                                                  how: str) -> None:
     """A worker shutdown (or a cancel) while the moved side is still in its trial and has not measured better:
     a pause is handed back to be sent again (nothing saved, nothing committed), a cancel fails with a reason."""
-    from workers.session import migration
     from workers.session.session import Controls, SessionPaused
 
-    real = migration.transfer_vocabulary
-    monkeypatch.setattr(migration, "transfer_vocabulary", lambda *args: {
-        **(moved := real(*args)), "transformer.wte.weight": moved["transformer.wte.weight"] * 300,
-        "lm_head.weight": moved["transformer.wte.weight"] * 300})
+    shout(monkeypatch, lambda rows: rows * 300)
     repo, store = new_repo(tmp_path / "repo"), tmp_path / "store"
     write(repo, revision(REVISION_BYTES[0]), "small")
     session(repo, store, "first")
@@ -404,6 +445,34 @@ def test_a_move_that_cannot_encode_the_text_is_remembered_and_not_proposed_every
     assert (second.facts.fingerprint.model_extra or {})["migration_declined_bytes"] > AUTO_BPE_MIN_BYTES
     third = session(repo, store, "third")
     assert not any("tokenizer auto" in n for n in third.facts.notes)
+
+
+def test_a_move_is_tried_only_when_todays_bpe_reads_the_text_more_compactly() -> None:
+    """Due by size, a move is still only tried when a BPE learnt from today's text reads its validation text
+    `MIN_READING_GAIN` more compactly than the lineage's own: a lineage whose BPE already reads today's text
+    as well (here: learnt from it, its registry entry saying from half as much) spends no trial, and the look is
+    recorded like a declined move. From bytes the same look always passes (a BPE token holds several bytes)."""
+    from app.config.repo_config import Profile
+    from workers.session.migration import MIN_READING_GAIN, Migration, consider
+    from workers.trainer.data import split_text
+    from workers.trainer.tokenizer import BYTES, train_bpe
+
+    split = split_text({k: v.encode() for k, v in revision(60_000).items()}, val_fraction=0.1, block_size=64)
+    own = train_bpe(split.train, 4096)
+    config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=64, vocab_size=own.vocab_size)
+    state = train(config, TrainConfig(max_iters=2, batch_size=2, seed=1), encode_split(split, own, block_size=64)).state
+    entry = _entry(own.id, tokenizer_text_bytes=len(split.train) // BPE_REGROWTH)
+    notes: list[str] = []
+    found = consider(Profile(), entry, state, own, config, split, ITERS, fresh=False, notes=notes)
+    assert found == len(split.train), notes  # recorded: the next look waits for the text to double
+    assert len(notes) == 1 and "0.0% more compactly" in notes[0] and f"from {MIN_READING_GAIN:.0%}" in notes[0], notes
+
+    byte_config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=64, vocab_size=256)
+    byte_state = train(byte_config, TrainConfig(max_iters=2, batch_size=2, seed=1),
+                       encode_split(split, BYTES, block_size=64)).state
+    move = consider(Profile(), _entry(BYTES_ID), byte_state, BYTES, byte_config, split, ITERS, fresh=False, notes=[])
+    assert isinstance(move, Migration) and "more compactly" in move.reason
+    assert move.state["iteration"] == 2 and move.tokenizer.id.startswith("bpe-v1:4096:")
 
 
 def test_only_lineage_facts_of_the_right_shape_are_carried_forward() -> None:

@@ -177,11 +177,11 @@ def test_auto_starts_new_lineages_on_bpe_and_goes_on_with_an_existing_byte_linea
     assert new.facts.fingerprint.tokenizer.startswith("bpe-v1:512:")
     assert session(fresh_repo, f"file://{tmp_path / 'store-new'}").facts.parent_checkpoint == new.facts.checkpoint_id
 
-    small = make_local_repo(tmp_path / "small")  # 12 KB: too little for a BPE to learn from
+    small = make_local_repo(tmp_path / "small")  # 6 KB, a page or two: too little for a BPE to learn from
     (small / ".github/retrain.yml").write_text(AUTO_CONFIG)
     for note in (small / "notes").glob("*.md"):
         note.unlink()
-    (small / "notes" / "topics.md").write_bytes(topics_text(12_000))
+    (small / "notes" / "topics.md").write_bytes(topics_text(6_000))
     git(small, "add", "-A")
     git(small, "commit", "-qm", "defaults, little text")
     on_small = session(small, f"file://{tmp_path / 'store-small'}")

@@ -90,9 +90,10 @@ class Profile(BaseModel):
         "auto", description="`bpe`: a byte-level BPE of `vocab_size` tokens, learnt from the training split when a "
         "lineage starts and kept with its checkpoints. `bytes`: one token per byte. `auto`: whichever lineage of the "
         "two has the best checkpoint goes on (bits per byte compare across tokenizers), and a new lineage uses `bpe`, "
-        "which measured better (README), when the training text is at least 16 KiB of UTF-8, else `bytes`; as the "
-        "text grows past that (or to twice what its BPE learnt from), a session tries moving the lineage to a "
-        "new BPE, carrying its weights over, and keeps the move only when it measures better. Part of what a "
+        "which measured better (README), when the training text is at least 8 KiB of UTF-8, else `bytes`; as the "
+        "text grows past that (or to twice what its BPE learnt from) and a BPE learnt from today's text reads it "
+        "at least 5 % more compactly, a session tries moving the lineage to that BPE, carrying its training state "
+        "over, and keeps the move only when it measures better. Part of what a "
         "checkpoint needs to be continued.",
     )
     init_from: str | None = Field(

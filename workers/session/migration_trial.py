@@ -52,10 +52,13 @@ def try_migration(plan: SessionPlan, run: Run) -> tuple[SessionPlan, Trial]:
     trial_config = replace(plan.train_config, max_iters=move.trial_iters, cooldown_iters=0)
     stay, moved = replace(plan, migration=None), plan.migrated()
     parent, before = resume.entry.checkpoint_id, move.old_val_loss
-    # the moved lineage starts its own count and warms up: a fresh optimizer at the full rate from its first
-    # step knocked a small network's carried weights back (measured: the guard test's lineage ended 7 % worse)
-    new = run(moved, trial_config, None, move.weights, None)
+    # the moved lineage goes on from the old one's state (its optimizer moments and count carried), so it does
+    # not warm up again: a fresh optimizer at the full rate knocked a small network's carried weights back
+    # (the guard test's lineage ended 7 % worse), and warming up again cost bench/continual 0.4 % (2026-12-07)
+    new = run(moved, trial_config, move.state, None, None)
     moved_bpb = f"{bits_per_byte(new.val_loss_after):.4f}"
+    if new.val_loss_before is not None:  # what the carried network reads before any healing: the move's own cost
+        moved_bpb += f" (carried over: {bits_per_byte(new.val_loss_before):.4f})"
     from_bpb = f"{bits_per_byte(before):.4f}" if before is not None else "not measured"
     kept = (f"tokenizer auto: moved this lineage from {move.old_tokenizer} to {move.tokenizer.id} ({move.reason}), "
             f"by {move.origin['method']} from {parent}")

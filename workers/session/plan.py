@@ -201,11 +201,12 @@ class SessionPlan:
         return self.data_oid or self.head.oid
 
     def migrated(self) -> SessionPlan:
-        """The plan of the moved lineage: its text, network and fingerprint, starting from the carried weights."""
+        """The plan of the moved lineage: its text, network and fingerprint (it trains from the carried state,
+        `migration.state`)."""
         assert self.migration is not None
         move = self.migration
         return replace(
-            self, corpus=move.corpus, model_config=move.model_config, resume=None, initial_weights=move.weights,
+            self, corpus=move.corpus, model_config=move.model_config, resume=None, initial_weights=None,
             fingerprint=fingerprint_of(move, move.corpus.fingerprint()), migration=None,
             reevaluation=Reevaluation(),  # figures on the old tokens' validation set: not this lineage's to record
         )

@@ -46,7 +46,7 @@ class TokenizerChoice:
     initial_weights: dict[str, Tensor] | None = None  # init_from, a new lineage: the pretrained weights
 
 
-AUTO_BPE_MIN_BYTES = 16 * 1024  # see bytes_suit_better
+AUTO_BPE_MIN_BYTES = 8 * 1024  # see bytes_suit_better
 ShapeOf = Callable[[int], str]  # vocabulary size -> the profile's network shape with it
 
 
@@ -161,8 +161,10 @@ def too_short(split: SplitText, tokenizer: Tokenizer, block_size: int) -> str | 
 
 
 def bytes_suit_better(train: bytes) -> str | None:
-    """Why `auto` starts a new lineage on bytes rather than BPE, or None: BPE measured better on real text of
-    hundreds of KB (bench/results/tokenizer.md), but over-fits a small text, and a BPE reads UTF-8 only."""
+    """Why `auto` starts a new lineage on bytes rather than BPE, or None. BPE measured better on real text from
+    the ~10 KB of a few pages (one session 2.57 bits per byte against bytes' 3.26) to hundreds of KB
+    (bench/results/tokenizer.md), and a byte lineage's sessions carry over to a BPE poorly, so the line is
+    drawn low; below it a BPE has too little text to learn merges from, and a BPE reads UTF-8 only."""
     if len(train) < AUTO_BPE_MIN_BYTES:
         return f"the training text is {len(train):,} bytes; BPE is chosen from {AUTO_BPE_MIN_BYTES:,}"
     try:

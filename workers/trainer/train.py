@@ -189,12 +189,30 @@ def _get_batch(
     return chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
 
 
+Named = list[tuple[str, torch.nn.Parameter]]
+
+
+def _parameter_groups(model: GPT) -> tuple[Named, Named]:
+    """(decayed, not decayed): matrices and embeddings, then biases and LayerNorm gains, in the order the
+    optimizer numbers its state."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    return [(n, p) for n, p in named if p.dim() >= 2], [(n, p) for n, p in named if p.dim() < 2]
+
+
+def optimizer_order(model_config: ModelConfig) -> list[str]:
+    """The parameter names in the order the optimizer's saved state numbers them (a payload's "optimizer"
+    keys its moments by position), from a model on the meta device."""
+    with torch.device("meta"):
+        decayed, other = _parameter_groups(GPT(model_config))
+    return [name for name, _ in (*decayed, *other)]
+
+
 def _configure_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices and embeddings only, not on biases and LayerNorm gains."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    decayed, other = _parameter_groups(model)
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        {"params": [p for _, p in decayed], "weight_decay": cfg.weight_decay},
+        {"params": [p for _, p in other], "weight_decay": 0.0},
     ]
     fused = device.type == "cuda"  # one kernel for all parameters; on the CPU the plain loop is fine
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
