@@ -275,6 +275,38 @@ def test_a_move_carries_the_whole_training_state_so_the_moved_lineage_goes_on_wh
     assert before["iteration"] == 8 and before["tokenizer"] == old_tok.id  # the old payload is not touched
 
 
+@pytest.mark.parametrize("corrupt", [
+    lambda p: p["optimizer"].pop("state"),
+    lambda p: p["optimizer"].__setitem__("state", {0: 5}),
+    lambda p: next(iter(p["optimizer"]["state"].values())).__setitem__("exp_avg", torch.zeros(10, 16)),
+    lambda p: p.__setitem__("online", {}),
+])
+def test_a_payload_of_another_shape_cannot_be_moved_and_says_why(corrupt) -> None:
+    """The store's payloads are written by a repository's sessions: one whose optimizer state or live weights
+    are not what a session writes is a ValueError (the session notes that the move cannot be tried), never an
+    IndexError from deep inside the transfer."""
+    from workers.trainer.data import build_corpus
+    from workers.trainer.tokenizer import BYTES, train_bpe
+    from workers.trainer.vocab_transfer import transfer_payload
+
+    docs = {f"{k}.md": TOPICS[k].encode() for k in sorted(TOPICS)[:4]}
+    cfg = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=32, vocab_size=256)
+    payload = train(cfg, TrainConfig(max_iters=2, batch_size=2, average_horizon=5, seed=1),
+                    build_corpus(docs, block_size=32)).state
+    corrupt(payload)
+    bpe = train_bpe(b"".join(docs.values()), 400)
+    with pytest.raises(ValueError, match="checkpoint's"):
+        transfer_payload(payload, BYTES, bpe, ModelConfig(**{**cfg.to_dict(), "vocab_size": 400}))
+
+
+def test_auto_takes_a_bpe_from_a_few_pages_of_prose_and_bytes_for_a_page_or_two() -> None:
+    from workers.session.tokenizer_choice import bytes_suit_better
+
+    prose = "".join(TOPICS[k] for k in sorted(TOPICS)).encode()
+    assert bytes_suit_better(prose[:9_000]) is None  # a BPE measured better from ~10 KB (bench/results/tokenizer.md)
+    assert "BPE is chosen from 8,192" in (bytes_suit_better(prose[:6_000]) or "")
+
+
 def _utf8(data: bytes) -> bool:
     try:
         data.decode("utf-8")

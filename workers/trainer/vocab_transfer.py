@@ -47,10 +47,13 @@ def transfer_payload(
     out = dict(payload)
     out["model"] = _weights(payload["model"], spelling, old, new_config)
     online = payload.get("online")
-    if isinstance(online, Mapping):
+    if online is not None:
+        if not (isinstance(online, Mapping) and isinstance(online.get("model"), Mapping)):
+            raise ValueError("the checkpoint's 'online' holds no model state")
         out["online"] = {**online, "model": _weights(online["model"], spelling, old, new_config)}
     old_config = ModelConfig.from_dict(payload["model_config"])
-    out["optimizer"] = _moments(payload["optimizer"], optimizer_order(old_config).index(EMBEDDING), spelling)
+    out["optimizer"] = _moments(payload["optimizer"], optimizer_order(old_config).index(EMBEDDING), spelling,
+                                tuple(payload["model"][EMBEDDING].shape))
     out["model_config"] = new_config.to_dict()
     out["tokenizer"] = new.id
     out.pop("tokenizer_json", None)
@@ -96,15 +99,21 @@ def _weights(
     return out
 
 
-def _moments(optimizer: Mapping[str, Any], embedding: int, spelling: list[list[int]]) -> dict[str, Any]:
+def _moments(optimizer: Any, embedding: int, spelling: list[list[int]], rows: tuple[int, ...]) -> dict[str, Any]:
     """The optimizer's saved state with the embedding's per-row moments respelt like its rows (a mean of
-    second moments is a fair guess of a new row's gradient scale); other parameters' moments as they were."""
-    state = {k: dict(v) for k, v in optimizer["state"].items()}
+    second moments is a fair guess of a new row's gradient scale); other parameters' moments as they were.
+    A payload comes from a store a repository's sessions write: a state of another shape is a ValueError."""
+    saved = optimizer.get("state") if isinstance(optimizer, Mapping) else None
+    if not isinstance(saved, Mapping) or not all(isinstance(v, Mapping) for v in saved.values()):
+        raise ValueError("the checkpoint's optimizer state is not a state dict")
+    state = {k: dict(v) for k, v in saved.items()}
     moments = state.get(embedding)
-    if moments is not None:
-        for key, value in moments.items():
-            if isinstance(value, Tensor) and value.dim() == 2:
-                moments[key] = _rows(value, spelling).to(value.dtype)
+    for key, value in (moments or {}).items():
+        if isinstance(value, Tensor) and value.dim() > 0:
+            if tuple(value.shape) != rows:
+                raise ValueError(f"the checkpoint's optimizer moment {key!r} of the embedding is "
+                                 f"{tuple(value.shape)}, its rows {rows}")
+            moments[key] = _rows(value, spelling).to(value.dtype)
     return {**optimizer, "state": state}
 
 
