@@ -53,8 +53,9 @@ def try_migration(plan: SessionPlan, run: Run) -> tuple[SessionPlan, Trial]:
     stay, moved = replace(plan, migration=None), plan.migrated()
     parent, before = resume.entry.checkpoint_id, move.old_val_loss
     # the moved lineage goes on from the old one's state (its optimizer moments and count carried), so it does
-    # not warm up again: a fresh optimizer at the full rate knocked a small network's carried weights back
-    # (the guard test's lineage ended 7 % worse), and warming up again cost bench/continual 0.4 % (2026-12-07)
+    # not warm up again, and no fresh optimizer steps its carried weights at the full rate (that knocked the
+    # guard test's small network back 7 %); bench/continual put carrying, warming up again and a fresh
+    # optimizer without warmup within 0.6 % of each other (bench/README.md)
     new = run(moved, trial_config, move.state, None, None)
     moved_bpb = f"{bits_per_byte(new.val_loss_after):.4f}"
     if new.val_loss_before is not None:  # what the carried network reads before any healing: the move's own cost
