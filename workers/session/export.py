@@ -22,8 +22,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from workers.session.best import BestModel
-from workers.session.migration import METHOD, origin_of
-from workers.session.registry import Fingerprint
+from workers.session.registry import MIGRATION_METHOD, Fingerprint, migration_origin
 from workers.trainer.data import bits_per_byte
 from workers.trainer.hf_format import hf_config, to_hf_tensors
 
@@ -70,10 +69,11 @@ def write_export(best: BestModel, out: Path, *, source: str, commit_url: str | N
 def moved_from(fp: Fingerprint | None) -> str:
     """Where a lineage that moved to this tokenizer came from (workers/session/migration.py), when the
     registry says it in the shape a session writes."""
-    origin = origin_of(fp)
+    origin = migration_origin(fp)
     if origin is None:
         return ""
-    return f"; the lineage moved to it from `{origin['tokenizer']}` at `{origin['checkpoint_id']}` by {METHOD}"
+    return (f"; the lineage moved to it from `{origin['tokenizer']}` at `{origin['checkpoint_id']}` by "
+            f"{MIGRATION_METHOD}")
 
 
 def model_card(best: BestModel, *, source: str, commit_url: str | None = None) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from workers.session.registry import migration_origin
+
 if TYPE_CHECKING:
     from workers.session.progress import SessionFacts
 
@@ -25,8 +27,8 @@ def downsample(losses: list[float], start_iteration: int, points: int = CURVE_PO
 
 
 def history_line(facts: SessionFacts) -> dict[str, Any]:
-    origin = (facts.fingerprint.model_extra or {}).get("migrated_from")  # workers/session/migration.py FROM
-    moved = isinstance(origin, dict) and origin.get("checkpoint_id") == facts.parent_checkpoint
+    origin = migration_origin(facts.fingerprint)
+    moved = origin is not None and origin["checkpoint_id"] == facts.parent_checkpoint  # this session moved it
     return {
         "session": facts.session_id,
         "checkpoint_id": facts.checkpoint_id,
@@ -42,7 +44,7 @@ def history_line(facts: SessionFacts) -> dict[str, Any]:
         "unigram_val_loss": facts.unigram_val_loss,
         "resumed_from": facts.parent_checkpoint,
         "tokenizer": facts.fingerprint.tokenizer,
-        **({"moved_from_tokenizer": origin.get("tokenizer")} if moved and isinstance(origin, dict) else {}),
+        **({"moved_from_tokenizer": origin["tokenizer"]} if moved and origin is not None else {}),
         "train_loss_curve": [list(p) for p in facts.loss_curve],
     }
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,9 +43,9 @@ RETRY_GROWTH = 2  # after a declined move, the training text must double before 
 # (reading_gain): below it the carried network's healing costs more than the better tokens give back
 # (bench/continual 2026-12-07: moves at +10 % won their trials, at +1.3 % and +2.7 % lost them)
 MIN_READING_GAIN = 0.05
-METHOD = "vocabulary transfer"  # each new token's embedding is the mean of the old ones that spell its bytes
+METHOD = reg.MIGRATION_METHOD
 
-FROM = "migrated_from"
+FROM = reg.MIGRATED_FROM
 TEXT_BYTES = "tokenizer_text_bytes"
 DECLINED = "migration_declined_bytes"
 
@@ -85,25 +84,11 @@ def trial_iters(session_iters: int) -> int | None:
     return each if each >= MIN_TRIAL_ITERS and session_iters - 2 * each >= 1 else None
 
 
-PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,119}$")
-
-
-def origin_of(fingerprint: reg.Fingerprint | None) -> dict[str, str] | None:
-    """Where a moved lineage came from (`FROM`), when it has the shape a session writes: the registry is the
-    repository's, so nothing else of it is shown or copied forward."""
-    origin = _extra(fingerprint, FROM)
-    if isinstance(origin, dict) and set(origin) == {"checkpoint_id", "tokenizer", "method"} and (
-            origin["method"] == METHOD
-            and all(isinstance(origin[k], str) and PLAIN.match(origin[k]) for k in ("checkpoint_id", "tokenizer"))):
-        return dict(origin)
-    return None
-
-
 def carried(resume: reg.CheckpointEntry | None) -> dict[str, Any]:
     """The lineage facts a continuing checkpoint inherits from the one it continues, of the right shape."""
     fp = resume.fingerprint if resume is not None else None
     out: dict[str, Any] = {k: v for k in (TEXT_BYTES, DECLINED) if (v := _size(_extra(fp, k))) is not None}
-    if (origin := origin_of(fp)) is not None:
+    if (origin := reg.migration_origin(fp)) is not None:
         out[FROM] = origin
     return out
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -143,6 +144,22 @@ def shape_sha256(model_config: Mapping[str, Any]) -> str:
         if model_config.get(key, default) != default:
             shape[key] = model_config[key]
     return model_config_sha256(shape)
+
+
+MIGRATED_FROM = "migrated_from"  # fingerprint extra: where a moved lineage came from (workers/session/migration.py)
+MIGRATION_METHOD = "vocabulary transfer"  # each new token's embedding the mean of the old ones spelling its bytes
+_PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,119}$")
+
+
+def migration_origin(fingerprint: Fingerprint | None) -> dict[str, str] | None:
+    """Where a moved lineage came from, when it has the shape a session writes: the registry is the
+    repository's, so nothing else of it is shown or copied forward."""
+    origin = (fingerprint.model_extra or {}).get(MIGRATED_FROM) if fingerprint is not None else None
+    if isinstance(origin, dict) and set(origin) == {"checkpoint_id", "tokenizer", "method"} and (
+            origin["method"] == MIGRATION_METHOD
+            and all(isinstance(origin[k], str) and _PLAIN.match(origin[k]) for k in ("checkpoint_id", "tokenizer"))):
+        return dict(origin)
+    return None
 
 
 def lineage_of(entry: CheckpointEntry) -> Lineage | None:
